@@ -1,0 +1,3 @@
+from omniopd.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The `omniopd` command line: the front door to every role.
+
+Each command group lives in its own module (`omniopd/cli/<group>_cmd.py`) and imports
+the heavy machinery (torch, workers/, db/, eval/) inside its commands, so `--help` and
+`config validate` stay fast. This package is the only place that imports workers/, db/
+and eval/ from omniopd.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from omniopd import __version__
+from omniopd.cli import config_cmd
+
+app = typer.Typer(
+    name="omniopd",
+    help=(
+        "OmniOPD: on-policy distillation of a small student from black-box teachers "
+        "(text-only APIs or open models behind vLLM). Every command reads one YAML "
+        "config (--config) and accepts --set KEY=VALUE overrides."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"omniopd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+def main() -> None:
+    app()

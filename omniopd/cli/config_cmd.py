@@ -1,0 +1,28 @@
+"""`omniopd config show|validate`: inspect a run's configuration."""
+
+from __future__ import annotations
+
+import typer
+
+from omniopd.cli.common import ConfigOpt, SetOpt, console, load
+from omniopd.config import dump_config
+
+app = typer.Typer(help="Inspect and check run configuration files.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(config: ConfigOpt, set_: SetOpt = None) -> None:
+    """Print the resolved config (file + --set overrides + defaults) as YAML."""
+    cfg = load(config, set_)
+    console.print(dump_config(cfg), highlight=False, markup=False, end="")
+
+
+@app.command("validate")
+def validate(config: ConfigOpt, set_: SetOpt = None) -> None:
+    """Check a config file; exit 0 if it is valid, 2 with every problem listed if not."""
+    cfg = load(config, set_)
+    teacher = cfg.audit.teacher or "none"
+    console.print(
+        f"[green]ok[/] {config}: run {cfg.run.name!r}, teacher {teacher}, store {cfg.store_url}",
+        soft_wrap=True,
+    )

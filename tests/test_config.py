@@ -1,0 +1,96 @@
+"""The configuration: defaults, validation messages, overrides, shipped files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from omniopd.config import ConfigError, OmniConfig, load_config, parse_config
+
+CONFIGS = sorted(p for p in Path("configs").glob("*.yaml") if p.name != "prices.yaml")
+
+
+def test_defaults_are_the_papers():
+    cfg = OmniConfig()
+    assert (cfg.chunking.m, cfg.chunking.c, cfg.estimator.n) == (10, 50, 10)
+    assert cfg.estimator.alpha == 1.0 and cfg.loss.beta == 0.1
+    assert cfg.estimator.phi == "edit" and cfg.learner.lr == 1e-6
+    assert cfg.rollout.temperature == 1.0
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path):
+    load_config(path)
+
+
+def test_misspelled_key_names_the_file_the_key_and_the_allowed_keys():
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/demo.yaml", ["chunking.mm=3"])
+    message = str(info.value)
+    assert "configs/demo.yaml" in message
+    assert "chunking.mm: unknown key" in message
+    assert "allowed keys: c, m, overlap, placement" in message
+
+
+def test_misspelled_key_inside_a_named_teacher_lists_teacher_keys():
+    with pytest.raises(ConfigError, match=r"teachers\.emulated\.modle: unknown key; allowed keys: .*model"):
+        load_config("configs/demo.yaml", ["teachers.emulated.modle=x"])
+
+
+def test_out_of_range_value_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"estimator\.alpha: Input should be greater than or equal to 0 \(got -1\)"):
+        parse_config({"estimator": {"alpha": -1}}, "x.yaml")
+
+
+def test_bad_choice_lists_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"chunking\.placement: Input should be 'peak' or 'uniform'"):
+        parse_config({"chunking": {"placement": "random"}})
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config("configs/demo.yaml", ["chunking.m=7", "rollout.stop=['</s>', 'END']", "audit.budget_usd=null"])
+    assert cfg.chunking.m == 7
+    assert cfg.rollout.stop == ["</s>", "END"]
+    assert cfg.audit.budget_usd is None
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config("configs/demo.yaml", ["chunking.m"])
+
+
+def test_unknown_audit_teacher_is_an_error():
+    with pytest.raises(ConfigError, match=r"audit\.teacher = 'nope' is not a key of `teachers`"):
+        parse_config({"audit": {"teacher": "nope"}})
+
+
+def test_continuation_default_per_provider_kind():
+    cfg = parse_config(
+        {
+            "teachers": {
+                "a": {"kind": "anthropic", "model": "m"},
+                "o": {"kind": "openai", "model": "m"},
+                "v": {"kind": "openai_compat", "model": "m"},
+                "g": {"kind": "gemini", "model": "m", "continuation": "instruction"},
+            }
+        }
+    )
+    modes = {k: t.continuation_mode for k, t in cfg.teachers.items()}
+    assert modes == {"a": "prefill", "o": "instruction", "v": "raw", "g": "instruction"}
+
+
+def test_every_field_has_a_docstring():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no docstring"
+            sub = field.annotation
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                walk(sub)
+
+    walk(OmniConfig)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
