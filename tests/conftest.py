@@ -86,3 +86,11 @@ def redis_prefix(redis_url: str):
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny untied Qwen3 model + tokenizer built offline once per test session."""
+    from omniopd.models.tiny import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-model")))

@@ -1,0 +1,60 @@
+"""`omniopd models make-tiny`: build a tiny offline model for tests and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omniopd.cli.common import console, fail
+
+app = typer.Typer(help="Build and inspect student models.", no_args_is_help=True)
+
+
+@app.command("make-tiny")
+def make_tiny(
+    out: Annotated[Path, typer.Argument(help="Directory to write the model to (Hugging Face layout).")],
+    layers: Annotated[int, typer.Option(min=1, help="Transformer layers.")] = 2,
+    hidden: Annotated[int, typer.Option(min=8, help="Hidden size (divisible by --heads).")] = 64,
+    heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 4,
+    kv_heads: Annotated[int, typer.Option(min=1, help="Key/value heads (divides --heads).")] = 2,
+    intermediate: Annotated[int | None, typer.Option(min=8, help="MLP width (default 2 x hidden).")] = None,
+    vocab_size: Annotated[int, typer.Option(min=300, help="BPE vocabulary size, special tokens included.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the generated corpus.")] = 0,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Text file (one document per line) to train the tokenizer on; default: generated.")
+    ] = None,
+) -> None:
+    """Build a random-init Qwen3-architecture model with untied embeddings and a locally
+    trained byte-level BPE tokenizer with a chat template. Offline and deterministic:
+    the same options give byte-identical files."""
+    from omniopd.models.tiny import TinySpec, make_tiny_model
+
+    texts = None
+    if corpus is not None:
+        if not corpus.is_file():
+            fail(f"--corpus {corpus}: no such file")
+        texts = [line for line in corpus.read_text().splitlines() if line.strip()]
+        if not texts:
+            fail(f"--corpus {corpus}: the file has no non-empty lines")
+    spec = TinySpec(
+        layers=layers,
+        hidden_size=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        intermediate_size=intermediate or 2 * hidden,
+        vocab_size=vocab_size,
+        seed=seed,
+    )
+    try:
+        path = make_tiny_model(out, spec, texts)
+    except ValueError as exc:
+        fail(str(exc))
+    import json
+
+    vocab = json.loads((path / "config.json").read_text())["vocab_size"]
+    console.print(
+        f"[green]wrote[/] {path}: qwen3, {layers} layers, hidden {hidden}, vocab {vocab}",
+        soft_wrap=True,
+    )
