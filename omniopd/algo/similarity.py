@@ -117,8 +117,10 @@ def _bleu(student: list[str], teacher: list[str], max_n: int) -> float:
     BP * exp(mean_n log p_n) with clipped n-gram precisions p_n and brevity penalty
     BP = min(1, exp(1 - len(reference) / len(candidate))). Smoothing for n >= 2: add one to the
     numerator and denominator, p_n = (matches + 1) / (candidate n-grams + 1) (Lin & Och 2004,
-    NLTK's method2), so a chunk sharing unigrams but no bigram does not score 0. Two empty
-    texts score 1; exactly one empty text scores 0.
+    NLTK's method2), so a chunk sharing unigrams but no bigram does not score 0. Equal to
+    NLTK's sentence_bleu with method2 except for one-word candidates, where NLTK scores the
+    missing bigram as 0/1 (BLEU-2 of a word with itself = 0.71) and we as 0/0 -> 1/1, keeping
+    phi(a, a) = 1. Two empty texts score 1; exactly one empty text scores 0.
     """
     if not student or not teacher:
         return 1.0 if not student and not teacher else 0.0
