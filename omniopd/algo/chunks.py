@@ -92,7 +92,9 @@ def _ranking(values: np.ndarray, candidates: np.ndarray, placement: str, rng) ->
         return candidates[np.argsort(-values[candidates], kind="stable")]
     if placement == "uniform":
         if rng is None:
-            raise ValueError("placement='uniform' needs rng (a seed or numpy Generator) to be reproducible")
+            raise ValueError(
+                "placement='uniform' needs rng (a seed or numpy Generator) to be reproducible"
+            )
         generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         return generator.permutation(candidates)
     raise ValueError(f"placement must be 'peak' or 'uniform', got {placement!r}")
@@ -112,7 +114,9 @@ def _resample(order: np.ndarray, ends: np.ndarray, m: int, c: int) -> list[tuple
     return chosen
 
 
-def _merge(order: np.ndarray, ends: np.ndarray, values: np.ndarray, m: int, c: int) -> list[tuple[int, int, int]]:
+def _merge(
+    order: np.ndarray, ends: np.ndarray, values: np.ndarray, m: int, c: int
+) -> list[tuple[int, int, int]]:
     """Top-M anchors, chunks joined where they overlap; each span keeps its best anchor."""
     chunks = sorted((int(a), int(min(a + c, ends[a]))) for a in order[:m])
     spans: list[list[int]] = []  # [start, end, anchor]
@@ -152,14 +156,20 @@ def select_chunks(
         raise ValueError(f"overlap must be 'resample' or 'merge', got {overlap!r}")
     values = _as_array(entropies)  # [T]
     length = len(values)
-    valid = np.ones(length, dtype=bool) if valid_mask is None else np.asarray(valid_mask, dtype=bool).reshape(-1)
+    valid = (
+        np.ones(length, dtype=bool)
+        if valid_mask is None
+        else np.asarray(valid_mask, dtype=bool).reshape(-1)
+    )
     if valid.shape != (length,):
         raise ValueError(f"valid_mask has {valid.shape[0]} entries but entropies have {length}")
     valid = valid.copy()
     valid[: max(min_start, 0)] = False
     order = _ranking(values, np.flatnonzero(valid), placement, rng)
     ends = _run_ends(valid)
-    picked = _resample(order, ends, m, c) if overlap == "resample" else _merge(order, ends, values, m, c)
+    picked = (
+        _resample(order, ends, m, c) if overlap == "resample" else _merge(order, ends, values, m, c)
+    )
     picked.sort()
     audited = torch.zeros(length, dtype=torch.bool)
     for start, end, _ in picked:
@@ -209,11 +219,18 @@ def layout_from_spans(
     k = 0
     for b, (seq_spans, length, offset) in enumerate(zip(spans, lengths, offsets, strict=True)):
         if offset + length > seq_len:
-            raise ValueError(f"sequence {b}: response [{offset}, {offset + length}) exceeds seq_len {seq_len}")
+            raise ValueError(
+                f"sequence {b}: response [{offset}, {offset + length}) exceeds seq_len {seq_len}"
+            )
         unaudited[b, offset : offset + length] = True
         for start, end in sorted(seq_spans):
-            if not 0 <= start < end <= length or (chunk_index[b, offset + start : offset + end] >= 0).any():
-                raise ValueError(f"sequence {b}: span [{start}, {end}) is empty, overlaps another, or leaves [0, {length})")
+            if (
+                not 0 <= start < end <= length
+                or (chunk_index[b, offset + start : offset + end] >= 0).any()
+            ):
+                raise ValueError(
+                    f"sequence {b}: span [{start}, {end}) is empty, overlaps another, or leaves [0, {length})"
+                )
             chunk_index[b, offset + start : offset + end] = k
             k += 1
     return ChunkLayout(chunk_index, unaudited & (chunk_index < 0), k)

@@ -30,7 +30,9 @@ def _vocab_slices(vocab: int, vocab_slice: int | None) -> list[tuple[int, int]]:
     if vocab_slice is None or vocab_slice >= vocab:
         return [(0, vocab)]
     if vocab_slice < 1:
-        raise ValueError(f"vocab_slice must be a positive number of vocabulary entries, got {vocab_slice}")
+        raise ValueError(
+            f"vocab_slice must be a positive number of vocabulary entries, got {vocab_slice}"
+        )
     return [(v0, min(v0 + vocab_slice, vocab)) for v0 in range(0, vocab, vocab_slice)]
 
 
@@ -40,7 +42,9 @@ def _logsumexp_sliced(logits: Tensor, slices: list[tuple[int, int]], dtype: torc
     return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)  # [..., n_slices] -> [...]
 
 
-def _entropy_given_lse(logits: Tensor, lse: Tensor, slices: list[tuple[int, int]], dtype: torch.dtype) -> Tensor:
+def _entropy_given_lse(
+    logits: Tensor, lse: Tensor, slices: list[tuple[int, int]], dtype: torch.dtype
+) -> Tensor:
     """-sum_v p log p, accumulated slice by slice, with log p = logit - lse. Returns [...]."""
     total = torch.zeros(lse.shape, dtype=dtype, device=lse.device)
     for v0, v1 in slices:

@@ -50,7 +50,9 @@ def chunk_prior(logprobs: Tensor, mask: Tensor | None = None) -> Tensor:
     A chunk with no tokens gets prior 1 (the empty product).
     """
     if mask is None:
-        return logprobs.mean(dim=-1).exp() if logprobs.shape[-1] else torch.ones(logprobs.shape[:-1])
+        return (
+            logprobs.mean(dim=-1).exp() if logprobs.shape[-1] else torch.ones(logprobs.shape[:-1])
+        )
     total = (logprobs * mask).sum(dim=-1)
     count = mask.sum(dim=-1).clamp_min(1)
     return (total / count).exp()
@@ -70,7 +72,9 @@ def chunk_priors(token_logprobs: Tensor, chunk_index: Tensor, num_chunks: int) -
     ids = chunk_index.reshape(-1)
     inside = ids >= 0
     lp = token_logprobs.reshape(-1)[inside].double()
-    sums = torch.zeros(num_chunks, dtype=torch.float64, device=lp.device).index_add_(0, ids[inside], lp)
+    sums = torch.zeros(num_chunks, dtype=torch.float64, device=lp.device).index_add_(
+        0, ids[inside], lp
+    )
     counts = torch.bincount(ids[inside], minlength=num_chunks).clamp_min(1)
     return (sums / counts).exp().to(token_logprobs.dtype)
 
@@ -151,9 +155,13 @@ def chunk_proxies(
     layout: the batch's chunks (K of them); k: [K] k_sem per chunk (Eq. 3); n: N (or [K]).
     """
     if k.shape != (layout.num_chunks,):
-        raise ValueError(f"k_sem must be [K] = [{layout.num_chunks}], one per chunk; got {tuple(k.shape)}")
+        raise ValueError(
+            f"k_sem must be [K] = [{layout.num_chunks}], one per chunk; got {tuple(k.shape)}"
+        )
     with torch.no_grad():
-        stats = token_stats(student, targets, layout.audited_mask, token_slice=token_slice, vocab_slice=vocab_slice)
+        stats = token_stats(
+            student, targets, layout.audited_mask, token_slice=token_slice, vocab_slice=vocab_slice
+        )
         prior = chunk_priors(stats.logprobs, layout.chunk_index, layout.num_chunks)  # [K]
     k = k.to(prior.dtype)
     return ProxyEstimate(

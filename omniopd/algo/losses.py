@@ -106,9 +106,13 @@ def omniopd_loss(
     beta >= 0; slices: tokens x vocabulary entries per block (memory, not results).
     """
     if proxies.shape != (layout.num_chunks,):
-        raise ValueError(f"proxies must be [K] = [{layout.num_chunks}], one per chunk; got {tuple(proxies.shape)}")
+        raise ValueError(
+            f"proxies must be [K] = [{layout.num_chunks}], one per chunk; got {tuple(proxies.shape)}"
+        )
     if beta < 0 or (beta > 0 and reference is None):
-        raise ValueError(f"beta must be >= 0 and a reference is needed when beta > 0; got beta={beta}")
+        raise ValueError(
+            f"beta must be >= 0 and a reference is needed when beta > 0; got beta={beta}"
+        )
     audited, unaudited = layout.audited_mask, layout.unaudited_mask
     slices = {"token_slice": token_slice, "vocab_slice": vocab_slice}
     logprobs = token_stats(student, targets, audited, **slices).logprobs  # [B, T], 0 off-chunk
@@ -117,7 +121,9 @@ def omniopd_loss(
     weight = padded[layout.chunk_index]  # [B, T]
     chunk_values = -weight * logprobs
     if beta > 0:
-        kl_tok = token_stats(student, None, unaudited, other=reference, kl_other_student=True, **slices).kl_other_student
+        kl_tok = token_stats(
+            student, None, unaudited, other=reference, kl_other_student=True, **slices
+        ).kl_other_student
     else:
         kl_tok = torch.zeros_like(chunk_values)
     covered = audited | unaudited
@@ -167,10 +173,14 @@ def sft_loss(
     targets: [B, T] the teacher's tokens; mask: [B, T] bool, the teacher tokens to train on.
     normalisation "sequence" gives Eq. 19's average over the N rollouts.
     """
-    logprobs = token_stats(student, targets, mask, token_slice=token_slice, vocab_slice=vocab_slice).logprobs
+    logprobs = token_stats(
+        student, targets, mask, token_slice=token_slice, vocab_slice=vocab_slice
+    ).logprobs
     loss = _normalise(-logprobs, mask, normalisation)
     tokens = int(mask.sum())
-    return SFTLoss(loss=loss, nll_per_token=float(-logprobs.detach().sum()) / max(tokens, 1), tokens=tokens)
+    return SFTLoss(
+        loss=loss, nll_per_token=float(-logprobs.detach().sum()) / max(tokens, 1), tokens=tokens
+    )
 
 
 @dataclass(frozen=True)
@@ -204,8 +214,14 @@ def opd_whitebox_loss(
     if not 0.0 <= forward_weight <= 1.0:
         raise ValueError(f"forward_weight must be in [0, 1], got {forward_weight}")
     stats = token_stats(
-        student, None, mask, other=teacher, kl_other_student=True, kl_student_other=True,
-        token_slice=token_slice, vocab_slice=vocab_slice,
+        student,
+        None,
+        mask,
+        other=teacher,
+        kl_other_student=True,
+        kl_student_other=True,
+        token_slice=token_slice,
+        vocab_slice=vocab_slice,
     )
     forward, reverse = stats.kl_other_student, stats.kl_student_other  # [B, T]
     per_token = forward_weight * forward + (1.0 - forward_weight) * reverse

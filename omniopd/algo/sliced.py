@@ -83,7 +83,9 @@ class _Flat:
         # -inf logits (masked tokens) become the most negative float: p = 0 without NaNs.
         return z.to(dtype).clamp_min(torch.finfo(dtype).min)
 
-    def add_grad(self, grads: list, needs: tuple[bool, ...], rows: Tensor, v0: int, v1: int, dz: Tensor) -> None:
+    def add_grad(
+        self, grads: list, needs: tuple[bool, ...], rows: Tensor, v0: int, v1: int, dz: Tensor
+    ) -> None:
         """Accumulate d(loss)/d(parts) for one block, given dz = d(loss)/d(logits block) [r, S]."""
         if not self.is_hidden:
             if needs[0]:
@@ -127,7 +129,7 @@ class _Online:
     @staticmethod
     def _rescale(m: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """New running max, factor for the old sums, exp(z - new max)."""
-        new_m = torch.maximum(m, z.max(dim=-1).values)
+        new_m = torch.maximum(m, z.amax(dim=-1))  # amax: max(dim) is far slower on CPU
         return new_m, (m - new_m).exp(), (z - new_m.unsqueeze(-1)).exp()
 
     def update(self, zs: Tensor, zo: Tensor | None, y: Tensor | None, v0: int) -> None:
@@ -165,7 +167,11 @@ def _blocks(spec: _Spec, vocab: int):
     n = spec.rows.numel()
     for r0 in range(0, n, spec.token_slice):
         r1 = min(r0 + spec.token_slice, n)
-        yield r0, r1, [(v0, min(v0 + spec.vocab_slice, vocab)) for v0 in range(0, vocab, spec.vocab_slice)]
+        yield (
+            r0,
+            r1,
+            [(v0, min(v0 + spec.vocab_slice, vocab)) for v0 in range(0, vocab, spec.vocab_slice)],
+        )
 
 
 class _BlockStats(torch.autograd.Function):
@@ -177,7 +183,10 @@ class _BlockStats(torch.autograd.Function):
         if len(tensors) > spec.n_student:
             other = _Flat(tensors[spec.n_student :])
         n = spec.rows.numel()
-        out = {k: torch.zeros(n, dtype=spec.dtype, device=spec.rows.device) for k in ("lse_s", "lse_o", "logprob", "kos", "kso")}
+        out = {
+            k: torch.zeros(n, dtype=spec.dtype, device=spec.rows.device)
+            for k in ("lse_s", "lse_o", "logprob", "kos", "kso")
+        }
         for r0, r1, vslices in _blocks(spec, student.vocab):
             rows = spec.rows[r0:r1]
             y = None if spec.targets is None else spec.targets[r0:r1]
@@ -199,21 +208,42 @@ class _BlockStats(torch.autograd.Function):
         student = _Flat(tuple(tensors[: spec.n_student]))
         other = _Flat(tuple(tensors[spec.n_student :])) if len(tensors) > spec.n_student else None
         needs = ctx.needs_input_grad[1 : 1 + spec.n_student]
-        grads = [torch.zeros_like(t, dtype=t.dtype if not student.is_hidden else spec.dtype) if need else None
-                 for t, need in zip(student.parts, needs, strict=True)]
+        grads = [
+            torch.zeros_like(t, dtype=t.dtype if not student.is_hidden else spec.dtype)
+            if need
+            else None
+            for t, need in zip(student.parts, needs, strict=True)
+        ]
         zero = torch.zeros_like(lse_s)
         g_lp, g_kos, g_kso = (zero if g is None else g.to(spec.dtype) for g in (g_lp, g_kos, g_kso))
         for r0, r1, vslices in _blocks(spec, student.vocab):
             rows, sl = spec.rows[r0:r1], slice(r0, r1)
             for v0, v1 in vslices:
-                dz = _block_grad(student, other, spec, rows, v0, v1, lse_s[sl], lse_o[sl], kso[sl],
-                                 g_lp[sl], g_kos[sl], g_kso[sl], None if spec.targets is None else spec.targets[sl])
+                dz = _block_grad(
+                    student,
+                    other,
+                    spec,
+                    rows,
+                    v0,
+                    v1,
+                    lse_s[sl],
+                    lse_o[sl],
+                    kso[sl],
+                    g_lp[sl],
+                    g_kos[sl],
+                    g_kso[sl],
+                    None if spec.targets is None else spec.targets[sl],
+                )
                 student.add_grad(grads, needs, rows, v0, v1, dz)
-        out = [None if g is None else g.to(t.dtype) for g, t in zip(grads, student.parts, strict=True)]
+        out = [
+            None if g is None else g.to(t.dtype) for g, t in zip(grads, student.parts, strict=True)
+        ]
         return (None, *out, *([None] * (len(tensors) - spec.n_student)))
 
 
-def _block_grad(student, other, spec, rows, v0, v1, lse_s, lse_o, kso, g_lp, g_kos, g_kso, y) -> Tensor:
+def _block_grad(
+    student, other, spec, rows, v0, v1, lse_s, lse_o, kso, g_lp, g_kos, g_kso, y
+) -> Tensor:
     """d(loss)/d(student logits) on one block [r, S]:
     g_lp (onehot - p_s) + g_kos (p_s - p_o) + g_kso p_s (log p_s - log p_o - KL(s||o))."""
     log_ps = student.block(rows, v0, v1, spec.dtype) - lse_s.unsqueeze(1)  # [r, S]
@@ -231,7 +261,6 @@ def _block_grad(student, other, spec, rows, v0, v1, lse_s, lse_o, kso, g_lp, g_k
         idx = inside.nonzero().squeeze(1)
         dz[idx, local[idx]] += g_lp[idx]
     return dz
-
 
 
 def _compute_dtype(src: LogitSource) -> torch.dtype:
@@ -258,16 +287,22 @@ def token_stats(
     Memory and dtype: see the module docstring. Returns TokenStats of [B, T] tensors.
     """
     if token_slice < 1 or vocab_slice < 1:
-        raise ValueError(f"token_slice and vocab_slice must be >= 1, got {token_slice}, {vocab_slice}")
+        raise ValueError(
+            f"token_slice and vocab_slice must be >= 1, got {token_slice}, {vocab_slice}"
+        )
     if (kl_other_student or kl_student_other) and other is None:
-        raise ValueError("a KL against `other` was requested but no `other` logits/hidden states were given")
+        raise ValueError(
+            "a KL against `other` was requested but no `other` logits/hidden states were given"
+        )
     shape = mask.shape
     rows = mask.reshape(-1).nonzero().squeeze(1)  # [n]
     s_parts = _Flat.parts_of(student)
     o_parts = () if other is None else tuple(p.detach() for p in _Flat.parts_of(other))
     vocab = _Flat(s_parts).vocab
     if o_parts and _Flat(o_parts).vocab != vocab:
-        raise ValueError(f"student and other must share a vocabulary; got V={vocab} and V={_Flat(o_parts).vocab}")
+        raise ValueError(
+            f"student and other must share a vocabulary; got V={vocab} and V={_Flat(o_parts).vocab}"
+        )
     if _Flat(s_parts).parts[0].shape[0] != mask.numel():
         raise ValueError(f"mask {tuple(shape)} does not match the student's positions")
     spec = _Spec(

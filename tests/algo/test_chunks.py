@@ -117,8 +117,13 @@ def _select(args, **override):
     length = len(kwargs["entropies"])
     valid = [t not in kwargs["invalid"] for t in range(length)]
     return select_chunks(
-        kwargs["entropies"], kwargs["m"], kwargs["c"], kwargs["overlap"], kwargs["placement"],
-        rng=kwargs["seed"], valid_mask=valid,
+        kwargs["entropies"],
+        kwargs["m"],
+        kwargs["c"],
+        kwargs["overlap"],
+        kwargs["placement"],
+        rng=kwargs["seed"],
+        valid_mask=valid,
     ), valid
 
 
@@ -150,7 +155,9 @@ def test_resample_returns_min_of_m_and_what_the_walk_can_find(args):
     # each chosen chunk blocks at most 2C - 1 anchors, so the walk finds at least this many
     assert len(unlimited.spans) >= math.ceil(sum(valid) / (2 * args["c"] - 1))
     if args["placement"] == "peak" and sel.spans:
-        assert max(sel.anchor_entropies) == max(e for e, v in zip(args["entropies"], valid, strict=True) if v)
+        assert max(sel.anchor_entropies) == max(
+            e for e, v in zip(args["entropies"], valid, strict=True) if v
+        )
 
 
 @settings(max_examples=200, deadline=None)
@@ -165,9 +172,14 @@ def test_merge_covers_every_top_m_anchor_with_at_most_m_spans(args):
 
 
 def test_layout_from_spans_numbers_chunks_and_marks_the_unaudited_response():
-    layout = layout_from_spans([[(3, 5), (0, 2)], [(1, 3)]], lengths=[6, 4], seq_len=8, offsets=[1, 0])
+    layout = layout_from_spans(
+        [[(3, 5), (0, 2)], [(1, 3)]], lengths=[6, 4], seq_len=8, offsets=[1, 0]
+    )
     assert layout.num_chunks == 3
-    assert layout.chunk_index.tolist() == [[-1, 0, 0, -1, 1, 1, -1, -1], [-1, 2, 2, -1, -1, -1, -1, -1]]
+    assert layout.chunk_index.tolist() == [
+        [-1, 0, 0, -1, 1, 1, -1, -1],
+        [-1, 2, 2, -1, -1, -1, -1, -1],
+    ]
     assert layout.unaudited_mask.tolist() == [
         [False, False, False, True, False, False, True, False],
         [True, False, False, True, False, False, False, False],

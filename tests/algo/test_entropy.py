@@ -5,7 +5,11 @@ import math
 import pytest
 import torch
 
-from omniopd.algo.entropy import entropy_from_logits, token_logprobs_and_entropy, topk_entropy_estimate
+from omniopd.algo.entropy import (
+    entropy_from_logits,
+    token_logprobs_and_entropy,
+    topk_entropy_estimate,
+)
 
 
 def test_entropy_of_hand_computed_distributions():
@@ -27,7 +31,9 @@ def test_entropy_is_invariant_to_logit_shift_and_stable_for_huge_logits():
 
 @pytest.mark.parametrize("vocab_slice", [1, 7, 64, 100, 1000])
 def test_sliced_entropy_equals_unsliced(vocab_slice):
-    logits = torch.randn(3, 9, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    logits = (
+        torch.randn(3, 9, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 3
+    )
     full = entropy_from_logits(logits)
     assert full.shape == (3, 9) and full.dtype == torch.float64
     assert torch.allclose(entropy_from_logits(logits, vocab_slice=vocab_slice), full, atol=1e-12)
@@ -66,14 +72,20 @@ def test_topk_estimate_hand_case_puts_the_residual_in_one_bucket():
     est = topk_entropy_estimate(torch.tensor([[math.log(0.5)]]))
     assert est.item() == pytest.approx(math.log(2), abs=1e-6)
     # -inf entries are absent tokens; a residual that rounds below 0 is clamped
-    est = topk_entropy_estimate(torch.tensor([[0.0, float("-inf")], [math.log(0.6), math.log(0.41)]]))
+    est = topk_entropy_estimate(
+        torch.tensor([[0.0, float("-inf")], [math.log(0.6), math.log(0.41)]])
+    )
     assert torch.isfinite(est).all() and (est >= 0).all()
 
 
 def test_topk_estimate_is_a_lower_bound_within_the_residual_gap():
     gen = torch.Generator().manual_seed(5)
     vocab, k = 200, 20
-    logits = torch.randn(300, vocab, dtype=torch.float64, generator=gen) * torch.rand(300, 1, dtype=torch.float64, generator=gen) * 4
+    logits = (
+        torch.randn(300, vocab, dtype=torch.float64, generator=gen)
+        * torch.rand(300, 1, dtype=torch.float64, generator=gen)
+        * 4
+    )
     logprobs = torch.log_softmax(logits, -1)
     top = logprobs.topk(k, dim=-1).values
     exact = entropy_from_logits(logits)

@@ -39,7 +39,9 @@ def test_hand_computed_k_sem_prior_and_proxy():
 
 
 def test_alpha_zero_is_the_frequentist_ratio():
-    assert bayesian_proxy(torch.tensor([0.0, 4.0]), 10, 0.0, torch.tensor([0.9, 0.9])).tolist() == pytest.approx([0.0, 0.4])
+    assert bayesian_proxy(
+        torch.tensor([0.0, 4.0]), 10, 0.0, torch.tensor([0.9, 0.9])
+    ).tolist() == pytest.approx([0.0, 0.4])
     with pytest.raises(ValueError, match="alpha"):
         bayesian_proxy(1.0, 10, -1.0, 0.5)
     with pytest.raises(ValueError, match="N = 0"):

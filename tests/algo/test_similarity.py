@@ -15,7 +15,10 @@ FAST = [name for name in SIMILARITIES if name != "embedding"]
 # scripts, Unicode whose lower() changes length (İ), and runs of whitespace.
 ALPHABET = "aAbBcCxyz019 _.,;!?-+=^()'\"\n\téÉßİΣ数"
 texts = st.text(alphabet=ALPHABET, max_size=60)
-wordy = st.lists(st.sampled_from(["the", "The", "cat", "sat", "x=2,", "mat.", "42", "İt", "naïve", "a-b", ""]), max_size=25).map(" ".join)
+wordy = st.lists(
+    st.sampled_from(["the", "The", "cat", "sat", "x=2,", "mat.", "42", "İt", "naïve", "a-b", ""]),
+    max_size=25,
+).map(" ".join)
 
 
 def test_tokenisation_is_rouge_scores():
@@ -63,7 +66,9 @@ def test_every_phi_is_in_unit_interval_and_one_on_identical_text(a, b):
 @given(student=texts, continuations=st.lists(texts, max_size=6))
 def test_batch_form_equals_the_pairwise_calls(student, continuations):
     for name in FAST:
-        assert phi_batch(name, student, continuations) == [SIMILARITIES[name](student, c) for c in continuations]
+        assert phi_batch(name, student, continuations) == [
+            SIMILARITIES[name](student, c) for c in continuations
+        ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -71,7 +76,9 @@ def test_batch_form_equals_the_pairwise_calls(student, continuations):
 def test_rouge1_and_rougeL_equal_rouge_score_f1(a, b):
     from rouge_score.rouge_scorer import RougeScorer
 
-    scores = RougeScorer(["rouge1", "rougeL"], use_stemmer=False).score(b, a)  # (target, prediction)
+    scores = RougeScorer(["rouge1", "rougeL"], use_stemmer=False).score(
+        b, a
+    )  # (target, prediction)
     if not words(a) and not words(b):
         # the one documented difference: rouge-score gives 0, phi(a, a) = 1 needs 1
         assert SIMILARITIES["rouge1"](a, b) == SIMILARITIES["rougeL"](a, b) == 1.0
@@ -106,7 +113,9 @@ def test_phi_batch_refuses_an_unknown_name():
 
 def test_cut_continuation_by_words_keeps_spacing_and_drops_the_rest():
     student = " so x = 2 and"
-    assert cut_continuation(" hence  x=2, so y is 4. Then", student) == " hence  x=2, so y is"  # 5 words
+    assert (
+        cut_continuation(" hence  x=2, so y is 4. Then", student) == " hence  x=2, so y is"
+    )  # 5 words
     assert cut_continuation("short", student) == "short"
     assert cut_continuation("anything", "   ") == ""
 
