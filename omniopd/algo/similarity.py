@@ -26,6 +26,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import count, repeat
 from pathlib import Path
 from typing import Literal
 
@@ -35,14 +36,54 @@ from rapidfuzz.distance import LCSseq, Levenshtein
 
 Phi = Callable[[str, str], float]
 
-# rouge-score's tokenizer: lower(), [^a-z0-9]+ -> " ", split, keep ^[a-z0-9]+$ (no stemming).
-_TOKEN_RE = re.compile(r"[a-z0-9]+")
+# rouge-score's tokenizer is lower(), [^a-z0-9]+ -> " ", split, keep ^[a-z0-9]+$. The same
+# tokens come out of C-level string methods: lower(), encode to ASCII with every non-ASCII
+# character replaced by "?", map every byte outside [a-z0-9] to a space, split. That is ~5x
+# faster than the regex and lets N + 1 texts be tokenised in one pass (joined by a 0xFF
+# byte, which ASCII text cannot contain, kept as a separator token).
+_KEEP = frozenset(range(ord("0"), ord("9") + 1)) | frozenset(range(ord("a"), ord("z") + 1))
+_SEPARATOR = b"\xff"
+_TABLE = bytes(c if c in _KEEP or c == _SEPARATOR[0] else ord(" ") for c in range(256))
 _WORD_RE = re.compile(r"\S+")
+
+
+def _token_bytes(text: str) -> list[bytes]:
+    return text.lower().encode("ascii", "replace").translate(_TABLE).split()
 
 
 def words(text: str) -> list[str]:
     """The word tokens all word-level phi use (rouge-score's tokenisation, no stemming)."""
-    return _TOKEN_RE.findall(text.lower())
+    return [t.decode("ascii") for t in _token_bytes(text)]
+
+
+def _encode_batch(student: str, continuations: list[str]) -> tuple[int, list[int]]:
+    """Token ids of the student chunk and every continuation, tokenised in one pass.
+
+    Ids 0..U-1 are the student's distinct words (in order of appearance); every other word
+    gets id U, which no student token has, so it never counts as overlap or LCS match; id
+    U + 1 separates the texts. Returns (U, ids of student + U+1 + continuation 1 + ...).
+    """
+    joined = (b" " + _SEPARATOR + b" ").join(
+        [t.lower().encode("ascii", "replace") for t in [student, *continuations]]
+    )
+    tokens = joined.translate(_TABLE).split()
+    n_student = tokens.index(_SEPARATOR) if continuations else len(tokens)
+    vocab = dict(zip(dict.fromkeys(tokens[:n_student]), count()))
+    unknown = len(vocab)
+    vocab[_SEPARATOR] = unknown + 1
+    return unknown, list(map(vocab.get, tokens, repeat(unknown)))
+
+
+def _split_rows(ids: list[int], separator: int) -> list[list[int]]:
+    rows, start = [], 0
+    while True:
+        try:
+            end = ids.index(separator, start)
+        except ValueError:
+            rows.append(ids[start:])
+            return rows
+        rows.append(ids[start:end])
+        start = end + 1
 
 
 def _f1(overlap: int, n_student: int, n_teacher: int) -> float:
@@ -72,33 +113,34 @@ def exact_match(student: str, teacher: str) -> float:
 
 def rouge1(student: str, teacher: str) -> float:
     """ROUGE-1 F1: clipped unigram overlap (multiset intersection) of the word tokens."""
-    return _rouge1_tokens(Counter(words(student)), words(teacher))
-
-
-def _rouge1_tokens(student_counts: Counter, teacher_tokens: list[str]) -> float:
-    teacher_counts = Counter(teacher_tokens)
-    overlap = sum(min(n, teacher_counts[w]) for w, n in student_counts.items())
-    return _f1(overlap, sum(student_counts.values()), len(teacher_tokens))
+    return _rouge1_batch(student, [teacher])[0]
 
 
 def rouge_l(student: str, teacher: str) -> float:
     """ROUGE-L F1: longest common subsequence of the word tokens (rapidfuzz LCS, O(n m / 64))."""
-    s, t = words(student), words(teacher)
-    return _rouge_l_ids(*_to_ids(s, [t]))[0]
+    return _rouge_l_batch(student, [teacher])[0]
 
 
-def _to_ids(student: list[str], teachers: list[list[str]]) -> tuple[list[int], list[list[int]]]:
-    # Map words to small ints so the LCS compares exact words (no hashing collisions).
-    vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(w, len(vocab)) for w in student]
-    return ids, [[vocab.setdefault(w, len(vocab)) for w in t] for t in teachers]
+def _lcs_lengths(student: list[int], rows: list[list[int]]) -> list[int]:
+    """LCS length of `student` with every row, in one rapidfuzz call (ids are exact ints)."""
+    matrix = process.cdist([student], rows, scorer=LCSseq.similarity, dtype=np.int32)  # [1, N]
+    return matrix[0].tolist()
 
 
-def _rouge_l_ids(student: list[int], teachers: list[list[int]]) -> list[float]:
-    return [
-        _f1(LCSseq.similarity(student, t) if student and t else 0, len(student), len(t))
-        for t in teachers
-    ]
+def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
+    unknown, ids = _encode_batch(student, continuations)
+    s_ids, *rows = _split_rows(ids, unknown + 1)
+    # The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
+    # multiset intersection, which equals the LCS of the two sorted id lists.
+    overlap = _lcs_lengths(sorted(s_ids), [sorted(r) for r in rows])
+    return [_f1(o, len(s_ids), len(r)) for o, r in zip(overlap, rows, strict=True)]
+
+
+def _rouge_l_batch(student: str, continuations: list[str]) -> list[float]:
+    unknown, ids = _encode_batch(student, continuations)
+    s_ids, *rows = _split_rows(ids, unknown + 1)
+    lcs = _lcs_lengths(s_ids, rows)
+    return [_f1(n, len(s_ids), len(r)) for n, r in zip(lcs, rows, strict=True)]
 
 
 def jaccard(student: str, teacher: str) -> float:
@@ -241,15 +283,6 @@ def _edit_batch(student: str, continuations: list[str]) -> list[float]:
         [student], continuations, scorer=Levenshtein.normalized_similarity, dtype=np.float64
     )
     return [float(x) for x in row[0]]
-
-
-def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
-    counts = Counter(words(student))
-    return [_rouge1_tokens(counts, words(t)) for t in continuations]
-
-
-def _rouge_l_batch(student: str, continuations: list[str]) -> list[float]:
-    return _rouge_l_ids(*_to_ids(words(student), [words(t) for t in continuations]))
 
 
 _BATCHED: dict[str, Callable[[str, list[str]], list[float]]] = {
