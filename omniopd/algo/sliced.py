@@ -151,15 +151,17 @@ class _Online:
             self.target = torch.where(inside, picked, self.target)
 
     def finish(self) -> dict[str, Tensor]:
+        """Per-row results; quantities that were not requested are 0."""
+        spec, zero = self.spec, torch.zeros_like(self.m_s)
         lse_s = self.m_s + self.s_s.log()
-        lse_o = self.m_o + self.s_o.log()
+        lse_o = self.m_o + self.s_o.log() if (spec.want_kos or spec.want_kso) else zero
+        # KL(o||s) = E_o[z_o - z_s] - lse_o + lse_s ;  KL(s||o) = E_s[z_s - z_o] - lse_s + lse_o
         return {
             "lse_s": lse_s,
             "lse_o": lse_o,
-            "logprob": self.target - lse_s,
-            # KL(o||s) = E_o[z_o - z_s] - lse_o + lse_s ; KL(s||o) = E_s[z_s - z_o] - lse_s + lse_o
-            "kos": (self.a_o / self.s_o - lse_o + lse_s).clamp_min(0.0),
-            "kso": (self.a_s / self.s_s - lse_s + lse_o).clamp_min(0.0),
+            "logprob": self.target - lse_s if spec.targets is not None else zero,
+            "kos": (self.a_o / self.s_o - lse_o + lse_s).clamp_min(0.0) if spec.want_kos else zero,
+            "kso": (self.a_s / self.s_s - lse_s + lse_o).clamp_min(0.0) if spec.want_kso else zero,
         }
 
 
@@ -202,38 +204,33 @@ class _BlockStats(torch.autograd.Function):
         return out["logprob"], out["kos"], out["kso"]
 
     @staticmethod
-    def backward(ctx, g_lp: Tensor | None, g_kos: Tensor | None, g_kso: Tensor | None):
+    def backward(ctx, g_lp: Tensor, g_kos: Tensor, g_kso: Tensor):
         spec: _Spec = ctx.spec
         lse_s, lse_o, kso, *tensors = ctx.saved_tensors
         student = _Flat(tuple(tensors[: spec.n_student]))
         other = _Flat(tuple(tensors[spec.n_student :])) if len(tensors) > spec.n_student else None
         needs = ctx.needs_input_grad[1 : 1 + spec.n_student]
+        # Accumulate in the compute dtype; logits gradients go straight into the logits' dtype
+        # so no float32 [N, V] buffer is ever allocated.
         grads = [
             torch.zeros_like(t, dtype=t.dtype if not student.is_hidden else spec.dtype)
             if need
             else None
             for t, need in zip(student.parts, needs, strict=True)
         ]
-        zero = torch.zeros_like(lse_s)
-        g_lp, g_kos, g_kso = (zero if g is None else g.to(spec.dtype) for g in (g_lp, g_kos, g_kso))
+        rows_state = _RowState(
+            lse_s,
+            lse_o,
+            kso,
+            g_lp=_wanted(g_lp, spec.targets is not None, spec.dtype),
+            g_kos=_wanted(g_kos, spec.want_kos, spec.dtype),
+            g_kso=_wanted(g_kso, spec.want_kso, spec.dtype),
+        )
         for r0, r1, vslices in _blocks(spec, student.vocab):
-            rows, sl = spec.rows[r0:r1], slice(r0, r1)
+            rows, state = spec.rows[r0:r1], rows_state.slice(r0, r1)
+            y = None if spec.targets is None else spec.targets[r0:r1]
             for v0, v1 in vslices:
-                dz = _block_grad(
-                    student,
-                    other,
-                    spec,
-                    rows,
-                    v0,
-                    v1,
-                    lse_s[sl],
-                    lse_o[sl],
-                    kso[sl],
-                    g_lp[sl],
-                    g_kos[sl],
-                    g_kso[sl],
-                    None if spec.targets is None else spec.targets[sl],
-                )
+                dz = _block_grad(student, other, spec, rows, v0, v1, state, y)
                 student.add_grad(grads, needs, rows, v0, v1, dz)
         out = [
             None if g is None else g.to(t.dtype) for g, t in zip(grads, student.parts, strict=True)
@@ -241,25 +238,53 @@ class _BlockStats(torch.autograd.Function):
         return (None, *out, *([None] * (len(tensors) - spec.n_student)))
 
 
+def _wanted(grad: Tensor | None, wanted: bool, dtype: torch.dtype) -> Tensor | None:
+    # Outputs that were not requested carry no gradient (autograd may pass zeros or None).
+    return grad.to(dtype) if wanted and grad is not None else None
+
+
+@dataclass
+class _RowState:
+    """Per-row values the backward needs: normalisers, KL(s||o), upstream gradients ([n] each)."""
+
+    lse_s: Tensor
+    lse_o: Tensor
+    kso: Tensor
+    g_lp: Tensor | None
+    g_kos: Tensor | None
+    g_kso: Tensor | None
+
+    def slice(self, r0: int, r1: int) -> _RowState:
+        return _RowState(*(None if v is None else v[r0:r1] for v in vars(self).values()))
+
+
 def _block_grad(
-    student, other, spec, rows, v0, v1, lse_s, lse_o, kso, g_lp, g_kos, g_kso, y
+    student: _Flat,
+    other: _Flat | None,
+    spec: _Spec,
+    rows: Tensor,
+    v0: int,
+    v1: int,
+    st: _RowState,
+    y: Tensor | None,
 ) -> Tensor:
     """d(loss)/d(student logits) on one block [r, S]:
-    g_lp (onehot - p_s) + g_kos (p_s - p_o) + g_kso p_s (log p_s - log p_o - KL(s||o))."""
-    log_ps = student.block(rows, v0, v1, spec.dtype) - lse_s.unsqueeze(1)  # [r, S]
+    g_lp (onehot(y) - p_s) + g_kos (p_s - p_o) + g_kso p_s (log p_s - log p_o - KL(s||o))."""
+    log_ps = student.block(rows, v0, v1, spec.dtype) - st.lse_s.unsqueeze(1)  # [r, S]
     p_s = log_ps.exp()
-    dz = p_s * (g_kos - g_lp).unsqueeze(1)
-    if other is not None:
-        log_po = other.block(rows, v0, v1, spec.dtype) - lse_o.unsqueeze(1)
-        if spec.want_kos:
-            dz -= g_kos.unsqueeze(1) * log_po.exp()
-        if spec.want_kso:
-            dz += g_kso.unsqueeze(1) * p_s * (log_ps - log_po - kso.unsqueeze(1))
-    if y is not None:
+    dz = torch.zeros_like(p_s)
+    if st.g_lp is not None:
+        dz -= st.g_lp.unsqueeze(1) * p_s
         local = y - v0
-        inside = (local >= 0) & (local < v1 - v0)
-        idx = inside.nonzero().squeeze(1)
-        dz[idx, local[idx]] += g_lp[idx]
+        idx = ((local >= 0) & (local < v1 - v0)).nonzero().squeeze(1)  # rows whose target is here
+        dz[idx, local[idx]] += st.g_lp[idx]
+    if st.g_kos is None and st.g_kso is None:
+        return dz
+    log_po = other.block(rows, v0, v1, spec.dtype) - st.lse_o.unsqueeze(1)
+    if st.g_kos is not None:
+        dz += st.g_kos.unsqueeze(1) * (p_s - log_po.exp())
+    if st.g_kso is not None:
+        dz += st.g_kso.unsqueeze(1) * p_s * (log_ps - log_po - st.kso.unsqueeze(1))
     return dz
 
 
@@ -305,6 +330,10 @@ def token_stats(
         )
     if _Flat(s_parts).parts[0].shape[0] != mask.numel():
         raise ValueError(f"mask {tuple(shape)} does not match the student's positions")
+    if targets is not None and targets.shape != shape:
+        raise ValueError(
+            f"targets {tuple(targets.shape)} and mask {tuple(shape)} must have one shape"
+        )
     spec = _Spec(
         rows=rows,
         targets=None if targets is None else targets.reshape(-1)[rows].long(),
