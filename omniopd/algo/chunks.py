@@ -200,6 +200,12 @@ class ChunkLayout:
     def audited_mask(self) -> Tensor:
         return self.chunk_index >= 0  # [B, T]
 
+    def to(self, device: torch.device | str) -> ChunkLayout:
+        """The same layout with its tensors on `device` (the model's)."""
+        return ChunkLayout(
+            self.chunk_index.to(device), self.unaudited_mask.to(device), self.num_chunks
+        )
+
 
 def layout_from_spans(
     spans: Sequence[Sequence[tuple[int, int]]],

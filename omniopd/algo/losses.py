@@ -113,32 +113,45 @@ def omniopd_loss(
         raise ValueError(
             f"beta must be >= 0 and a reference is needed when beta > 0; got beta={beta}"
         )
+    layout = layout.to(targets.device)
     audited, unaudited = layout.audited_mask, layout.unaudited_mask
     slices = {"token_slice": token_slice, "vocab_slice": vocab_slice}
     logprobs = token_stats(student, targets, audited, **slices).logprobs  # [B, T], 0 off-chunk
     # Index -1 (not in a chunk) picks the appended 0, so off-chunk positions get weight 0.
-    padded = torch.cat([proxies.detach().to(logprobs.dtype), logprobs.new_zeros(1)])
-    weight = padded[layout.chunk_index]  # [B, T]
-    chunk_values = -weight * logprobs
+    padded = torch.cat([proxies.detach().to(logprobs), logprobs.new_zeros(1)])
+    chunk_values = -padded[layout.chunk_index] * logprobs  # [B, T]
     if beta > 0:
-        kl_tok = token_stats(
+        stats = token_stats(
             student, None, unaudited, other=reference, kl_other_student=True, **slices
-        ).kl_other_student
+        )
+        kl_tok = stats.kl_other_student  # [B, T], 0 outside U
     else:
         kl_tok = torch.zeros_like(chunk_values)
     covered = audited | unaudited
     chunk_loss = _normalise(chunk_values, covered, normalisation)
     kl_term = _normalise(beta * kl_tok, covered, normalisation)
+    return _omniopd_result(chunk_loss, kl_term, kl_tok, proxies, audited, unaudited)
+
+
+def _omniopd_result(
+    chunk_loss: Tensor,
+    kl_term: Tensor,
+    kl_tok: Tensor,
+    proxies: Tensor,
+    audited: Tensor,
+    unaudited: Tensor,
+) -> OmniOPDLoss:
     n_aud, n_un = int(audited.sum()), int(unaudited.sum())
     p = proxies.detach().float()
+    empty = p.numel() == 0
     return OmniOPDLoss(
         loss=chunk_loss + kl_term,
         chunk_loss=float(chunk_loss.detach()),
         kl_term=float(kl_term.detach()),
         kl=float(kl_tok.detach().sum()) / max(n_un, 1),
-        proxy_mean=float(p.mean()) if p.numel() else 0.0,
-        proxy_min=float(p.min()) if p.numel() else 0.0,
-        proxy_max=float(p.max()) if p.numel() else 0.0,
+        proxy_mean=0.0 if empty else float(p.mean()),
+        proxy_min=0.0 if empty else float(p.min()),
+        proxy_max=0.0 if empty else float(p.max()),
         audited_fraction=n_aud / max(n_aud + n_un, 1),
         audited_tokens=n_aud,
         unaudited_tokens=n_un,
@@ -176,6 +189,7 @@ def sft_loss(
     logprobs = token_stats(
         student, targets, mask, token_slice=token_slice, vocab_slice=vocab_slice
     ).logprobs
+    mask = mask.to(logprobs.device)
     loss = _normalise(-logprobs, mask, normalisation)
     tokens = int(mask.sum())
     return SFTLoss(
@@ -224,6 +238,7 @@ def opd_whitebox_loss(
         vocab_slice=vocab_slice,
     )
     forward, reverse = stats.kl_other_student, stats.kl_student_other  # [B, T]
+    mask = mask.to(forward.device)
     per_token = forward_weight * forward + (1.0 - forward_weight) * reverse
     tokens = int(mask.sum())
     return OPDLoss(

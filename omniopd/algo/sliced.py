@@ -319,9 +319,10 @@ def token_stats(
         raise ValueError(
             "a KL against `other` was requested but no `other` logits/hidden states were given"
         )
+    s_parts = _Flat.parts_of(student)
+    mask = mask.to(s_parts[0].device)
     shape = mask.shape
     rows = mask.reshape(-1).nonzero().squeeze(1)  # [n]
-    s_parts = _Flat.parts_of(student)
     o_parts = () if other is None else tuple(p.detach() for p in _Flat.parts_of(other))
     vocab = _Flat(s_parts).vocab
     if o_parts and _Flat(o_parts).vocab != vocab:
@@ -336,7 +337,7 @@ def token_stats(
         )
     spec = _Spec(
         rows=rows,
-        targets=None if targets is None else targets.reshape(-1)[rows].long(),
+        targets=None if targets is None else targets.to(rows.device).reshape(-1)[rows].long(),
         n_student=len(s_parts),
         want_kos=kl_other_student,
         want_kso=kl_student_other,
