@@ -50,9 +50,7 @@ def chunk_prior(logprobs: Tensor, mask: Tensor | None = None) -> Tensor:
     A chunk with no tokens gets prior 1 (the empty product).
     """
     if mask is None:
-        return (
-            logprobs.mean(dim=-1).exp() if logprobs.shape[-1] else torch.ones(logprobs.shape[:-1])
-        )
+        mask = torch.ones_like(logprobs, dtype=torch.bool)
     total = (logprobs * mask).sum(dim=-1)
     count = mask.sum(dim=-1).clamp_min(1)
     return (total / count).exp()
