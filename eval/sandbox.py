@@ -1,0 +1,471 @@
+"""Run untrusted programs (model-written code) in a bubblewrap sandbox, one sandbox per sample.
+
+A `Sandbox` holds one program: it starts bubblewrap once, compiles the program inside
+(C/C++) or byte-compiles it (Python), then runs one test per request, each in a process
+forked from the in-sandbox runner (eval/sandbox_runner.py), so a sample's tests share
+one interpreter start. The host sends a test's stdin, gets back its stdout, exit status,
+times and signal, compares outside and decides whether to send the next one: expected
+outputs never enter the sandbox.
+
+Threat model. The program is hostile: it was written by a model that may have learnt,
+or been prompted, to attack its grader; the popular `reliability_guard` approach
+(monkeypatching `os` in-process) is undone in a few lines, so nothing here relies on
+the program's cooperation.
+
+Covered (each has a test in tests/eval/test_sandbox_containment.py):
+- fork bombs: RLIMIT_NPROC on the slot's uid, a pid namespace, kill(-1) after each test;
+- unbounded memory: RLIMIT_AS per test (a MemoryError / bad_alloc is a memory verdict);
+- spinning: RLIMIT_CPU per test, a wall-clock limit in the runner, and a host deadline
+  that SIGKILLs bubblewrap's process group (the pid namespace dies with its init);
+- filling the disk: the only writable places are size-limited tmpfs mounts (/work, /tmp,
+  /dev/shm), RLIMIT_FSIZE caps one file; the root and /dev are read-only;
+- flooding stdout/stderr: the runner reads incrementally, stops at a cap and kills;
+- network: a fresh network namespace (loopback only, not the host's) and a seccomp rule
+  refusing every socket family but AF_UNIX;
+- secrets in the environment: bubblewrap gets an environment of PATH only and clears it
+  again (--clearenv); the host's /proc is not mounted, only the sandbox's own;
+- reading host files: only /usr and a few /etc files (loader cache, alternatives,
+  localtime) are mounted, read-only; the program runs under a uid of its own, so even
+  those root-only files stay closed; the source arrives over a pipe, not a bind mount;
+- signalling or killing the parent and other samples: a pid namespace (the host and
+  other sandboxes are invisible), a uid per worker slot (kill(2) across uids fails), and
+  PR_SET_DUMPABLE 0 on the runner so the program cannot reach its pipes via /proc;
+- outliving the timeout (setsid, double fork, daemons): bubblewrap --new-session and
+  --die-with-parent, the pid namespace (everything dies with its init), kill(-1) after
+  each test, and a final sweep for processes of the slot's uid;
+- kernel attack surface: a seccomp deny-list (eval/sandbox_seccomp.py): ptrace,
+  process_vm_*, mount, unshare/setns, CLONE_NEW*, bpf, perf_event_open, io_uring,
+  keyrings, kexec, module loading, foreign syscall ABIs; no new user namespaces.
+
+Not covered:
+- kernel or bubblewrap vulnerabilities (a real exploit escapes any namespace sandbox;
+  use a VM or gVisor for adversarial settings beyond grading);
+- side channels (timing, cache, /proc/cpuinfo and other host facts visible in /proc);
+- exact memory accounting: RLIMIT_AS limits address space, not RSS (threads' arena
+  reservations count), and tmpfs pages are charged to nobody's rlimit (bounded by
+  their size option instead); there is no cgroup;
+- the runner trusts nothing the program sends, but a program that kills its runner or
+  forges replies only spoils its own sample (outputs are still judged outside);
+- the weaker, opt-in unsandboxed mode (`allow_unsandboxed=True`): rlimits and, as root,
+  a separate uid only; no namespaces, no seccomp, no read-only filesystem, and as a
+  non-root user a `kill -9 -1` in the program reaches the caller's own processes.
+
+Uid choice: as root, each worker slot runs bubblewrap as uid/gid `uid_base + slot`
+(default 60000+) with no supplementary groups, and bubblewrap builds an unprivileged
+user namespace mapping that uid to itself. Mapping root into the namespace instead
+(bwrap --uid as root) would leave the program with kernel uid 0 on every file check.
+A slot is held with an flock on /run/omniopd-sandbox/slot-N.lock, so two grading
+processes on one host never share a uid. As a non-root user the sandbox runs under the
+caller's uid (it cannot switch), still in its own namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+from eval import sandbox_runner as proto
+from eval.sandbox_channel import Channel
+from eval.sandbox_seccomp import build_filter
+from eval.sandbox_slots import Slot, acquire_slot, kill_uid_processes
+
+INSTALL_HINT = "apt-get install bubblewrap"
+_RUNNER_SOURCE = open(proto.__file__, encoding="utf-8").read()  # noqa: SIM115 (read once)
+_HOST_GRACE_S = 5.0  # host deadline beyond the runner's own limit (scheduling, cleanup)
+_MIB = 1 << 20
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot run here (no bubblewrap, no interpreter or compiler)."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox machinery failed before the program ran (not the program's fault)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-test limits (time, memory, output) and per-sandbox limits (processes, files).
+
+    Invariant: every size is positive; `wall_time_s` is None or >= `time_s`.
+    """
+
+    time_s: float = 4.0
+    """CPU seconds per test (RLIMIT_CPU at the next whole second; judged exactly)."""
+    memory_mb: int = 1024
+    """Address space per test, MiB (RLIMIT_AS)."""
+    wall_time_s: float | None = None
+    """Wall-clock seconds per test; None = max(2 * time_s, time_s + 1)."""
+    output_bytes: int = 16 * _MIB
+    """Stdout kept per test; more is an output-limit failure (and kills the test)."""
+    stderr_bytes: int = 8192
+    """Tail of stderr kept per test (for messages)."""
+    processes: int = 64
+    """Processes and threads of the slot's uid at once (RLIMIT_NPROC)."""
+    file_mb: int = 64
+    """Largest file (RLIMIT_FSIZE) and size of each tmpfs (/work, /tmp, /dev/shm), MiB."""
+    open_files: int = 256
+    """Open file descriptors per process (RLIMIT_NOFILE)."""
+    compile_time_s: float = 20.0
+    """CPU seconds for the compiler (C/C++)."""
+    compile_memory_mb: int = 2048
+    """Address space of the compiler, MiB."""
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_time_s if self.wall_time_s is not None else max(2 * self.time_s, self.time_s + 1)
+
+    def for_runner(self) -> dict:
+        return {
+            "time_s": self.time_s,
+            "wall_time_s": self.wall_s,
+            "memory_bytes": self.memory_mb * _MIB,
+            "output_bytes": self.output_bytes,
+            "stderr_bytes": self.stderr_bytes,
+            "processes": self.processes,
+            "file_bytes": self.file_mb * _MIB,
+            "open_files": self.open_files,
+            "compile_time_s": self.compile_time_s,
+            "compile_wall_s": 2 * self.compile_time_s + 5,
+            "compile_memory_bytes": self.compile_memory_mb * _MIB,
+        }
+
+
+@dataclass(frozen=True)
+class Language:
+    """How to build a program: None for `compile_argv` means byte-compiled Python."""
+
+    name: str
+    source_name: str
+    compiler: str | None = None
+    flags: tuple[str, ...] = ()
+    link_flags: tuple[str, ...] = ()
+
+
+LANGUAGES = {
+    "python": Language("python", "solution.py"),
+    "cpp": Language("cpp", "solution.cpp", "g++", ("-O2", "-std=gnu++17", "-pipe")),
+    "c": Language("c", "solution.c", "gcc", ("-O2", "-std=gnu17", "-pipe"), ("-lm",)),
+}
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    ok: bool
+    messages: str
+    """Compiler output (or the Python SyntaxError), possibly truncated."""
+    time_s: float
+
+
+STATUSES = ("ok", "time_limit", "memory_limit", "output_limit", "runtime_error")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One test's run. `status` is one of STATUSES; stdout is capped at Limits.output_bytes."""
+
+    status: str
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None
+    signal: int | None
+    cpu_s: float
+    wall_s: float
+    max_rss_kb: int = 0
+    note: str = ""
+    """What the host saw beyond the runner's report (e.g. the runner died)."""
+
+
+
+def find_bwrap() -> str | None:
+    found = shutil.which("bwrap")
+    return found or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
+
+
+def sandbox_python() -> str:
+    """The interpreter the sandbox runs: a system Python under /usr (mounted read-only).
+
+    The caller's own interpreter often lives in a home directory or a virtualenv that
+    the sandbox does not (and should not) mount. Override with OMNIOPD_SANDBOX_PYTHON.
+    """
+    override = os.environ.get("OMNIOPD_SANDBOX_PYTHON")
+    for candidate in ([override] if override else ["/usr/bin/python3", "/usr/local/bin/python3"]):
+        if os.path.isfile(os.path.realpath(candidate)):
+            return candidate
+    raise SandboxUnavailable(
+        "the sandbox needs a system Python 3 under /usr (apt-get install python3), "
+        "or OMNIOPD_SANDBOX_PYTHON pointing at one"
+    )
+
+
+def _compiler(language: Language) -> str:
+    path = shutil.which(language.compiler, path="/usr/bin:/bin")
+    if path is None or not os.path.realpath(path).startswith("/usr/"):
+        raise SandboxUnavailable(
+            f"{language.name} programs need {language.compiler} under /usr/bin "
+            f"(apt-get install {'g++' if language.name == 'cpp' else 'gcc'})"
+        )
+    return path
+
+
+def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int) -> list[str]:
+    """bubblewrap's command line: fresh namespaces, read-only /usr, small writable tmpfs."""
+    tmpfs = str(limits.file_mb * _MIB)
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = f"/{name}"
+        if os.path.islink(path):  # merged /usr: recreate the symlink
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime"):
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    argv += ["--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/work", "--chdir", "/work"]
+    argv += ["--remount-ro", "/", "--hostname", "sandbox"]
+    for key, value in {**proto.CHILD_ENV, "HOME": "/work", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--seccomp", str(seccomp_fd)]
+
+
+class Sandbox:
+    """One program in one sandbox; `run`/`call` one test at a time, then `close`.
+
+    Use as a context manager: entering starts the sandbox and compiles (see `compiled`);
+    leaving kills everything in it. Not thread-safe: one thread drives one sandbox.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        language: str = "python",
+        *,
+        limits: Limits | None = None,
+        fn_name: str | None = None,
+        slot: Slot | int | None = None,
+        allow_unsandboxed: bool = False,
+    ) -> None:
+        if language not in LANGUAGES:
+            raise ValueError(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
+        if fn_name is not None and language != "python":
+            raise ValueError("call-based (fn_name) problems are supported for Python only")
+        self.source, self.language, self.fn_name = source, LANGUAGES[language], fn_name
+        self.limits = limits or Limits()
+        self.allow_unsandboxed = allow_unsandboxed
+        self._slot_arg = slot
+        self.slot: Slot | None = None
+        self.proc: subprocess.Popen | None = None
+        self.channel: Channel | None = None
+        self.sandboxed = True
+        self.compiled: CompileResult | None = None
+        self._workdir: str | None = None
+
+    def __enter__(self) -> Sandbox:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def start(self) -> CompileResult:
+        """Start the sandbox, send the program, wait for it to compile."""
+        compiler = _compiler(self.language) if self.language.compiler else None
+        python = sandbox_python()
+        bwrap = find_bwrap()
+        if bwrap is None and not self.allow_unsandboxed:
+            raise SandboxUnavailable(
+                f"bubblewrap (bwrap) is not installed, so model-written code cannot be run safely. "
+                f"Install it with `{INSTALL_HINT}`, or opt into the weaker unsandboxed mode "
+                "(allow_unsandboxed=True, config eval.allow_unsandboxed: true, CLI --allow-unsandboxed) "
+                "only on a machine you can afford to lose."
+            )
+        self.sandboxed = bwrap is not None
+        self.slot = self._slot_arg if isinstance(self._slot_arg, Slot) else acquire_slot(self._slot_arg)
+        work = "/work" if self.sandboxed else self._make_workdir()
+        compile_argv = None
+        if compiler is not None:
+            compile_argv = [compiler, *self.language.flags, "-o", f"{work}/solution", f"{work}/{self.language.source_name}", *self.language.link_flags]
+        self._spawn(bwrap, python, work)
+        setup = {
+            "op": "setup",
+            "language": self.language.name,
+            "source": self.source,
+            "source_name": self.language.source_name,
+            "compile_argv": compile_argv,
+            "mode": "call" if self.fn_name else "stdin",
+            "fn_name": self.fn_name,
+            "limits": self.limits.for_runner(),
+            # How the runner may clean up after a test (see Runner._kill_rest).
+            "cleanup": "pidns" if self.sandboxed else ("uid" if self.slot.uid is not None else "pgroup"),
+        }
+        budget = (2 * self.limits.compile_time_s + 5 if compiler else 10.0) + 2 * _HOST_GRACE_S
+        start = time.monotonic()
+        try:
+            frame = self.channel.exchange(marshal.dumps(setup), time.monotonic() + budget)
+            ok, seconds, messages = proto.decode_compiled(frame)
+        except (TimeoutError, EOFError, ValueError) as exc:
+            self._kill()
+            failure = self._failure_text()
+            if "bwrap:" in failure or not failure:
+                raise SandboxError(_explain_bwrap_failure(failure, exc)) from exc
+            ok, seconds, messages = False, time.monotonic() - start, failure.encode()
+        self.compiled = CompileResult(ok, messages.decode("utf-8", "replace"), seconds)
+        return self.compiled
+
+    def _make_workdir(self) -> str:
+        warnings.warn(
+            "UNSANDBOXED: bubblewrap is missing and allow_unsandboxed=True, so model-written code "
+            "runs with rlimits only (no namespaces, no seccomp, full filesystem and network). "
+            f"Install bubblewrap (`{INSTALL_HINT}`) before grading anything you do not trust.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._workdir = tempfile.mkdtemp(prefix="omniopd-unsandboxed-")
+        if self.slot.uid is not None:
+            os.chown(self._workdir, self.slot.uid, self.slot.uid)
+        return self._workdir
+
+    def _spawn(self, bwrap: str | None, python: str, work: str) -> None:
+        runner = [python, "-I", "-S", "-c", _RUNNER_SOURCE]
+        kwargs: dict = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        if self.slot.uid is not None:
+            kwargs.update(user=self.slot.uid, group=self.slot.uid, extra_groups=[])
+        if bwrap is None:
+            argv = [*runner, work]
+            env = {"PATH": "/usr/bin:/bin", "TMPDIR": work, "PYTHONDONTWRITEBYTECODE": "1"}
+            self.proc = subprocess.Popen(argv, env=env, cwd=work, start_new_session=True, **kwargs)
+        else:
+            read_fd, write_fd = os.pipe()
+            try:
+                os.write(write_fd, build_filter())  # ~1 KiB, fits the pipe buffer
+                os.close(write_fd)
+                argv = [*_bwrap_argv(bwrap, self.limits, read_fd), "--", *runner]
+                # bubblewrap itself gets PATH only: our environment (API keys) never reaches it.
+                self.proc = subprocess.Popen(
+                    argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", start_new_session=True, pass_fds=(read_fd,), **kwargs
+                )
+            finally:
+                os.close(read_fd)
+        max_frame = self.limits.output_bytes + self.limits.stderr_bytes + (1 << 17)
+        self.channel = Channel(self.proc, max_frame)
+
+    def run(self, stdin: bytes | str = b"", *, file_io: bool = False) -> RunResult:
+        """Run the program on one test's input (or input.txt/output.txt when `file_io`)."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        return self._request({"op": "test", "stdin": data, "file_io": file_io})
+
+    def call(self, args: list) -> RunResult:
+        """Call-based problems: call `fn_name(*args)`; stdout is the JSON of its return value."""
+        if self.fn_name is None:
+            raise ValueError("call() needs a Sandbox created with fn_name")
+        return self._request({"op": "test", "args": list(args)})
+
+    def _request(self, request: dict) -> RunResult:
+        if not self.alive or self.compiled is None or not self.compiled.ok:
+            raise SandboxError("the sandbox is not running a compiled program (start it, check .compiled)")
+        start = time.monotonic()
+        try:
+            frame = self.channel.exchange(marshal.dumps(request), start + self.limits.wall_s + _HOST_GRACE_S)
+            exit_code, sig, cpu, wall, rss, flags, out, err = proto.decode_result(frame)
+        except TimeoutError:
+            self._kill()
+            return RunResult("time_limit", b"", b"", None, None, 0.0, time.monotonic() - start,
+                             note="the sandbox stopped answering; killed at the host deadline")  # fmt: skip
+        except (EOFError, ValueError) as exc:
+            self._kill()
+            self.channel.drain_stderr()
+            return RunResult("runtime_error", b"", self._failure_text().encode(), None, None, 0.0,
+                             time.monotonic() - start, note=f"the sandbox runner died ({exc or 'end of stream'}); "
+                             "the program probably killed it")  # fmt: skip
+        status = _classify(self.limits, exit_code, sig, cpu, rss, flags, err)
+        return RunResult(status, out, err, exit_code if not sig else None, sig or None, cpu, wall, rss)
+
+    def _failure_text(self) -> str:
+        if self.channel is None:
+            return ""
+        self.channel.drain_stderr()
+        return bytes(self.channel.stderr).decode("utf-8", "replace").strip() if self.channel else ""
+
+    def _kill(self) -> None:
+        """SIGKILL bubblewrap's process group: the pid namespace dies with its init."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # uninterruptible sleep: the sweep retries
+            self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Kill everything the program started, remove its files, release the slot."""
+        self._kill()
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc is not None:
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                stream.close()
+        if self.slot is not None and self.slot.uid is not None:
+            kill_uid_processes(self.slot.uid)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        if self.slot is not None and not isinstance(self._slot_arg, Slot):
+            self.slot.release()
+        self.slot = None
+
+
+def _classify(limits: Limits, exit_code: int, sig: int, cpu: float, rss_kb: int, flags: int, err: bytes) -> str:
+    if flags & proto.FLAG_TIMED_OUT or sig == signal.SIGXCPU or cpu > limits.time_s:
+        return "time_limit"
+    if flags & (proto.FLAG_OUTPUT_LIMIT | proto.FLAG_STDERR_FLOOD):
+        return "output_limit"
+    out_of_memory = b"MemoryError" in err or b"std::bad_alloc" in err or rss_kb * 1024 >= 0.95 * limits.memory_mb * _MIB
+    if (exit_code != 0 or sig) and (out_of_memory or sig == signal.SIGKILL):
+        return "memory_limit"  # nothing but the kernel's OOM killer sends SIGKILL here
+    if exit_code != 0 or sig:
+        return "runtime_error"
+    return "ok"
+
+
+def _explain_bwrap_failure(stderr: str, exc: BaseException) -> str:
+    message = f"the sandbox failed to start ({type(exc).__name__}): {stderr or 'no message'}"
+    if "uid map" in stderr or "user namespace" in stderr or "Operation not permitted" in stderr:
+        message += (
+            ". bubblewrap needs unprivileged user namespaces: check `sysctl user.max_user_namespaces` (> 0), "
+            "`kernel.unprivileged_userns_clone=1` (Debian < 11) and, on Ubuntu 24.04+, "
+            "`kernel.apparmor_restrict_unprivileged_userns=0`"
+        )
+    return message
+
+
+def run_program(
+    source: str,
+    language: str = "python",
+    stdin: bytes | str = b"",
+    *,
+    limits: Limits | None = None,
+    file_io: bool = False,
+    allow_unsandboxed: bool = False,
+) -> tuple[CompileResult, RunResult | None]:
+    """Compile and run one program on one input, as grading does; RunResult None if it did not compile."""
+    with Sandbox(source, language, limits=limits, allow_unsandboxed=allow_unsandboxed) as box:
+        if not box.compiled.ok:
+            return box.compiled, None
+        return box.compiled, box.run(stdin, file_io=file_io)
