@@ -20,11 +20,11 @@ the next test, so grading stops at the first failure without the sandbox learnin
 
 from __future__ import annotations
 
+import _signal as signal  # the `signal` module imports enum: ~20 ms per sandbox
 import marshal
 import os
 import resource
 import select
-import signal
 import struct
 import sys
 import time
@@ -422,12 +422,15 @@ def _unlink(path: str) -> None:
 
 
 def _make_undumpable() -> None:
-    """PR_SET_DUMPABLE 0: a child with our uid then cannot open /proc/<runner>/{mem,fd}."""
-    import ctypes
+    """PR_SET_DUMPABLE 0: a child with our uid then cannot open /proc/<runner>/{mem,fd}.
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 4
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    Through _ctypes directly: `import ctypes` costs every sandbox ~7 ms more.
+    """
+    import _ctypes
+
+    prctl = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")
+    if _ctypes.call_function(prctl, (4, 0, 0, 0, 0)) != 0:  # PR_SET_DUMPABLE = 4
+        raise OSError("prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def _set_import_path() -> None:
@@ -475,3 +478,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    os._exit(0)  # skip interpreter teardown: the host waits for this exit
