@@ -81,7 +81,6 @@ from eval.sandbox_slots import Slot, acquire_slot, kill_uid_processes
 
 INSTALL_HINT = "apt-get install bubblewrap"
 _RUNNER_SOURCE = open(proto.__file__, encoding="utf-8").read()  # noqa: SIM115 (read once)
-_HOST_GRACE_S = 5.0  # host deadline beyond the runner's own limit (scheduling, cleanup)
 _MIB = 1 << 20
 
 
@@ -120,6 +119,8 @@ class Limits:
     """CPU seconds for the compiler (C/C++)."""
     compile_memory_mb: int = 2048
     """Address space of the compiler, MiB."""
+    host_grace_s: float = 5.0
+    """How long the host waits beyond the runner's own limits before killing the sandbox."""
 
     @property
     def wall_s(self) -> float:
@@ -318,7 +319,7 @@ class Sandbox:
             # How the runner may clean up after a test (see Runner._kill_rest).
             "cleanup": "pidns" if self.sandboxed else ("uid" if self.slot.uid is not None else "pgroup"),
         }
-        budget = (2 * self.limits.compile_time_s + 5 if compiler else 10.0) + 2 * _HOST_GRACE_S
+        budget = (2 * self.limits.compile_time_s + 5 if compiler else 10.0) + 2 * self.limits.host_grace_s
         start = time.monotonic()
         try:
             frame = self.channel.exchange(marshal.dumps(setup), time.monotonic() + budget)
@@ -394,7 +395,7 @@ class Sandbox:
             raise SandboxError("the sandbox is not running a compiled program (start it, check .compiled)")
         start = time.monotonic()
         try:
-            frame = self.channel.exchange(marshal.dumps(request), start + self.limits.wall_s + _HOST_GRACE_S)
+            frame = self.channel.exchange(marshal.dumps(request), start + self.limits.wall_s + self.limits.host_grace_s)
             exit_code, sig, cpu, wall, rss, flags, out, err = proto.decode_result(frame)
         except TimeoutError:
             self._kill()
