@@ -52,9 +52,12 @@ class Program:
 
 
 def _guess_language(code: str) -> str:
-    if re.search(r"^\s*#\s*include\b", code, re.M):
-        return "cpp" if re.search(r"\b(std::|using\s+namespace|cin|cout|template\s*<)", code) else "c"
-    return "python"
+    headers = re.findall(r"^\s*#\s*include\s*[<\"]([^>\"]+)[>\"]", code, re.M)
+    if not headers:
+        return "python"
+    cpp_headers = any(not h.endswith(".h") or "++" in h for h in headers)  # <iostream>, <bits/stdc++.h>
+    cpp_syntax = re.search(r"\b(std::|using\s+namespace|cin|cout|template\s*<|class\s+\w+\s*\{)", code)
+    return "cpp" if cpp_headers or cpp_syntax else "c"
 
 
 def extract_code(response: str, language: str | None = None) -> Program | None:

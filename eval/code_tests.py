@@ -19,6 +19,8 @@ BENCHMARKS = ("apps", "taco", "codecontests", "codeforces")
 class TestCase:
     """One test: stdin text and expected stdout, or (call-based) an argument list and a return value."""
 
+    __test__ = False  # not a pytest class
+
     input: Any
     output: Any
 
@@ -26,6 +28,8 @@ class TestCase:
 @dataclass(frozen=True)
 class TestSuite:
     """A problem's tests. Invariant: `fn_name` set iff every case's input is an argument list."""
+
+    __test__ = False  # not a pytest class
 
     cases: tuple[TestCase, ...]
     fn_name: str | None = None

@@ -41,7 +41,13 @@ def _live_children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def slot(bwrap):
+def slot(bwrap, held_slot):
+    """A held slot (see held_slot) on a machine with bubblewrap."""
+    return held_slot
+
+
+@pytest.fixture
+def held_slot():
     """A sandbox slot held by this test; afterwards nothing may run under its uid, and the
     test process may have no child left (bubblewrap, setpriv, anything they started)."""
     from eval.sandbox_slots import acquire_slot, uid_processes
