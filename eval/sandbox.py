@@ -63,8 +63,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import marshal
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -219,10 +221,16 @@ def _compiler(language: Language) -> str:
     return path
 
 
-def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int, runner_fd: int) -> list[str]:
-    """bubblewrap's command line: fresh namespaces, read-only /usr, small writable tmpfs."""
+def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int, runner_fd: int, info_fd: int) -> list[str]:
+    """bubblewrap's command line: fresh namespaces, read-only /usr, small writable tmpfs.
+
+    --as-pid-1 makes the runner the namespace's init: the program cannot signal it, and
+    when it exits the kernel kills and reaps everything else before outer bubblewrap can
+    reap it, so outer bubblewrap's exit proves the namespace is empty.
+    """
     tmpfs = str(limits.file_mb * _MIB)
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent"]
+    argv += ["--new-session", "--clearenv", "--info-fd", str(info_fd)]
     argv += ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = f"/{name}"
@@ -272,6 +280,8 @@ class Sandbox:
         self.sandboxed = True
         self.compiled: CompileResult | None = None
         self._workdir: str | None = None
+        self._info_fd: int | None = None  # pipe bubblewrap writes {"child-pid": N} into
+        self._runner_pidfd: int | None = None  # pidfd of the runner (the namespace's init)
 
     def __enter__(self) -> Sandbox:
         try:
@@ -324,6 +334,7 @@ class Sandbox:
         try:
             frame = self.channel.exchange(marshal.dumps(setup), time.monotonic() + budget)
             ok, seconds, messages = proto.decode_compiled(frame)
+            self._open_runner_pidfd()
         except (TimeoutError, EOFError, ValueError) as exc:
             self._kill()
             failure = self._failure_text()
@@ -367,6 +378,8 @@ class Sandbox:
             # Two small pipes bubblewrap reads during setup: the seccomp filter and the
             # runner's bytecode (compiling its source cost every sandbox ~5-15 ms).
             fds = [_pipe_with(_seccomp_filter()), _pipe_with(_runner_bytecode(python))]
+            self._info_fd, info_w = os.pipe()  # bubblewrap reports the runner's host pid here
+            fds.append(info_w)
             try:
                 argv = [*drop, *_bwrap_argv(bwrap, self.limits, *fds), "--", python, "-I", "-S", "/runner.pyc"]
                 # bubblewrap itself gets PATH only: our environment (API keys) never reaches it.
@@ -442,24 +455,49 @@ class Sandbox:
             self.slot.release()
         self.slot = None
 
+    def _open_runner_pidfd(self) -> None:
+        """Hold a pidfd on the runner while it is surely alive (its pid cannot be reused)."""
+        if self._info_fd is None:
+            return
+        info = b""
+        while select.select([self._info_fd], [], [], 1.0)[0]:
+            chunk = os.read(self._info_fd, 4096)
+            if not chunk:
+                break
+            info += chunk
+        os.close(self._info_fd)
+        self._info_fd = None
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+            self._runner_pidfd = os.pidfd_open(int(json.loads(info)["child-pid"]))
+
     def _shutdown(self) -> bool:
         """True if the sandbox ended in a way that proves every process in it is gone.
 
-        Closing the runner's stdin makes it exit; bubblewrap's init then exits, and the
-        kernel kills and reaps everything in the pid namespace before init can be reaped,
-        so outer bubblewrap exiting by itself means the namespace is empty. A kill (or
-        the weaker mode, which has no namespace) proves nothing: the uid is swept instead.
+        Closing the runner's stdin makes it exit; it is the namespace's init, and the
+        kernel kills and reaps everything in the namespace before init can be reaped,
+        so outer bubblewrap (which reaps it) exiting means the namespace is empty. Without
+        that proof (the weaker mode has no namespace) the slot's uid is swept instead.
         """
-        if self.proc is None or self.proc.returncode is not None:
-            return False
-        if self.sandboxed and self.compiled is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=2.0)
-                return True
-        self._kill()
-        return False
+        try:
+            if self.proc is None:
+                return False
+            if self.proc.returncode is None and self.sandboxed and self.compiled is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=2.0)
+                    return True
+            self._kill()
+            # Killed: the runner (init) got SIGKILL from --die-with-parent; its pidfd turns
+            # readable once it has exited, which the kernel allows only after the rest of
+            # the namespace is gone.
+            fd = self._runner_pidfd
+            return fd is not None and bool(select.select([fd], [], [], 5.0)[0])
+        finally:
+            for fd in (self._info_fd, self._runner_pidfd):
+                if fd is not None:
+                    os.close(fd)
+            self._info_fd = self._runner_pidfd = None
 
 
 @functools.cache

@@ -212,6 +212,8 @@ class Runner:
                 if exec_:  # Python ignores these; a C/C++ program expects the defaults
                     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+                else:  # the runner (pid 1) dropped Python's KeyboardInterrupt handler
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
                 child()
             except BaseException:
                 os.write(2, b"sandbox runner: could not start the program\n")
@@ -285,11 +287,12 @@ class Runner:
     def _kill_rest(self, pgid: int) -> None:
         """Kill whatever the test left behind (daemons, setsid escapees, fork bombs).
 
-        "pidns": we and bubblewrap's init are alone in a pid namespace, so kill(-1) (which
-        spares both) reaches exactly the leftovers, and ESRCH says none are left.
-        "uid": the weaker mode as root, alone on the slot's uid: kill(-1) reaches only
-        that uid, but ESRCH never comes (it counts processes it may not signal), so
-        once, and the host sweeps the uid afterwards. "pgroup": the test's group only.
+        "pidns": we are pid 1 of our own pid namespace (bwrap --as-pid-1), so kill(-1)
+        reaches exactly the leftovers, orphans become our children (reaped here), and
+        ESRCH says nothing is left. "uid": the weaker mode as root, alone on the slot's
+        uid: kill(-1) reaches only that uid, but ESRCH never comes (it counts processes
+        it may not signal), so once; the host sweeps the uid afterwards. "pgroup": the
+        weaker mode as a normal user: only the test's process group.
         """
         if self.cleanup == "pgroup":
             _kill(pgid, pgroup=True)
@@ -299,7 +302,18 @@ class Runner:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 return
+            _reap_orphans()  # zombies still count for kill(-1)
             time.sleep(0.0025)
+
+
+def _reap_orphans() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 # -- the forked child ---------------------------------------------------------------------
@@ -456,6 +470,10 @@ def main() -> None:
     os.dup2(null, 1)  # nothing but frames may reach the host on the protocol pipe
     os.close(null)
     _set_import_path()
+    # As pid 1 the kernel drops signals from inside the namespace that we have no handler
+    # for, so the program can neither kill nor stop us; Python's SIGINT handler would let
+    # it raise KeyboardInterrupt in here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     import builtins
 
     builtins.exit, builtins.quit = _Quitter("exit"), _Quitter("quit")

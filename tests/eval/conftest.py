@@ -40,6 +40,20 @@ def _live_children(pid: int) -> list[int]:
     return found
 
 
+def _describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")[:120]
+            with open(f"/proc/{pid}/status") as f:
+                status = [line for line in f if line.startswith(("State", "PPid", "NSpid"))]
+        except OSError:
+            continue
+        out.append(f"{pid} {cmd!r} {''.join(status)!r}")
+    return out
+
+
 @pytest.fixture
 def slot(bwrap, held_slot):
     """A held slot (see held_slot) on a machine with bubblewrap."""
@@ -61,5 +75,5 @@ def held_slot():
         left = uid_processes(held.uid) if held.uid is not None else []
         children = set(_live_children(os.getpid())) - before
         held.release()
-        assert not left, f"processes of sandbox uid {held.uid} survived: {left}"
+        assert not left, f"processes of sandbox uid {held.uid} survived: {_describe(left)}"
         assert not children, f"child processes of the test survived: {children}"

@@ -258,19 +258,21 @@ def test_program_cannot_signal_or_kill_its_parent_or_the_host(slot):
     results = run(
         f"""
         import os, signal
-        for pid in [{host_pid}, os.getppid(), 1]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                print(pid, 'sent')
-            except OSError as exc:
-                print(pid, exc.errno)
+        for pid in [{host_pid}, os.getppid()]:
+            for sig in [signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL]:
+                try:
+                    os.kill(pid, sig)
+                    print(pid, 'sent')
+                except OSError as exc:
+                    print(pid, exc.errno)
         """,
         slot,
         tests=2,
     )
-    # The host pid does not exist in the sandbox's pid namespace; the runner (its parent)
-    # may die, which only costs this sample its verdict.
-    assert results[0].status in ("ok", "runtime_error")
+    # The host pid does not exist in the sandbox's pid namespace (ESRCH); the parent is the
+    # runner, pid 1 of the namespace, which the kernel shields from signals sent from inside.
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert results[0].stdout.decode().splitlines() == [f"{host_pid} 3"] * 3 + ["1 sent"] * 3
     assert os.getpid() == host_pid
 
 
@@ -319,11 +321,9 @@ def test_background_processes_are_killed_after_each_test(slot):
     assert [r.stdout for r in results] == [b"others []\n", b"others []\n"]
 
 
-def test_frozen_runner_is_killed_at_the_host_deadline(slot):
-    limits = Limits(**{**FAST.__dict__, "host_grace_s": 1.0})
-    (result,) = run("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nimport time\ntime.sleep(3600)\n", slot, limits=limits)
-    assert result.status == "time_limit"
-    assert "host deadline" in result.note
+def test_stopping_the_runner_has_no_effect(slot):
+    (result,) = run("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nprint('still here')\n", slot)
+    assert result.status == "ok" and result.stdout == b"still here\n"
 
 
 def test_seccomp_refuses_ptrace_namespaces_and_mounts(slot):

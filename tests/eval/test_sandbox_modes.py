@@ -48,3 +48,15 @@ def test_unsandboxed_mode_still_enforces_limits_and_cleans_up(no_bwrap, held_slo
         with pytest.warns(RuntimeWarning):
             daemon = run_unsandboxed("import subprocess\nsubprocess.Popen(['sleep', '3600'], start_new_session=True)\n", held_slot)
         assert daemon.status == "ok"  # held_slot's teardown checks the daemon did not survive
+
+
+def test_host_deadline_kills_a_runner_that_stops_answering(no_bwrap, held_slot):
+    # Only possible in the weaker mode: in the sandbox the runner is pid 1 and cannot be stopped.
+    if held_slot.uid is None:
+        pytest.skip("not root: a stopped runner would share our uid")
+    with pytest.warns(RuntimeWarning):
+        result = run_unsandboxed(
+            "import os, signal, time\nos.kill(os.getppid(), signal.SIGSTOP)\ntime.sleep(3600)\n",
+            held_slot, time_s=0.5, host_grace_s=1.0,
+        )  # fmt: skip
+    assert result.status == "time_limit" and "host deadline" in result.note
