@@ -21,6 +21,8 @@ the next test, so grading stops at the first failure without the sandbox learnin
 from __future__ import annotations
 
 import _signal as signal  # the `signal` module imports enum: ~20 ms per sandbox
+import atexit
+import builtins
 import marshal
 import os
 import resource
@@ -321,18 +323,14 @@ def _reap_orphans() -> None:
 
 def _python_child(code, fn_name: str | None, args: list | None) -> None:
     """Run the solution in this forked process and exit like `python3 solution.py` would."""
-    import builtins
-
-    # Fresh text streams on the test's fds (the runner's own objects wrap other files).
-    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)  # noqa: SIM115
+    sys.stdin, sys.stdout, sys.stderr, sink = _CHILD_STREAMS
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
     sys.argv = [os.path.join(WORK, "solution.py")]
     namespace = {"__name__": "__main__", "__file__": sys.argv[0], "__builtins__": builtins}
     rc = 0
     real_stdout = sys.stdout
     if fn_name is not None:  # only the JSON of the return value may reach stdout
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.stdout = sink
     try:
         exec(code, namespace)
         if fn_name is not None:
@@ -349,8 +347,6 @@ def _python_child(code, fn_name: str | None, args: list | None) -> None:
         rc = 1
     if "threading" in sys.modules:
         sys.modules["threading"]._shutdown()  # wait for non-daemon threads, as at exit
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -358,6 +354,21 @@ def _python_child(code, fn_name: str | None, args: list | None) -> None:
         except BaseException:
             rc = rc or 120  # what CPython returns when flushing stdout fails at exit
     os._exit(rc)
+
+
+def _make_child_streams() -> tuple:
+    """Text streams on fds 0, 1, 2 (and a sink), built once: each forked child dup2s its
+    test's files onto those fds and adopts copies of these unused objects, which costs
+    far less than building new ones in every child."""
+    return (
+        open(0, encoding="utf-8", closefd=False),
+        open(1, "w", encoding="utf-8", closefd=False),
+        open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1),
+        open(os.devnull, "w"),
+    )
+
+
+_CHILD_STREAMS: tuple = ()
 
 
 def _call(namespace: dict, fn_name: str, args: list, real_stdout) -> int:
@@ -460,7 +471,7 @@ def _set_import_path() -> None:
 
 
 def main() -> None:
-    global WORK
+    global WORK, _CHILD_STREAMS
     if len(sys.argv) > 1:
         WORK = sys.argv[1]
         CHILD_ENV.update(HOME=WORK, TMPDIR=os.environ.get("TMPDIR", WORK))
@@ -474,8 +485,7 @@ def main() -> None:
     # for, so the program can neither kill nor stop us; Python's SIGINT handler would let
     # it raise KeyboardInterrupt in here.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    import builtins
-
+    _CHILD_STREAMS = _make_child_streams()
     builtins.exit, builtins.quit = _Quitter("exit"), _Quitter("quit")
     _make_undumpable()
     frame = read_frame(proto_in)
