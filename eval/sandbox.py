@@ -62,7 +62,6 @@ caller's uid (it cannot switch), still in its own namespaces.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import marshal
 import os
@@ -71,27 +70,33 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 
 from eval import sandbox_runner as proto
 from eval.sandbox_channel import Channel
-from eval.sandbox_seccomp import build_filter
+from eval.sandbox_launch import (
+    INSTALL_HINT,
+    RUNNER_SOURCE,
+    SandboxError,
+    SandboxUnavailable,
+    bwrap_argv,
+    compiler_path,
+    explain_bwrap_failure,
+    find_bwrap,
+    pipe_with,
+    runner_bytecode,
+    sandbox_python,
+    seccomp_filter,
+)
 from eval.sandbox_slots import Slot, acquire_slot, kill_uid_processes
 
-INSTALL_HINT = "apt-get install bubblewrap"
-_RUNNER_SOURCE = open(proto.__file__, encoding="utf-8").read()  # noqa: SIM115 (read once)
+__all__ = [
+    "LANGUAGES", "CompileResult", "Limits", "RunResult", "Sandbox", "SandboxError",
+    "SandboxUnavailable", "find_bwrap", "run_program", "sandbox_python",
+]  # fmt: skip
 _MIB = 1 << 20
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot run here (no bubblewrap, no interpreter or compiler)."""
-
-
-class SandboxError(RuntimeError):
-    """The sandbox machinery failed before the program ran (not the program's fault)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,14 @@ class Limits:
     host_grace_s: float = 5.0
     """How long the host waits beyond the runner's own limits before killing the sandbox."""
 
+    def __post_init__(self) -> None:
+        sizes = {k: v for k, v in self.__dict__.items() if k != "wall_time_s"}
+        bad = [k for k, v in sizes.items() if v <= 0]
+        if bad:
+            raise ValueError(f"sandbox limits must be positive: {', '.join(bad)}")
+        if self.wall_time_s is not None and self.wall_time_s < self.time_s:
+            raise ValueError("wall_time_s must be at least time_s (CPU time cannot exceed wall time)")
+
     @property
     def wall_s(self) -> float:
         return self.wall_time_s if self.wall_time_s is not None else max(2 * self.time_s, self.time_s + 1)
@@ -146,7 +159,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Language:
-    """How to build a program: None for `compile_argv` means byte-compiled Python."""
+    """How to build a program in the sandbox; `compiler` None means byte-compiled Python."""
 
     name: str
     source_name: str
@@ -164,6 +177,8 @@ LANGUAGES = {
 
 @dataclass(frozen=True)
 class CompileResult:
+    """The outcome of building the program (Python: byte-compiling it)."""
+
     ok: bool
     messages: str
     """Compiler output (or the Python SyntaxError), possibly truncated."""
@@ -187,66 +202,6 @@ class RunResult:
     max_rss_kb: int = 0
     note: str = ""
     """What the host saw beyond the runner's report (e.g. the runner died)."""
-
-
-
-def find_bwrap() -> str | None:
-    found = shutil.which("bwrap")
-    return found or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
-
-
-def sandbox_python() -> str:
-    """The interpreter the sandbox runs: a system Python under /usr (mounted read-only).
-
-    The caller's own interpreter often lives in a home directory or a virtualenv that
-    the sandbox does not (and should not) mount. Override with OMNIOPD_SANDBOX_PYTHON.
-    """
-    override = os.environ.get("OMNIOPD_SANDBOX_PYTHON")
-    for candidate in ([override] if override else ["/usr/bin/python3", "/usr/local/bin/python3"]):
-        if os.path.isfile(os.path.realpath(candidate)):
-            return candidate
-    raise SandboxUnavailable(
-        "the sandbox needs a system Python 3 under /usr (apt-get install python3), "
-        "or OMNIOPD_SANDBOX_PYTHON pointing at one"
-    )
-
-
-def _compiler(language: Language) -> str:
-    path = shutil.which(language.compiler, path="/usr/bin:/bin")
-    if path is None or not os.path.realpath(path).startswith("/usr/"):
-        raise SandboxUnavailable(
-            f"{language.name} programs need {language.compiler} under /usr/bin "
-            f"(apt-get install {'g++' if language.name == 'cpp' else 'gcc'})"
-        )
-    return path
-
-
-def _bwrap_argv(bwrap: str, limits: Limits, seccomp_fd: int, runner_fd: int, info_fd: int) -> list[str]:
-    """bubblewrap's command line: fresh namespaces, read-only /usr, small writable tmpfs.
-
-    --as-pid-1 makes the runner the namespace's init: the program cannot signal it, and
-    when it exits the kernel kills and reaps everything else before outer bubblewrap can
-    reap it, so outer bubblewrap's exit proves the namespace is empty.
-    """
-    tmpfs = str(limits.file_mb * _MIB)
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent"]
-    argv += ["--new-session", "--clearenv", "--info-fd", str(info_fd)]
-    argv += ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = f"/{name}"
-        if os.path.islink(path):  # merged /usr: recreate the symlink
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime"):
-        argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    argv += ["--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", "/work", "--chdir", "/work"]
-    argv += ["--file", str(runner_fd), "/runner.pyc", "--remount-ro", "/", "--hostname", "sandbox"]
-    for key, value in {**proto.CHILD_ENV, "HOME": "/work", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}.items():
-        argv += ["--setenv", key, value]
-    return [*argv, "--seccomp", str(seccomp_fd)]
 
 
 class Sandbox:
@@ -300,7 +255,7 @@ class Sandbox:
 
     def start(self) -> CompileResult:
         """Start the sandbox, send the program, wait for it to compile."""
-        compiler = _compiler(self.language) if self.language.compiler else None
+        compiler = compiler_path(self.language.compiler) if self.language.compiler else None
         python = sandbox_python()
         bwrap = find_bwrap()
         if bwrap is None and not self.allow_unsandboxed:
@@ -339,7 +294,7 @@ class Sandbox:
             self._kill()
             failure = self._failure_text()
             if "bwrap:" in failure or not failure:
-                raise SandboxError(_explain_bwrap_failure(failure, exc)) from exc
+                raise SandboxError(explain_bwrap_failure(failure, exc)) from exc
             ok, seconds, messages = False, time.monotonic() - start, failure.encode()
         self.compiled = CompileResult(ok, messages.decode("utf-8", "replace"), seconds)
         return self.compiled
@@ -371,17 +326,17 @@ class Sandbox:
             else:
                 kwargs.update(user=self.slot.uid, group=self.slot.uid, extra_groups=[])
         if bwrap is None:
-            argv = [*drop, python, "-I", "-S", "-c", _RUNNER_SOURCE, work]
+            argv = [*drop, python, "-I", "-S", "-c", RUNNER_SOURCE, work]
             env = {"PATH": "/usr/bin:/bin", "TMPDIR": work, "PYTHONDONTWRITEBYTECODE": "1"}
             self.proc = subprocess.Popen(argv, env=env, cwd=work, start_new_session=True, **kwargs)
         else:
             # Two small pipes bubblewrap reads during setup: the seccomp filter and the
             # runner's bytecode (compiling its source cost every sandbox ~5-15 ms).
-            fds = [_pipe_with(_seccomp_filter()), _pipe_with(_runner_bytecode(python))]
+            fds = [pipe_with(seccomp_filter()), pipe_with(runner_bytecode(python))]
             self._info_fd, info_w = os.pipe()  # bubblewrap reports the runner's host pid here
             fds.append(info_w)
             try:
-                argv = [*drop, *_bwrap_argv(bwrap, self.limits, *fds), "--", python, "-I", "-S", "/runner.pyc"]
+                argv = [*drop, *bwrap_argv(bwrap, self.limits.file_mb * _MIB, *fds), "--", python, "-I", "-S", "/runner.pyc"]
                 # bubblewrap itself gets PATH only: our environment (API keys) never reaches it.
                 self.proc = subprocess.Popen(
                     argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", start_new_session=True, pass_fds=fds, **kwargs
@@ -500,44 +455,6 @@ class Sandbox:
             self._info_fd = self._runner_pidfd = None
 
 
-@functools.cache
-def _seccomp_filter() -> bytes:
-    return build_filter()
-
-
-def _pipe_with(data: bytes) -> int:
-    """A pipe's read end with `data` already in it (must fit the 64 KiB pipe buffer)."""
-    if len(data) > 65536:
-        raise ValueError("data larger than a pipe buffer")
-    read_fd, write_fd = os.pipe()
-    os.write(write_fd, data)
-    os.close(write_fd)
-    return read_fd
-
-
-_BYTECODE: dict[str, bytes] = {}
-_BYTECODE_LOCK = threading.Lock()
-_COMPILE_RUNNER = (
-    "import sys, marshal, importlib.util\n"
-    "code = compile(sys.stdin.read(), '/runner.py', 'exec')\n"
-    "sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))\n"
-)
-
-
-def _runner_bytecode(python: str) -> bytes:
-    """The runner as a .pyc for the sandbox's interpreter (compiled by it, once per process)."""
-    with _BYTECODE_LOCK:
-        if python not in _BYTECODE:
-            done = subprocess.run(
-                [python, "-I", "-S", "-c", _COMPILE_RUNNER], input=_RUNNER_SOURCE.encode(),
-                capture_output=True, env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False,
-            )  # fmt: skip
-            if done.returncode != 0:
-                raise SandboxUnavailable(f"{python} could not compile the sandbox runner: {done.stderr.decode()[-2000:]}")
-            _BYTECODE[python] = done.stdout
-        return _BYTECODE[python]
-
-
 def _classify(limits: Limits, exit_code: int, sig: int, cpu: float, rss_kb: int, flags: int, err: bytes) -> str:
     if flags & proto.FLAG_TIMED_OUT or sig == signal.SIGXCPU or cpu > limits.time_s:
         return "time_limit"
@@ -549,17 +466,6 @@ def _classify(limits: Limits, exit_code: int, sig: int, cpu: float, rss_kb: int,
     if exit_code != 0 or sig:
         return "runtime_error"
     return "ok"
-
-
-def _explain_bwrap_failure(stderr: str, exc: BaseException) -> str:
-    message = f"the sandbox failed to start ({type(exc).__name__}): {stderr or 'no message'}"
-    if "uid map" in stderr or "user namespace" in stderr or "Operation not permitted" in stderr:
-        message += (
-            ". bubblewrap needs unprivileged user namespaces: check `sysctl user.max_user_namespaces` (> 0), "
-            "`kernel.unprivileged_userns_clone=1` (Debian < 11) and, on Ubuntu 24.04+, "
-            "`kernel.apparmor_restrict_unprivileged_userns=0`"
-        )
-    return message
 
 
 def run_program(

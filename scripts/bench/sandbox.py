@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from eval.sandbox import Limits, Sandbox, run_program, sandbox_python  # noqa: E402
+from eval.sandbox import Limits, Sandbox, run_program, sandbox_python
 
 # Small programs of the kind graders run: read stdin, compute a little, print.
 PROGRAMS = [
