@@ -196,16 +196,17 @@ def grade_code(
 
 
 def _run_suite(box: Sandbox, suite: TestSuite, comparison: Comparison, language: str) -> Verdict:
-    total, compiled = len(suite.cases), box.compiled
-    common = {"tests_total": total, "language": language, "compile_time_s": compiled.time_s}
-    if not compiled.ok:
-        return Verdict("compile_error", "compile error", detail=compiled.messages[-4000:], **common)
+    total = len(suite.cases)
+    if suite.fn_name:
+        results = box.call_many(case.input for case in suite.cases)
+    else:
+        results = box.run_many((case.input for case in suite.cases), file_io=suite.file_io)
     slowest = 0.0
-    for index, case in enumerate(suite.cases):
-        result = box.call(case.input) if suite.fn_name else box.run(case.input, file_io=suite.file_io)
+    for index, (case, result) in enumerate(zip(suite.cases, results, strict=False)):  # results stop early
         slowest = max(slowest, result.cpu_s)
         stderr = result.stderr.decode("utf-8", "replace")[-2000:]
         failed = {"test_index": index, "tests_passed": index, "max_test_time_s": slowest, "detail": stderr}
+        common = {"tests_total": total, "language": language, "compile_time_s": box.compiled.time_s}
         if result.status != "ok":
             status, reason = _run_failure(result, index)
             return Verdict(status, reason, **failed, **common)
@@ -215,7 +216,12 @@ def _run_suite(box: Sandbox, suite: TestSuite, comparison: Comparison, language:
         else:
             ok, why = outputs_match(got, str(case.output), comparison)
         if not ok:
+            results.close()  # the runner may be one test ahead; close() kills it
             return Verdict("wrong_answer", f"wrong answer on test {index}: {why}", **failed, **common)
+    compiled = box.compiled
+    common = {"tests_total": total, "language": language, "compile_time_s": compiled.time_s}
+    if not compiled.ok:
+        return Verdict("compile_error", "compile error", detail=compiled.messages[-4000:], **common)
     return Verdict("pass", f"passed all {total} tests", tests_passed=total, max_test_time_s=slowest, **common)
 
 

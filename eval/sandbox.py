@@ -72,6 +72,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from eval import sandbox_runner as proto
@@ -205,10 +206,13 @@ class RunResult:
 
 
 class Sandbox:
-    """One program in one sandbox; `run`/`call` one test at a time, then `close`.
+    """One program in one sandbox: start, run its tests, close.
 
-    Use as a context manager: entering starts the sandbox and compiles (see `compiled`);
-    leaving kills everything in it. Not thread-safe: one thread drives one sandbox.
+    Use as a context manager (entering starts it, leaving kills everything in it).
+    `run_many`/`call_many` keep the runner one test ahead of the caller (the next input
+    is sent before the current result is judged), and the first test travels with the
+    program, so compiling, running and judging overlap; a caller that stops at a failure
+    leaves at most one extra test running, which `close` kills. Not thread-safe.
     """
 
     def __init__(
@@ -233,7 +237,11 @@ class Sandbox:
         self.proc: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.sandboxed = True
-        self.compiled: CompileResult | None = None
+        self._compiled: CompileResult | None = None
+        self._started = 0.0
+        self._compile_budget = 0.0
+        self._inflight = 0  # requests sent whose results have not been received
+        self._dead = False  # killed, or the runner is gone: no more requests
         self._workdir: str | None = None
         self._info_fd: int | None = None  # pipe bubblewrap writes {"child-pid": N} into
         self._runner_pidfd: int | None = None  # pidfd of the runner (the namespace's init)
@@ -251,10 +259,10 @@ class Sandbox:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.proc is not None and self.proc.poll() is None and not self._dead
 
-    def start(self) -> CompileResult:
-        """Start the sandbox, send the program, wait for it to compile."""
+    def start(self) -> None:
+        """Start the sandbox and send it the program (compiling overlaps the first test)."""
         compiler = compiler_path(self.language.compiler) if self.language.compiler else None
         python = sandbox_python()
         bwrap = find_bwrap()
@@ -272,7 +280,9 @@ class Sandbox:
         if compiler is not None:
             compile_argv = [compiler, *self.language.flags, "-o", f"{work}/solution", f"{work}/{self.language.source_name}", *self.language.link_flags]
         self._spawn(bwrap, python, work)
-        setup = {
+        self._started = time.monotonic()
+        self._compile_budget = (2 * self.limits.compile_time_s + 5 if compiler else 10.0) + 2 * self.limits.host_grace_s
+        self.channel.send(marshal.dumps({
             "op": "setup",
             "language": self.language.name,
             "source": self.source,
@@ -283,11 +293,20 @@ class Sandbox:
             "limits": self.limits.for_runner(),
             # How the runner may clean up after a test (see Runner._kill_rest).
             "cleanup": "pidns" if self.sandboxed else ("uid" if self.slot.uid is not None else "pgroup"),
-        }
-        budget = (2 * self.limits.compile_time_s + 5 if compiler else 10.0) + 2 * self.limits.host_grace_s
-        start = time.monotonic()
+        }))  # fmt: skip
+
+    @property
+    def compiled(self) -> CompileResult:
+        """The build's outcome (waits for it). Raises SandboxError if bubblewrap failed."""
+        if self._compiled is None:
+            if self.channel is None:
+                raise SandboxError("start() the sandbox first")
+            self._compiled = self._await_compile()
+        return self._compiled
+
+    def _await_compile(self) -> CompileResult:
         try:
-            frame = self.channel.exchange(marshal.dumps(setup), time.monotonic() + budget)
+            frame = self.channel.receive(self._started + self._compile_budget)
             ok, seconds, messages = proto.decode_compiled(frame)
             self._open_runner_pidfd()
         except (TimeoutError, EOFError, ValueError) as exc:
@@ -295,9 +314,77 @@ class Sandbox:
             failure = self._failure_text()
             if "bwrap:" in failure or not failure:
                 raise SandboxError(explain_bwrap_failure(failure, exc)) from exc
-            ok, seconds, messages = False, time.monotonic() - start, failure.encode()
-        self.compiled = CompileResult(ok, messages.decode("utf-8", "replace"), seconds)
-        return self.compiled
+            ok, seconds, messages = False, time.monotonic() - self._started, failure.encode()
+        if not ok:
+            self._dead = True  # the runner exits after a failed build
+        return CompileResult(ok, messages.decode("utf-8", "replace"), seconds)
+
+    def run(self, stdin: bytes | str = b"", *, file_io: bool = False) -> RunResult:
+        """Run the program on one input (or input.txt/output.txt when `file_io`)."""
+        return self._one(self.run_many([stdin], file_io=file_io))
+
+    def call(self, args: list) -> RunResult:
+        """Call-based problems: call `fn_name(*args)`; stdout is the JSON of its return value."""
+        return self._one(self.call_many([args]))
+
+    def run_many(self, inputs: Iterable[bytes | str], *, file_io: bool = False) -> Iterator[RunResult]:
+        """Results of running the program on each input, in order, one sandbox for all.
+
+        Yields nothing if the program did not compile (see `compiled`); stops after a
+        result that ended the sandbox (the runner died or stopped answering).
+        """
+        return self._pipeline({"op": "test", "stdin": x.encode() if isinstance(x, str) else x, "file_io": file_io} for x in inputs)
+
+    def call_many(self, arg_lists: Iterable[list]) -> Iterator[RunResult]:
+        """Like run_many for call-based problems: one `fn_name(*args)` per argument list."""
+        if self.fn_name is None:
+            raise ValueError("call_many() needs a Sandbox created with fn_name")
+        return self._pipeline({"op": "test", "args": list(args)} for args in arg_lists)
+
+    def _one(self, results: Iterator[RunResult]) -> RunResult:
+        result = next(results, None)
+        if result is None:
+            raise SandboxError(f"the program did not compile:\n{self.compiled.messages}")
+        results.close()
+        return result
+
+    def _pipeline(self, requests: Iterable[dict]) -> Iterator[RunResult]:
+        if self.channel is None:
+            raise SandboxError("start() the sandbox first")
+        requests = iter(requests)
+        upcoming = next(requests, None)
+        if upcoming is None or self._dead:
+            return
+        self._send(upcoming)  # travels with the program: compiling overlaps sending
+        if not self.compiled.ok:
+            return
+        while upcoming is not None and not self._dead:
+            upcoming = next(requests, None)
+            if upcoming is not None:
+                self._send(upcoming)  # one ahead: runs while the host judges this result
+            yield self._receive_result()
+
+    def _send(self, request: dict) -> None:
+        self.channel.send(marshal.dumps(request))
+        self._inflight += 1
+
+    def _receive_result(self) -> RunResult:
+        start = time.monotonic()
+        try:
+            frame = self.channel.receive(start + self.limits.wall_s + self.limits.host_grace_s)
+            self._inflight -= 1
+            exit_code, sig, cpu, wall, rss, flags, out, err = proto.decode_result(frame)
+        except TimeoutError:
+            self._kill()
+            return RunResult("time_limit", b"", b"", None, None, 0.0, time.monotonic() - start,
+                             note="the sandbox stopped answering; killed at the host deadline")  # fmt: skip
+        except (EOFError, ValueError) as exc:
+            self._kill()
+            return RunResult("runtime_error", b"", self._failure_text().encode(), None, None, 0.0,
+                             time.monotonic() - start, note="the sandbox runner died (the program probably killed it)"
+                             + (f": {exc}" if str(exc) else ""))  # fmt: skip
+        status = _classify(self.limits, exit_code, sig, cpu, rss, flags, err)
+        return RunResult(status, out, err, exit_code if not sig else None, sig or None, cpu, wall, rss)
 
     def _make_workdir(self) -> str:
         warnings.warn(
@@ -347,37 +434,6 @@ class Sandbox:
         max_frame = self.limits.output_bytes + self.limits.stderr_bytes + (1 << 17)
         self.channel = Channel(self.proc, max_frame)
 
-    def run(self, stdin: bytes | str = b"", *, file_io: bool = False) -> RunResult:
-        """Run the program on one test's input (or input.txt/output.txt when `file_io`)."""
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        return self._request({"op": "test", "stdin": data, "file_io": file_io})
-
-    def call(self, args: list) -> RunResult:
-        """Call-based problems: call `fn_name(*args)`; stdout is the JSON of its return value."""
-        if self.fn_name is None:
-            raise ValueError("call() needs a Sandbox created with fn_name")
-        return self._request({"op": "test", "args": list(args)})
-
-    def _request(self, request: dict) -> RunResult:
-        if not self.alive or self.compiled is None or not self.compiled.ok:
-            raise SandboxError("the sandbox is not running a compiled program (start it, check .compiled)")
-        start = time.monotonic()
-        try:
-            frame = self.channel.exchange(marshal.dumps(request), start + self.limits.wall_s + self.limits.host_grace_s)
-            exit_code, sig, cpu, wall, rss, flags, out, err = proto.decode_result(frame)
-        except TimeoutError:
-            self._kill()
-            return RunResult("time_limit", b"", b"", None, None, 0.0, time.monotonic() - start,
-                             note="the sandbox stopped answering; killed at the host deadline")  # fmt: skip
-        except (EOFError, ValueError) as exc:
-            self._kill()
-            self.channel.drain_stderr()
-            return RunResult("runtime_error", b"", self._failure_text().encode(), None, None, 0.0,
-                             time.monotonic() - start, note="the sandbox runner died (the program probably killed it)"
-                             + (f": {exc}" if str(exc) else ""))  # fmt: skip
-        status = _classify(self.limits, exit_code, sig, cpu, rss, flags, err)
-        return RunResult(status, out, err, exit_code if not sig else None, sig or None, cpu, wall, rss)
-
     def _failure_text(self) -> str:
         if self.channel is None:
             return ""
@@ -386,6 +442,7 @@ class Sandbox:
 
     def _kill(self) -> None:
         """SIGKILL bubblewrap's process group: the pid namespace dies with its init."""
+        self._dead = True
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -400,7 +457,8 @@ class Sandbox:
             self.channel.close()
         if self.proc is not None:
             for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
         if self.slot is not None and self.slot.uid is not None and not clean:
             kill_uid_processes(self.slot.uid)
         if self._workdir is not None:
@@ -436,9 +494,9 @@ class Sandbox:
         try:
             if self.proc is None:
                 return False
-            if self.proc.returncode is None and self.sandboxed and self.compiled is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
+            idle = self._compiled is not None and self._inflight == 0
+            if self.proc.poll() is None and self.sandboxed and idle:  # else a test may still run
+                self.channel.close_input()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=2.0)
                     return True
@@ -479,6 +537,5 @@ def run_program(
 ) -> tuple[CompileResult, RunResult | None]:
     """Compile and run one program on one input, as grading does; RunResult None if it did not compile."""
     with Sandbox(source, language, limits=limits, allow_unsandboxed=allow_unsandboxed) as box:
-        if not box.compiled.ok:
-            return box.compiled, None
-        return box.compiled, box.run(stdin, file_io=file_io)
+        result = next(box.run_many([stdin], file_io=file_io), None)
+        return box.compiled, result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,9 +64,8 @@ def plain_tests(python: str, file: str, n: int) -> float:
 
 def sandboxed_tests(n: int, limits: Limits) -> float:
     start = time.perf_counter()  # includes starting the sandbox and closing it
-    with Sandbox(PROGRAMS[0], limits=limits) as box:
-        for i in range(n):
-            result = box.run(f"{i} {i}\n".encode())
+    with Sandbox(PROGRAMS[0], limits=limits) as box:  # as grading runs them: pipelined
+        for i, result in enumerate(box.run_many(f"{i} {i}\n".encode() for i in range(n))):
             assert result.stdout == f"{2 * i}\n".encode(), result
     return n / (time.perf_counter() - start)
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--programs", type=int, default=60, help="programs per measurement (default 60)")
     parser.add_argument("--tests", type=int, default=600, help="tests per measurement (default 600)")
     parser.add_argument("--plain-tests", type=int, default=100, help="tests for the slower plain baseline (default 100)")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions; the best of each is reported")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved repetitions; medians are reported (default 5)")
     args = parser.parse_args()
 
     python = sandbox_python()
@@ -95,18 +95,18 @@ def main() -> None:
             rows["box_prog"].append(sandboxed_programs(args.programs, limits))
             rows["plain_test"].append(plain_tests(python, files[0], args.plain_tests))
             rows["box_test"].append(sandboxed_tests(args.tests, limits))
-    best = {k: max(v) for k, v in rows.items()}
-    ratio = best["box_prog"] / best["plain_prog"]
+    # Each repetition measures both sides back to back; the median of the per-repetition
+    # numbers (and ratios) is reported, so a burst of load elsewhere does not decide it.
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    ratio = statistics.median(b / p for b, p in zip(rows["box_prog"], rows["plain_prog"], strict=True))
+    test_ratio = statistics.median(b / p for b, p in zip(rows["box_test"], rows["plain_test"], strict=True))
     print(f"machine: {os.cpu_count()} CPUs, load average during runs {min(loads):.1f}-{max(loads):.1f}; {python}")
-    print(f"{'measurement':44s} {'plain':>10s} {'sandboxed':>10s} {'ratio':>7s} {'goal':>12s}")
-    print(f"{'single programs, programs/s per worker':44s} {best['plain_prog']:10.1f} {best['box_prog']:10.1f} {ratio:7.2f} {'>= 0.50x':>12s}")
-    print(
-        f"{'one sample, tests/s per worker':44s} {best['plain_test']:10.1f} {best['box_test']:10.1f} "
-        f"{best['box_test'] / best['plain_test']:7.2f} {'>= 300/s':>12s}"
-    )
+    print(f"{'median of ' + str(args.repeat) + ' repetitions':44s} {'plain':>10s} {'sandboxed':>10s} {'ratio':>7s} {'goal':>12s}")
+    print(f"{'single programs, programs/s per worker':44s} {med['plain_prog']:10.1f} {med['box_prog']:10.1f} {ratio:7.2f} {'>= 0.50x':>12s}")
+    print(f"{'one sample, tests/s per worker':44s} {med['plain_test']:10.1f} {med['box_test']:10.1f} {test_ratio:7.2f} {'>= 300/s':>12s}")
     print("all runs:", {k: [round(x, 1) for x in v] for k, v in rows.items()})
-    verdict = "MET" if ratio >= 0.5 and best["box_test"] >= 300 else "NOT MET"
-    print(f"goals {verdict}: programs ratio {ratio:.2f} (>= 0.5), tests/s {best['box_test']:.0f} (>= 300)")
+    verdict = "MET" if ratio >= 0.5 and med["box_test"] >= 300 else "NOT MET"
+    print(f"goals {verdict}: programs ratio {ratio:.2f} (>= 0.5), tests/s {med['box_test']:.0f} (>= 300)")
 
 
 if __name__ == "__main__":

@@ -205,3 +205,11 @@ def test_pool_grades_many_samples_in_order(bwrap):
     with GradingPool(workers=2) as pool:
         verdicts = pool.grade_many(responses, [data] * len(responses), limits=QUICK, benchmark="codeforces")
     assert [v.status for v in verdicts] == ["pass", "wrong_answer", "no_code", "pass"]
+
+
+def test_grading_stops_at_the_first_failure_and_kills_the_test_running_ahead(slot):
+    tests = [{"input": "first\n", "output": "2\n"}, {"input": "sleep\n", "output": "1\n"}]
+    solution = "import time\nif input() == 'sleep':\n    time.sleep(3600)\nprint(1)\n"
+    verdict = grade(py(solution), tests, slot=slot)
+    assert (verdict.status, verdict.test_index, verdict.tests_passed) == ("wrong_answer", 0, 0)
+    # the slot fixture fails if the sleeping second test survived
