@@ -2,8 +2,8 @@
 one sandbox, judge each output on the host, stop at the first failure.
 
     verdict = grade_code(response, row["input_output"], language="python", time_limit_s=4)
-    with GradingPool(workers=4) as pool:
-        verdicts = pool.grade_many(responses, tests)   # one sandbox slot (uid) per worker
+    with GradingPool(workers=cfg.eval.grading_workers) as pool:   # a sandbox slot (uid) per worker
+        verdicts = pool.grade_many(responses, tests, benchmark="apps", **grading_options(cfg.eval))
 
 Test formats: see eval/code_tests.py (APPS/TACO incl. call-based, CodeContests, Codeforces).
 """
@@ -257,7 +257,7 @@ class GradingPool:
         """grade_code on a free slot (blocks until one is free); thread-safe."""
         slot = self._slots.get()
         try:
-            return grade_code(response, tests, slot=slot, allow_unsandboxed=self.allow_unsandboxed, **kwargs)
+            return grade_code(response, tests, slot=slot, **{"allow_unsandboxed": self.allow_unsandboxed, **kwargs})
         finally:
             self._slots.put(slot)
 
@@ -277,6 +277,15 @@ class GradingPool:
         for slot in self._held:
             slot.release()
         self._held = []
+
+
+def grading_options(eval_config: Any) -> dict:
+    """grade_code keyword arguments from the config's `eval` section (omniopd.config.EvalConfig)."""
+    return {
+        "time_limit_s": eval_config.code_time_limit_s,
+        "memory_limit_mb": eval_config.code_memory_limit_mb,
+        "allow_unsandboxed": eval_config.allow_unsandboxed,
+    }
 
 
 def grade_code_batch(responses: Sequence[str], tests: Sequence[Any], *, workers: int = 0, **kwargs: Any) -> list[Verdict]:

@@ -96,3 +96,11 @@ def test_call_based_returns_match_like_apps():
     assert not returns_match("0.30000000000000004", [0.3], Comparison("tokens", None))[0]
     ok, why = returns_match("not json", [1])
     assert not ok and "JSON" in why
+
+
+def test_grading_options_come_from_the_eval_config():
+    from eval.code import grading_options
+    from omniopd.config import EvalConfig
+
+    options = grading_options(EvalConfig(code_time_limit_s=2.5, code_memory_limit_mb=512))
+    assert options == {"time_limit_s": 2.5, "memory_limit_mb": 512, "allow_unsandboxed": False}
