@@ -472,16 +472,19 @@ class Sandbox:
         """Hold a pidfd on the runner while it is surely alive (its pid cannot be reused)."""
         if self._info_fd is None:
             return
-        info = b""
-        while select.select([self._info_fd], [], [], 1.0)[0]:
+        info, pid = b"", None
+        while pid is None and select.select([self._info_fd], [], [], 1.0)[0]:
             chunk = os.read(self._info_fd, 4096)
             if not chunk:
                 break
             info += chunk
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                pid = int(json.loads(info)["child-pid"])
         os.close(self._info_fd)
         self._info_fd = None
-        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
-            self._runner_pidfd = os.pidfd_open(int(json.loads(info)["child-pid"]))
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                self._runner_pidfd = os.pidfd_open(pid)
 
     def _shutdown(self) -> bool:
         """True if the sandbox ended in a way that proves every process in it is gone.

@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +355,34 @@ def test_seccomp_refuses_ptrace_namespaces_and_mounts(slot):
     lines = result.stdout.decode().splitlines()
     assert lines[:4] == ["ptrace -1 1", "unshare -1 1", "mount -1 1", "keyctl -1 1"]
     assert not any(line.endswith("OPEN") for line in lines)
+
+
+def test_killing_the_grader_takes_the_sandbox_down(slot, tmp_path):
+    if slot.uid is None:
+        pytest.skip("not root: no slot uid to look for leftovers under")
+    from eval.sandbox_slots import uid_processes
+
+    ready = tmp_path / "ready"
+    grader = textwrap.dedent(f"""
+        from eval.sandbox import Limits, Sandbox
+        from eval.sandbox_slots import Slot
+        with Sandbox("import time\\nopen('/tmp/x', 'w').close()\\ntime.sleep(3600)\\n",
+                     limits=Limits(time_s=3600), slot=Slot({slot.index}, {slot.uid})) as box:
+            results = box.run_many([b""])
+            open({str(ready)!r}, "w").close()
+            next(results)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", grader], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and len(uid_processes(slot.uid)) >= 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(uid_processes(slot.uid)) >= 3, "the sandbox never started"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10  # --die-with-parent: SIGKILL follows the grader's death
+    while uid_processes(slot.uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uid_processes(slot.uid) == []
