@@ -213,3 +213,11 @@ def test_grading_stops_at_the_first_failure_and_kills_the_test_running_ahead(slo
     verdict = grade(py(solution), tests, slot=slot)
     assert (verdict.status, verdict.test_index, verdict.tests_passed) == ("wrong_answer", 0, 0)
     # the slot fixture fails if the sleeping second test survived
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed (C++ grading needs it)")
+def test_compiler_bomb_is_a_compile_error_within_the_compile_limits(bwrap):
+    bomb = '```cpp\n#include "/dev/zero"\nint main() {}\n```'
+    limits = Limits(compile_time_s=2, compile_memory_mb=512)
+    verdict = grade(bomb, row("codeforces"), limits=limits)
+    assert verdict.status == "compile_error"

@@ -256,26 +256,39 @@ def test_sandboxed_processes_hold_the_slot_uid_and_no_capabilities(slot):
         assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
 
 
-def test_program_cannot_signal_or_kill_its_parent_or_the_host(slot):
+def test_program_cannot_signal_its_parent_the_host_or_other_slots(slot):
     host_pid = os.getpid()
-    results = run(
-        f"""
-        import os, signal
-        for pid in [{host_pid}, os.getppid()]:
-            for sig in [signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL]:
-                try:
-                    os.kill(pid, sig)
-                    print(pid, 'sent')
-                except OSError as exc:
-                    print(pid, exc.errno)
-        """,
-        slot,
-        tests=2,
-    )
-    # The host pid does not exist in the sandbox's pid namespace (ESRCH); the parent is the
+    # A process of another worker slot's uid, as another sample's program would be.
+    neighbour = None
+    if slot.uid is not None:
+        other = slot.uid + 1
+        neighbour = subprocess.Popen(["setpriv", f"--reuid={other}", f"--regid={other}", "--clear-groups", "sleep", "60"])
+    targets = [host_pid] + ([neighbour.pid] if neighbour else [])
+    try:
+        results = run(
+            f"""
+            import os, signal
+            for pid in {targets} + [os.getppid()]:
+                for sig in [signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL]:
+                    try:
+                        os.kill(pid, sig)
+                        print(pid, 'sent')
+                    except OSError as exc:
+                        print(pid, exc.errno)
+            """,
+            slot,
+            tests=2,
+        )
+        assert neighbour is None or neighbour.poll() is None, "the other slot's process was killed"
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+    # Host pids do not exist in the sandbox's pid namespace (ESRCH = 3); the parent is the
     # runner, pid 1 of the namespace, which the kernel shields from signals sent from inside.
     assert [r.status for r in results] == ["ok", "ok"]
-    assert results[0].stdout.decode().splitlines() == [f"{host_pid} 3"] * 3 + ["1 sent"] * 3
+    expected = [f"{pid} 3" for pid in targets for _ in range(3)] + ["1 sent"] * 3
+    assert results[0].stdout.decode().splitlines() == expected
     assert os.getpid() == host_pid
 
 
