@@ -47,6 +47,8 @@ LANGUAGE_TAGS = {
 
 @dataclass(frozen=True)
 class Program:
+    """An extracted program: `language` is a key of eval.sandbox.LANGUAGES."""
+
     language: str
     source: str
 
@@ -98,8 +100,8 @@ def _bare_code(text: str, language: str | None) -> Program | None:
     if lang != "python":
         return Program(lang, text) if re.search(r"\bmain\s*\(", text) else None
     try:
-        compile(text, "<response>", "exec")
-    except (SyntaxError, ValueError):
+        compile(text, "<response>", "exec")  # parses only; nothing of the response runs here
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         return None
     # A sentence or two of prose can compile (e.g. a bare name); require code-like lines.
     return Program("python", text) if re.search(r"^\s*(import|from|def|class|print|for|while|if)\b|=", text, re.M) else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,37 +38,44 @@ PROGRAMS = [
 INPUTS = [b"3 4\n", b"5 1 9 2\n", b"7\n", b"abracadabra\n", b"2.5\n"]
 
 
-def plain_programs(python: str, files: list[str], n: int) -> float:
-    start = time.perf_counter()
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped descendants (load-insensitive cost)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measured(fn, n: int, *args) -> tuple[float, float]:
+    """(items per wall second, CPU milliseconds per item) of fn(*args, n)."""
+    cpu, start = _cpu_s(), time.perf_counter()
+    fn(*args, n)
+    wall = time.perf_counter() - start
+    return n / wall, (_cpu_s() - cpu) / n * 1000
+
+
+def plain_programs(python: str, files: list[str], n: int) -> None:
     for i in range(n):
         k = i % len(files)
         done = subprocess.run([python, files[k]], input=INPUTS[k], capture_output=True, timeout=30, check=False)
         assert done.returncode == 0, done.stderr
-    return n / (time.perf_counter() - start)
 
 
-def sandboxed_programs(n: int, limits: Limits) -> float:
-    start = time.perf_counter()
+def sandboxed_programs(limits: Limits, n: int) -> None:
     for i in range(n):
         k = i % len(PROGRAMS)
         _, result = run_program(PROGRAMS[k], stdin=INPUTS[k], limits=limits)
         assert result is not None and result.status == "ok", result
-    return n / (time.perf_counter() - start)
 
 
-def plain_tests(python: str, file: str, n: int) -> float:
-    start = time.perf_counter()
+def plain_tests(python: str, file: str, n: int) -> None:
     for i in range(n):
         subprocess.run([python, file], input=f"{i} {i}\n".encode(), capture_output=True, timeout=30, check=True)
-    return n / (time.perf_counter() - start)
 
 
-def sandboxed_tests(n: int, limits: Limits) -> float:
-    start = time.perf_counter()  # includes starting the sandbox and closing it
+def sandboxed_tests(limits: Limits, n: int) -> None:
+    # Includes starting the sandbox and closing it.
     with Sandbox(PROGRAMS[0], limits=limits) as box:  # as grading runs them: pipelined
         for i, result in enumerate(box.run_many(f"{i} {i}\n".encode() for i in range(n))):
             assert result.stdout == f"{2 * i}\n".encode(), result
-    return n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -86,15 +94,20 @@ def main() -> None:
             path = os.path.join(tmp, f"p{i}.py")
             Path(path).write_text(source)
             files.append(path)
-        sandboxed_programs(3, limits)  # warm-up: the runner's bytecode, page cache
+        sandboxed_programs(limits, 3)  # warm-up: the runner's bytecode, page cache
         rows: dict[str, list[float]] = {k: [] for k in ("plain_prog", "box_prog", "plain_test", "box_test")}
+        cpu: dict[str, list[float]] = {k: [] for k in rows}
         loads = []
         for _ in range(args.repeat):  # interleaved, so machine load hits both sides alike
             loads.append(os.getloadavg()[0])
-            rows["plain_prog"].append(plain_programs(python, files, args.programs))
-            rows["box_prog"].append(sandboxed_programs(args.programs, limits))
-            rows["plain_test"].append(plain_tests(python, files[0], args.plain_tests))
-            rows["box_test"].append(sandboxed_tests(args.tests, limits))
+            for key, (rate, ms) in {
+                "plain_prog": measured(plain_programs, args.programs, python, files),
+                "box_prog": measured(sandboxed_programs, args.programs, limits),
+                "plain_test": measured(plain_tests, args.plain_tests, python, files[0]),
+                "box_test": measured(sandboxed_tests, args.tests, limits),
+            }.items():
+                rows[key].append(rate)
+                cpu[key].append(ms)
     # Each repetition measures both sides back to back; the median of the per-repetition
     # numbers (and ratios) is reported, so a burst of load elsewhere does not decide it.
     med = {k: statistics.median(v) for k, v in rows.items()}
@@ -104,7 +117,13 @@ def main() -> None:
     print(f"{'median of ' + str(args.repeat) + ' repetitions':44s} {'plain':>10s} {'sandboxed':>10s} {'ratio':>7s} {'goal':>12s}")
     print(f"{'single programs, programs/s per worker':44s} {med['plain_prog']:10.1f} {med['box_prog']:10.1f} {ratio:7.2f} {'>= 0.50x':>12s}")
     print(f"{'one sample, tests/s per worker':44s} {med['plain_test']:10.1f} {med['box_test']:10.1f} {test_ratio:7.2f} {'>= 300/s':>12s}")
-    print("all runs:", {k: [round(x, 1) for x in v] for k, v in rows.items()})
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+    print(
+        f"CPU ms per item (this process + children, insensitive to other load): programs plain "
+        f"{mcpu['plain_prog']:.1f} / sandboxed {mcpu['box_prog']:.1f} (ratio {mcpu['plain_prog'] / mcpu['box_prog']:.2f}); "
+        f"tests plain {mcpu['plain_test']:.1f} / sandboxed {mcpu['box_test']:.2f}"
+    )
+    print("all runs (items/s):", {k: [round(x, 1) for x in v] for k, v in rows.items()})
     verdict = "MET" if ratio >= 0.5 and med["box_test"] >= 300 else "NOT MET"
     print(f"goals {verdict}: programs ratio {ratio:.2f} (>= 0.5), tests/s {med['box_test']:.0f} (>= 300)")
 

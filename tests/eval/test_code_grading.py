@@ -221,3 +221,8 @@ def test_compiler_bomb_is_a_compile_error_within_the_compile_limits(bwrap):
     limits = Limits(compile_time_s=2, compile_memory_mb=512)
     verdict = grade(bomb, row("codeforces"), limits=limits)
     assert verdict.status == "compile_error"
+
+
+def test_problem_without_tests_cannot_be_graded():
+    with pytest.raises(ValueError, match="no tests"):
+        grade_code(py("print(1)\n"), {"input_output": ""})

@@ -50,6 +50,10 @@ def test_codeforces_plain_list_and_json_string_forms():
     assert parse_tests(tests).cases == parse_tests(json.dumps(tests)).cases
 
 
+def test_apps_problem_without_tests_parses_to_an_empty_suite():
+    assert parse_tests({"input_output": ""}).cases == ()
+
+
 def test_unknown_format_says_what_is_expected():
     with pytest.raises(ValueError, match="CodeContests"):
         parse_tests({"foo": 1})
