@@ -41,9 +41,11 @@ Not covered:
 - kernel or bubblewrap vulnerabilities (a real exploit escapes any namespace sandbox;
   use a VM or gVisor for adversarial settings beyond grading);
 - side channels (timing, cache, /proc/cpuinfo and other host facts visible in /proc);
-- exact memory accounting: RLIMIT_AS limits address space, not RSS (threads' arena
-  reservations count), and tmpfs pages are charged to nobody's rlimit (bounded by
-  their size option instead); there is no cgroup;
+- a memory bound for the sample as a whole: RLIMIT_AS is per process, so a program
+  that forks can hold up to `processes x memory_mb` (plus 3 tmpfs of `file_mb`) until
+  the wall-clock limit ends it; there is no cgroup (run graders in a memory-limited
+  container or cgroup to bound that). RLIMIT_AS also counts address space, not RSS
+  (threads' malloc arenas count);
 - the runner trusts nothing the program sends, but a program that kills its runner or
   forges replies only spoils its own sample (outputs are still judged outside);
 - the weaker, opt-in unsandboxed mode (`allow_unsandboxed=True`): rlimits and, as root,
@@ -117,8 +119,9 @@ class Limits:
     """Stdout kept per test; more is an output-limit failure (and kills the test)."""
     stderr_bytes: int = 8192
     """Tail of stderr kept per test (for messages)."""
-    processes: int = 64
-    """Processes and threads of the slot's uid at once (RLIMIT_NPROC)."""
+    processes: int = 32
+    """Processes and threads of the slot's uid at once (RLIMIT_NPROC); with memory_mb it
+    bounds a sample's memory (processes x memory_mb: RLIMIT_AS is per process)."""
     file_mb: int = 64
     """Largest file (RLIMIT_FSIZE) and size of each tmpfs (/work, /tmp, /dev/shm), MiB."""
     open_files: int = 256
