@@ -127,7 +127,7 @@ class Runner:
 
     def _compile_python(self) -> tuple[bool, bytes]:
         source = self.setup["source"]
-        with open(os.path.join(WORK, "solution.py"), "w", encoding="utf-8") as f:
+        with open(os.path.join(WORK, "solution.py"), "w", encoding="utf-8", errors="replace") as f:
             f.write(source)  # so tracebacks can quote lines
         try:
             self.code = compile(source, os.path.join(WORK, "solution.py"), "exec")
@@ -145,7 +145,7 @@ class Runner:
         return True, b""
 
     def _compile_native(self) -> tuple[bool, bytes]:
-        with open(os.path.join(WORK, self.setup["source_name"]), "w", encoding="utf-8") as f:
+        with open(os.path.join(WORK, self.setup["source_name"]), "w", encoding="utf-8", errors="replace") as f:
             f.write(self.setup["source"])
         argv = self.setup["compile_argv"]  # built by the host, writes WORK/solution
         lim = self.limits
