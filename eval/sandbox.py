@@ -16,7 +16,8 @@ Covered (each has a test in tests/eval/test_sandbox_containment.py):
 - fork bombs: RLIMIT_NPROC on the slot's uid, a pid namespace, kill(-1) after each test;
 - unbounded memory: RLIMIT_AS per test (a MemoryError / bad_alloc is a memory verdict);
 - spinning: RLIMIT_CPU per test, a wall-clock limit in the runner, and a host deadline
-  that SIGKILLs bubblewrap's process group (the pid namespace dies with its init);
+  that SIGKILLs bubblewrap (the runner, init of the pid namespace, dies with it, and
+  the namespace with the runner);
 - filling the disk: the only writable places are size-limited tmpfs mounts (/work, /tmp,
   /dev/shm), RLIMIT_FSIZE caps one file; the root and /dev are read-only;
 - flooding stdout/stderr: the runner reads incrementally, stops at a cap and kills;
@@ -25,14 +26,18 @@ Covered (each has a test in tests/eval/test_sandbox_containment.py):
 - secrets in the environment: bubblewrap gets an environment of PATH only and clears it
   again (--clearenv); the host's /proc is not mounted, only the sandbox's own;
 - reading host files: only /usr and a few /etc files (loader cache, alternatives,
-  localtime) are mounted, read-only; the program runs under a uid of its own, so even
-  those root-only files stay closed; the source arrives over a pipe, not a bind mount;
+  localtime) are mounted, read-only; the program runs under a uid of its own with no
+  capabilities, so root-only files under them stay closed; the source, the runner and
+  the seccomp filter arrive over pipes, not bind mounts;
 - signalling or killing the parent and other samples: a pid namespace (the host and
-  other sandboxes are invisible), a uid per worker slot (kill(2) across uids fails), and
-  PR_SET_DUMPABLE 0 on the runner so the program cannot reach its pipes via /proc;
+  other sandboxes are invisible), the runner is that namespace's pid 1 (the kernel drops
+  signals sent to it from inside), a uid per worker slot (kill(2) across uids fails),
+  and PR_SET_DUMPABLE 0 on the runner so the program cannot reach its pipes via /proc;
 - outliving the timeout (setsid, double fork, daemons): bubblewrap --new-session and
-  --die-with-parent, the pid namespace (everything dies with its init), kill(-1) after
-  each test, and a final sweep for processes of the slot's uid;
+  --die-with-parent, kill(-1) and reaping after each test, and at the end the kernel's
+  rule that a pid namespace's init is reaped only after everything else in it is gone
+  (waited for through bubblewrap's exit or the runner's pidfd; the slot's uid is swept
+  when neither proof is available);
 - kernel attack surface: a seccomp deny-list (eval/sandbox_seccomp.py): ptrace,
   process_vm_*, mount, unshare/setns, CLONE_NEW*, bpf, perf_event_open, io_uring,
   keyrings, kexec, module loading, foreign syscall ABIs; no new user namespaces.
@@ -46,8 +51,10 @@ Not covered:
   the wall-clock limit ends it; there is no cgroup (run graders in a memory-limited
   container or cgroup to bound that). RLIMIT_AS also counts address space, not RSS
   (threads' malloc arenas count);
-- the runner trusts nothing the program sends, but a program that kills its runner or
-  forges replies only spoils its own sample (outputs are still judged outside);
+- the runner's integrity is protected (pid 1, non-dumpable), but the host does not
+  depend on it: a program that subverted it could only forge its own CPU-time and
+  memory figures within the host's wall-clock deadline, never a pass, because outputs
+  are judged outside against expected outputs the sandbox never sees;
 - the weaker, opt-in unsandboxed mode (`allow_unsandboxed=True`): rlimits and, as root,
   a separate uid only; no namespaces, no seccomp, no read-only filesystem, and as a
   non-root user a `kill -9 -1` in the program reaches the caller's own processes.
