@@ -1,0 +1,79 @@
+"""Fixtures for sandbox tests: bubblewrap required (or skip), a held slot, leftover checks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import unavailable
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> str:
+    """bubblewrap's path; skips (fails under OMNIOPD_REQUIRE_SANDBOX=1) when it is missing."""
+    from eval.sandbox import find_bwrap, sandbox_python
+
+    path = find_bwrap()
+    if path is None:
+        unavailable("bubblewrap", "bwrap is not on PATH (apt-get install bubblewrap)", "OMNIOPD_REQUIRE_SANDBOX")
+    try:
+        sandbox_python()
+    except Exception as exc:
+        unavailable("a system Python for the sandbox", exc, "OMNIOPD_REQUIRE_SANDBOX")
+    return path
+
+
+def _live_children(pid: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is `pid`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
+
+
+def _describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")[:120]
+            with open(f"/proc/{pid}/status") as f:
+                status = [line for line in f if line.startswith(("State", "PPid", "NSpid"))]
+        except OSError:
+            continue
+        out.append(f"{pid} {cmd!r} {''.join(status)!r}")
+    return out
+
+
+@pytest.fixture
+def slot(bwrap, held_slot):
+    """A held slot (see held_slot) on a machine with bubblewrap."""
+    return held_slot
+
+
+@pytest.fixture
+def held_slot():
+    """A sandbox slot held by this test; afterwards nothing may run under its uid, and the
+    test process may have no child left (bubblewrap, setpriv, anything they started)."""
+    from eval.sandbox_slots import acquire_slot, uid_processes
+
+    held = acquire_slot()
+    before = set(_live_children(os.getpid()))
+    try:
+        yield held
+    finally:
+        # Sandbox.close() has returned: it promises an empty namespace and uid, no waiting.
+        left = uid_processes(held.uid) if held.uid is not None else []
+        children = set(_live_children(os.getpid())) - before
+        held.release()
+        assert not left, f"processes of sandbox uid {held.uid} survived: {_describe(left)}"
+        assert not children, f"child processes of the test survived: {children}"
