@@ -1,0 +1,395 @@
+"""Client-side rate limiting shared by every process that calls one (provider, model).
+
+Four token buckets per (provider, model): requests, input tokens, output tokens and
+combined tokens (OpenAI counts input + max output against one TPM limit). Each refills
+at `fraction` of its per-minute limit and holds `burst_s` seconds of that rate. An
+attempt debits all four at once or none (all-or-nothing: a request that fits the request
+bucket but not the token bucket takes nothing, so it cannot starve the others), and when
+it does not fit the limiter says how long to wait. Debits are conservative (input
+estimated from text length, output = max tokens) and corrected with the reported usage
+after the response (`settle`).
+
+After a 429 every process pauses until one shared resume time (`cool_down`), and the
+buckets are emptied, because the provider just told us its own bucket is empty.
+Rate-limit headers adapt the buckets (`observe`): a reported limit below the configured
+one lowers the rate for ten minutes, a reported remaining below our level lowers it.
+
+`RedisRateLimiter` keeps the state in Redis and does every step in one Lua script (atomic
+across processes and hosts; time is the Redis server's clock, so host clocks may differ).
+`LocalRateLimiter` has the same semantics in one process (embedded single-process runs,
+`teacher check`, and the per-process baseline of the benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from omniopd.config import RateLimitConfig
+
+DIMS = ("requests", "input", "output", "tokens")
+OVERRIDE_S = 600.0  # how long a lower limit reported by the provider replaces the configured one
+
+
+@dataclass(frozen=True)
+class RateCost:
+    """What one attempt takes from the buckets (tokens are counts, requests usually 1)."""
+
+    requests: float = 1.0
+    input: float = 0.0
+    output: float = 0.0
+
+    @property
+    def tokens(self) -> float:
+        return self.input + self.output
+
+    def values(self) -> tuple[float, float, float, float]:
+        return (self.requests, self.input, self.output, self.tokens)
+
+
+@dataclass(frozen=True)
+class RateLimitSnapshot:
+    """Limits and remaining capacity reported by the provider's headers, per dimension
+    (keys among DIMS; per-minute limits)."""
+
+    limit: dict[str, float] = field(default_factory=dict)
+    remaining: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-second refill rate (0 = unlimited) and bucket depth in seconds, per dimension."""
+
+    per_s: tuple[float, float, float, float]
+    per_min: tuple[float, float, float, float]
+    fraction: float
+    burst_s: float
+
+    @classmethod
+    def from_config(cls, cfg: RateLimitConfig) -> Rates:
+        limits = (cfg.requests_per_min, cfg.input_tokens_per_min, cfg.output_tokens_per_min, cfg.tokens_per_min)
+        per_min = tuple(float(x or 0.0) for x in limits)
+        per_s = tuple(x * cfg.fraction / 60.0 for x in per_min)
+        # A bucket must hold at least one request, or nothing ever fits.
+        burst = max(cfg.burst_s, 1.0 / per_s[0]) if per_s[0] else cfg.burst_s
+        return cls(per_s, per_min, cfg.fraction, burst)  # type: ignore[arg-type]
+
+    @property
+    def unlimited(self) -> bool:
+        return not any(self.per_s)
+
+
+class RateLimiter(Protocol):
+    """What a teacher client needs from a limiter."""
+
+    async def acquire(self, cost: RateCost) -> None:
+        """Wait (sleeping, jittered) until `cost` is debited from every bucket at once."""
+
+    async def settle(self, debited: RateCost, actual: RateCost) -> None:
+        """Correct a debit with the actual usage (refund or extra debit)."""
+
+    async def cool_down(self, seconds: float) -> None:
+        """Pause every user of these buckets for `seconds` (after a 429)."""
+
+    async def observe(self, snapshot: RateLimitSnapshot) -> None:
+        """Adapt to the provider's rate-limit headers."""
+
+    async def aclose(self) -> None: ...
+
+
+async def _acquire_loop(try_acquire, cost: RateCost, max_sleep_s: float = 5.0) -> None:
+    """Retry `try_acquire` (which returns 0 when debited, else seconds to wait)."""
+    while True:
+        wait = await try_acquire(cost)
+        if wait <= 0:
+            return
+        # Jitter spreads waiters that were told the same time, so they do not collide.
+        await asyncio.sleep(min(wait, max_sleep_s) * random.uniform(1.0, 1.15) + 0.001)
+
+
+# ------------------------------------------------------------------ in-process
+
+
+class LocalRateLimiter:
+    """The shared-bucket semantics inside one process (asyncio; not thread-safe)."""
+
+    def __init__(self, rates: Rates, clock=time.monotonic):
+        self.rates = rates
+        self._clock = clock
+        self._ts = clock()
+        self._override: list[float | None] = [None] * 4
+        self._override_until = 0.0
+        self._level = [self._cap(i) for i in range(4)]
+        self._cool_until = 0.0
+
+    def _rate(self, i: int) -> float:
+        rate = self.rates.per_s[i]
+        over = self._override[i]
+        if rate and over is not None and self._clock() < self._override_until:
+            rate = min(rate, over)
+        return rate
+
+    def _cap(self, i: int) -> float:
+        return self._rate(i) * self.rates.burst_s
+
+    def _refill(self) -> float:
+        now = self._clock()
+        elapsed = max(0.0, now - self._ts)
+        self._ts = now
+        for i in range(4):
+            if self._rate(i):
+                self._level[i] = min(self._cap(i), self._level[i] + elapsed * self._rate(i))
+        return now
+
+    def try_acquire_now(self, cost: RateCost) -> float:
+        """Debit `cost` if every bucket holds it (0.0) or return the seconds to wait."""
+        now = self._refill()
+        if self._cool_until > now:
+            return self._cool_until - now
+        wait = 0.0
+        values = cost.values()
+        for i in range(4):
+            rate = self._rate(i)
+            if not rate:
+                continue
+            need = min(values[i], self._cap(i))  # a cost above the depth goes when the bucket is full
+            if self._level[i] < need:
+                wait = max(wait, (need - self._level[i]) / rate)
+        if wait > 0:
+            return wait
+        for i in range(4):
+            if self._rate(i):
+                self._level[i] -= values[i]
+        return 0.0
+
+    async def _try(self, cost: RateCost) -> float:
+        return self.try_acquire_now(cost)
+
+    def buckets(self) -> list[tuple[float, float, float]]:
+        """(per-second rate, depth, level) per dimension, refilled to now (0 rate = unlimited)."""
+        self._refill()
+        return [(self._rate(i), self._cap(i), self._level[i]) for i in range(4)]
+
+    async def acquire(self, cost: RateCost) -> None:
+        if not self.rates.unlimited:
+            await _acquire_loop(self._try, cost)
+
+    async def settle(self, debited: RateCost, actual: RateCost) -> None:
+        self._refill()
+        for i, (d, a) in enumerate(zip(debited.values(), actual.values(), strict=True)):
+            if self._rate(i):
+                self._level[i] = min(self._cap(i), self._level[i] + d - a)
+
+    async def cool_down(self, seconds: float) -> None:
+        now = self._refill()
+        self._cool_until = max(self._cool_until, now + seconds)
+        self._level = [min(level, 0.0) for level in self._level]
+
+    async def observe(self, snapshot: RateLimitSnapshot) -> None:
+        self._refill()
+        for i, dim in enumerate(DIMS):
+            limit = snapshot.limit.get(dim)
+            if limit and self.rates.per_min[i] and limit < self.rates.per_min[i]:
+                self._override[i] = limit * self.rates.fraction / 60.0
+                self._override_until = self._clock() + OVERRIDE_S
+            remaining = snapshot.remaining.get(dim)
+            if remaining is not None and self._rate(i):
+                self._level[i] = min(self._level[i], remaining)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class NullRateLimiter:
+    """No limits (self-hosted teachers with nothing configured)."""
+
+    async def acquire(self, cost: RateCost) -> None:
+        return None
+
+    async def settle(self, debited: RateCost, actual: RateCost) -> None:
+        return None
+
+    async def cool_down(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    async def observe(self, snapshot: RateLimitSnapshot) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ------------------------------------------------------------------ Redis
+
+# One script, four operations on the buckets of one (provider, model). KEYS[1]: the state
+# hash, KEYS[2]: the shared cool-down (resume time, Redis server seconds). ARGV: op,
+# burst_s, fraction, then 4 per-second rates, 4 per-minute limits, then op arguments.
+# Numbers are returned as strings: Redis truncates Lua numbers to integers.
+_LUA = """
+local op = ARGV[1]
+local burst = tonumber(ARGV[2])
+local fraction = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local st = KEYS[1]
+local h = redis.call('HGETALL', st)
+local s = {}
+for i = 1, #h, 2 do s[h[i]] = tonumber(h[i + 1]) end
+local ts = s['ts'] or now
+local over_until = s['over_until'] or 0
+local rate, cap, lvl = {}, {}, {}
+for i = 1, 4 do
+  local r = tonumber(ARGV[3 + i])
+  local o = s['over' .. i]
+  if r > 0 and o and now < over_until and o < r then r = o end
+  rate[i] = r
+  cap[i] = r * burst
+  local l = s['lvl' .. i] or cap[i]
+  if r > 0 then l = math.min(cap[i], l + math.max(0, now - ts) * r) end
+  lvl[i] = l
+end
+local function save()
+  local args = {'ts', tostring(now)}
+  for i = 1, 4 do
+    table.insert(args, 'lvl' .. i); table.insert(args, tostring(lvl[i]))
+  end
+  redis.call('HSET', st, unpack(args))
+  redis.call('EXPIRE', st, 3600)
+end
+if op == 'acquire' then
+  local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if cool > now then save(); return {'0', tostring(cool - now)} end
+  local wait = 0
+  for i = 1, 4 do
+    if rate[i] > 0 then
+      local need = math.min(tonumber(ARGV[11 + i]), cap[i])
+      if lvl[i] < need then wait = math.max(wait, (need - lvl[i]) / rate[i]) end
+    end
+  end
+  if wait > 0 then save(); return {'0', tostring(wait)} end
+  for i = 1, 4 do
+    if rate[i] > 0 then lvl[i] = lvl[i] - tonumber(ARGV[11 + i]) end
+  end
+  save()
+  return {'1', '0'}
+elseif op == 'adjust' then
+  for i = 1, 4 do
+    if rate[i] > 0 then lvl[i] = math.min(cap[i], lvl[i] + tonumber(ARGV[11 + i])) end
+  end
+  save()
+  return {'1', '0'}
+elseif op == 'cooldown' then
+  local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local resume = math.max(cool, now + tonumber(ARGV[12]))
+  redis.call('SET', KEYS[2], tostring(resume), 'PX', math.ceil((resume - now) * 1000) + 1000)
+  for i = 1, 4 do lvl[i] = math.min(lvl[i], 0) end
+  save()
+  return {'1', tostring(resume - now)}
+elseif op == 'observe' then
+  -- ARGV[12..15]: reported per-minute limits (-1 unknown); ARGV[16..19]: remaining (-1 unknown)
+  for i = 1, 4 do
+    local limit = tonumber(ARGV[11 + i])
+    local configured = tonumber(ARGV[7 + i])
+    if limit >= 0 and configured > 0 and limit < configured then
+      redis.call('HSET', st, 'over' .. i, tostring(limit * fraction / 60), 'over_until', tostring(now + %(override)s))
+      rate[i] = math.min(rate[i], limit * fraction / 60)
+      cap[i] = rate[i] * burst
+      lvl[i] = math.min(lvl[i], cap[i])
+    end
+    local remaining = tonumber(ARGV[15 + i])
+    if remaining >= 0 and rate[i] > 0 then lvl[i] = math.min(lvl[i], remaining) end
+  end
+  save()
+  return {'1', '0'}
+end
+return redis.error_reply('unknown op ' .. op)
+""".replace("%(override)s", str(OVERRIDE_S))
+
+
+class RedisRateLimiter:
+    """The shared buckets of one (provider, model) in Redis, for every process of a run."""
+
+    def __init__(self, rates: Rates, redis_url: str, key: str):
+        self.rates = rates
+        self.redis_url = redis_url
+        self.state_key = f"{key}:buckets"
+        self.cooldown_key = f"{key}:cooldown"
+        self._redis = None
+        self._script = None
+
+    def _client(self):
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self.redis_url)
+            self._script = self._redis.register_script(_LUA)
+        return self._script
+
+    async def _call(self, op: str, extra: list[float]) -> tuple[bool, float]:
+        script = self._client()
+        args = [op, self.rates.burst_s, self.rates.fraction, *self.rates.per_s, *self.rates.per_min, *extra]
+        ok, value = await script(keys=[self.state_key, self.cooldown_key], args=[repr(float(a)) if not isinstance(a, str) else a for a in args])
+        return ok in (b"1", "1"), float(value)
+
+    async def try_acquire(self, cost: RateCost) -> float:
+        ok, wait = await self._call("acquire", list(cost.values()))
+        return 0.0 if ok else max(wait, 1e-3)
+
+    async def acquire(self, cost: RateCost) -> None:
+        if not self.rates.unlimited:
+            await _acquire_loop(self.try_acquire, cost)
+
+    async def settle(self, debited: RateCost, actual: RateCost) -> None:
+        if self.rates.unlimited:
+            return
+        delta = [d - a for d, a in zip(debited.values(), actual.values(), strict=True)]
+        if any(delta):
+            await self._call("adjust", delta)
+
+    async def cool_down(self, seconds: float) -> None:
+        await self._call("cooldown", [max(0.0, seconds), 0.0, 0.0, 0.0])
+
+    async def observe(self, snapshot: RateLimitSnapshot) -> None:
+        if self.rates.unlimited or not (snapshot.limit or snapshot.remaining):
+            return
+        limits = [snapshot.limit.get(d, -1.0) for d in DIMS]
+        remaining = [snapshot.remaining.get(d, -1.0) for d in DIMS]
+        await self._call("observe", limits + remaining)
+
+    async def resume_in(self) -> float:
+        """Seconds until the shared cool-down ends (0 if none)."""
+        self._client()
+        raw = await self._redis.get(self.cooldown_key)
+        if raw is None:
+            return 0.0
+        now_s, now_us = await self._redis.time()
+        return max(0.0, float(raw) - (now_s + now_us / 1e6))
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+def build_limiter(cfg: RateLimitConfig, *, provider: str, model: str, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
+    """The limiter for one (provider, model): shared through Redis when `redis_url` is
+    given, in-process otherwise; a no-op when no limit is configured."""
+    rates = Rates.from_config(cfg)
+    if rates.unlimited:
+        return NullRateLimiter()
+    if redis_url:
+        return RedisRateLimiter(rates, redis_url, f"{key_prefix}omniopd:ratelimit:{provider}:{model}")
+    return LocalRateLimiter(rates)
+
+
+def backoff_delay(retry: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> float:
+    """Delay before retry number `retry` (1, 2, ...): the provider's Retry-After plus up to
+    20% (never earlier than asked), else full-jitter exponential backoff."""
+    if retry_after_s is not None and retry_after_s >= 0:
+        return min(max_s, retry_after_s) * random.uniform(1.0, 1.2) + 0.01
+    ceiling = min(max_s, base_s * math.pow(2, retry - 1))
+    return random.uniform(0.5, 1.0) * ceiling
