@@ -158,6 +158,8 @@ class _Outcome:
     retry_after_s: float | None = None
     mode_switched: bool = False
     stopped: bool = False
+    limiter_actual: RateCost = field(default_factory=lambda: RateCost(0.0))
+    """What the rate limiter keeps of the attempt's debit once it is over."""
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -417,86 +419,106 @@ class TeacherClient:
         )
 
     async def _attempt(self, call: _Call, want: int, started: asyncio.Event | None) -> _Outcome:
+        """One HTTP attempt: limiter -> connection slot -> reservation -> request -> report."""
         mode = call.mode
         if mode not in call.plans:  # after a prefill rejection
             call.plans[mode] = self.plan(call.prompt, call.prefix, mode)
         plan = call.plans[mode]
         seq = call.seq
         call.seq += 1
-        key = f"{call.key}/{seq}"
-        estimate = self._estimate(plan, key, want, call)
+        estimate = self._estimate(plan, f"{call.key}/{seq}", want, call)
         debit = RateCost(1.0, estimate.input_tokens_est, estimate.output_tokens_max)
+        if not await self._admit(call, debit):
+            return _Outcome(stopped=True)
+        # Hold a connection slot before reserving, so a reservation never waits for a
+        # pooled connection (and waiting for one never eats the request's timeout).
+        self._session_for_loop()
+        assert self._slots is not None
+        async with self._slots:
+            await self._reserve(call, estimate, debit)
+            record: dict[str, Any] = dict(
+                key=estimate.key, provider=self.kind, model=self.model, seq=seq, mode=mode, n_requested=want, estimate=estimate
+            )
+            outcome = _Outcome(limiter_actual=debit)  # unknown outcomes keep the whole debit
+            t0 = time.monotonic()
+            try:
+                request = self.build_request(plan, want, call, seq, stream=started is not None)
+                fatal = await self._exchange(call, plan, want, request, started, record, outcome)
+            finally:  # runs on cancellation too: every accepted start gets its end
+                record.setdefault("status", "unknown")
+                record.setdefault("usage", Usage())
+                record["n_texts"] = outcome.accepted
+                record["latency_s"] = time.monotonic() - t0
+                attempt = Attempt(**record)
+                call.attempts.append(attempt)
+                self._log_attempt(attempt)
+                if call.hooks is not None:
+                    await _maybe_await(call.hooks.on_attempt_end(attempt))
+                await self.limiter.settle(debit, outcome.limiter_actual)
+        if fatal is not None:
+            call.stop_event.set()
+            raise fatal
+        return outcome
 
-        # 1. rate limit (interrupted if another request of this call hit the budget)
+    async def _admit(self, call: _Call, debit: RateCost) -> bool:
+        """Wait for the rate limiter; False if the call stopped meanwhile (budget, fatal)."""
         acquire = asyncio.ensure_future(self.limiter.acquire(debit))
         halt = asyncio.ensure_future(call.stop_event.wait())
         await asyncio.wait({acquire, halt}, return_when=asyncio.FIRST_COMPLETED)
         halt.cancel()
         if not acquire.done():
             acquire.cancel()
-            return _Outcome(stopped=True)
+            return False
         acquire.result()
+        return True
 
-        # 2. budget reservation
-        if call.hooks is not None:
-            try:
-                allowed = await _maybe_await(call.hooks.on_attempt_start(estimate))
-                if allowed is False:
-                    raise BudgetExhausted(f"attempt {key} refused by on_attempt_start")
-            except BudgetExhausted:
-                call.stop_event.set()
-                await self.limiter.settle(debit, RateCost(0.0))
-                raise
+    async def _reserve(self, call: _Call, estimate: AttemptEstimate, debit: RateCost) -> None:
+        """`on_attempt_start`; a refusal stops the whole call and refunds the rate limiter."""
+        if call.hooks is None:
+            return
+        try:
+            allowed = await _maybe_await(call.hooks.on_attempt_start(estimate))
+            if allowed is False:
+                raise BudgetExhausted(f"attempt {estimate.key} refused by on_attempt_start")
+        except BudgetExhausted:
+            call.stop_event.set()
+            await self.limiter.settle(debit, RateCost(0.0))
+            raise
 
-        # 3. HTTP, classified into one Attempt record
-        request = self.build_request(plan, want, call, seq, stream=started is not None)
-        t0 = time.monotonic()
-        record: dict[str, Any] = dict(
-            key=key, provider=self.kind, model=self.model, seq=seq, mode=mode, n_requested=want, estimate=estimate
-        )
-        outcome = _Outcome()
-        fatal: TeacherError | None = None
-        actual = debit  # what the limiter keeps: unknown outcomes keep the whole debit
+    async def _exchange(
+        self, call: _Call, plan: Plan, want: int, request: HttpRequest, started: asyncio.Event | None, record: dict, outcome: _Outcome
+    ) -> TeacherError | None:
+        """Send and classify into `record`; returns the fatal error to raise, if any.
+        Billing status: refused before sending -> failed; sent, outcome unseen -> unknown."""
         try:
             status, headers, body = await self._send(request, started)
-            record["http_status"] = status
-            record["request_id"] = self.request_id(headers)
-            snapshot = self.rate_snapshot(headers)
-            if snapshot is not None:
-                await self.limiter.observe(snapshot)
-            if status == 200:
-                actual = self._handle_ok(call, plan, want, body, request.stream, record, outcome)
-            else:
-                actual = RateCost(1.0)
-                fatal = await self._handle_error(call, status, headers, body, record, outcome)
         except asyncio.CancelledError:
             record.update(status="unknown", error_class="cancelled", error="the call was cancelled while the request was in flight")
             raise
         except aiohttp.ConnectionTimeoutError:
-            actual = RateCost(0.0)
+            outcome.limiter_actual = RateCost(0.0)
             record.update(status="failed", error_class="timeout", error="connect timeout (request not sent)")
+            return None
         except aiohttp.ClientConnectorError as exc:
-            actual = RateCost(0.0)
+            outcome.limiter_actual = RateCost(0.0)
             record.update(status="failed", error_class="connection", error=self.scrub(f"cannot connect: {exc.os_error}"))
+            return None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             record.update(status="unknown", error_class="timeout", error=f"no complete response within {self.timeout_s}s")
+            return None
         except (aiohttp.ClientError, OSError) as exc:
             record.update(status="unknown", error_class="connection", error=self.scrub(f"{type(exc).__name__} after sending"))
-        finally:
-            record.setdefault("status", "unknown")
-            record.setdefault("usage", Usage())
-            record.setdefault("n_texts", outcome.accepted)
-            record["latency_s"] = time.monotonic() - t0
-            attempt = Attempt(**record)
-            call.attempts.append(attempt)
-            self._log_attempt(attempt)
-            if call.hooks is not None:
-                await _maybe_await(call.hooks.on_attempt_end(attempt))
-            await self.limiter.settle(debit, actual)
-        if fatal is not None:
-            call.stop_event.set()
-            raise fatal
-        return outcome
+            return None
+        record["http_status"] = status
+        record["request_id"] = self.request_id(headers)
+        snapshot = self.rate_snapshot(headers)
+        if snapshot is not None:
+            await self.limiter.observe(snapshot)
+        if status == 200:
+            outcome.limiter_actual = self._handle_ok(call, plan, want, body, request.stream, record, outcome)
+            return None
+        outcome.limiter_actual = RateCost(1.0)  # refused: the provider counted no tokens
+        return await self._handle_error(call, status, headers, body, record, outcome)
 
     def _handle_ok(self, call: _Call, plan: Plan, want: int, body: bytes, stream: bool, record: dict, outcome: _Outcome) -> RateCost:
         try:
@@ -530,12 +552,14 @@ class TeacherClient:
         message = self.scrub(info.message)[:300]
         record.update(status="failed", error_class=info.error_class, error=message, retry_after_s=info.retry_after_s)
         outcome.retry_after_s = info.retry_after_s
-        if info.prefill_rejected and call.mode == "prefill" and "instruction" in self.modes:
+        # record["mode"] is this attempt's mode: concurrent requests may all be rejected.
+        if info.prefill_rejected and record["mode"] == "prefill" and "instruction" in self.modes:
+            if call.mode == "prefill":
+                log.warning("%s %s rejects assistant prefill; using the instruction form from now on", self.kind, self.model)
             _MODE_FALLBACK[(self.base_url, self.model)] = "instruction"
             call.mode = "instruction"
             outcome.mode_switched = True
             record["error_class"] = "prefill_rejected"
-            log.warning("%s %s rejects assistant prefill; using the instruction form from now on", self.kind, self.model)
             return None
         if info.quota_exhausted:
             return QuotaExhausted(f"{self.kind} {self.model}: quota exhausted (not retryable): {message}")

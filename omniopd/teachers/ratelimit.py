@@ -388,8 +388,9 @@ def build_limiter(cfg: RateLimitConfig, *, provider: str, model: str, redis_url:
 
 def backoff_delay(retry: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> float:
     """Delay before retry number `retry` (1, 2, ...): the provider's Retry-After plus up to
-    20% (never earlier than asked), else full-jitter exponential backoff."""
+    20% (never earlier than asked, and not capped by `max_s`: an early retry only earns
+    another 429), else full-jitter exponential backoff capped at `max_s`."""
     if retry_after_s is not None and retry_after_s >= 0:
-        return min(max_s, retry_after_s) * random.uniform(1.0, 1.2) + 0.01
+        return retry_after_s * random.uniform(1.0, 1.2) + 0.01
     ceiling = min(max_s, base_s * math.pow(2, retry - 1))
     return random.uniform(0.5, 1.0) * ceiling

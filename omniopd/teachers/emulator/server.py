@@ -38,9 +38,9 @@ def make_app(emu: Emulator) -> web.Application:
 async def start(emu: Emulator, port: int = 0) -> tuple[web.AppRunner, int]:
     """Start serving on 127.0.0.1:`port` (0 = any free port); returns the runner and port."""
     # handler_cancellation: a client that gave up (timeout) cancels its hanging handler.
-    runner = web.AppRunner(make_app(emu), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(make_app(emu), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, HOST, port, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, HOST, port)
     await site.start()
     sockets = site._server.sockets  # type: ignore[union-attr]  # the bound port when port=0
     return runner, sockets[0].getsockname()[1]
