@@ -571,11 +571,10 @@ class TeacherClient:
         return None
 
     async def _send(self, request: HttpRequest, started: asyncio.Event | None) -> tuple[int, Any, bytes]:
+        """POST one request (the caller holds a connection slot); (status, headers, body)."""
         session = self._session_for_loop()
-        assert self._slots is not None
         headers = {"content-type": "application/json", **self.auth_headers(), **request.headers}
-        # Our own semaphore, so waiting for a pooled connection never eats the timeout.
-        async with self._slots, session.request(
+        async with session.request(
             request.method,
             request.url,
             json=request.json,

@@ -199,7 +199,7 @@ def test_random_faults_lose_nothing_and_bill_nothing_twice(emulator):
 
 def test_budget_refusal_stops_further_attempts_and_keeps_what_was_paid(emulator):
     emu = emulator("anthropic", generator=scripted(["ok"]))
-    client = make_client("anthropic", emu.url, cache=False, max_connections=1)
+    client = make_client("anthropic", emu.url, cache=False)  # 5 reservations at once
     # R of one attempt: prefill form carries "P" and "x"; one continuation of <= 8 tokens
     estimate = AttemptEstimate("k", "anthropic", "m", 1, upper_bound_tokens("P", "x"), 0, 8, cache_write_possible=False)
     r = reservation_usd(estimate, PRICE)
