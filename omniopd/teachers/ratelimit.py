@@ -3,11 +3,18 @@
 Four token buckets per (provider, model): requests, input tokens, output tokens and
 combined tokens (OpenAI counts input + max output against one TPM limit). Each refills
 at `fraction` of its per-minute limit and holds `burst_s` seconds of that rate. An
-attempt debits all four at once or none (all-or-nothing: a request that fits the request
-bucket but not the token bucket takes nothing, so it cannot starve the others), and when
-it does not fit the limiter says how long to wait. Debits are conservative (input
-estimated from text length, output = max tokens) and corrected with the reported usage
-after the response (`settle`).
+attempt debits all four at once or none, and the limiter says how long to wait:
+
+- A debit may drive a bucket below zero (a debt); the attempt then waits until the debt
+  is repaid by the refill. Every process's attempts thus queue in arrival order at exactly
+  the configured rate, with no polling, and a large request cannot be starved by a stream
+  of small ones (which plain "take it if it fits" buckets do).
+- A debit that would queue more than `QUEUE_HORIZON_S` of refill takes nothing from any
+  bucket (all-or-nothing) and is told when to ask again; a full bucket always admits, so a
+  request bigger than the whole bucket still goes, once.
+
+Debits are conservative (input estimated from text length, output = max tokens) and
+corrected with the reported usage after the response (`settle`).
 
 After a 429 every process pauses until one shared resume time (`cool_down`), and the
 buckets are emptied, because the provider just told us its own bucket is empty.
@@ -33,6 +40,7 @@ from omniopd.config import RateLimitConfig
 
 DIMS = ("requests", "input", "output", "tokens")
 OVERRIDE_S = 600.0  # how long a lower limit reported by the provider replaces the configured one
+QUEUE_HORIZON_S = 60.0  # at most this much refill time may be promised to waiting attempts
 
 
 @dataclass(frozen=True)
@@ -101,13 +109,19 @@ class RateLimiter(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def _acquire_loop(try_acquire, cost: RateCost, max_sleep_s: float = 5.0) -> None:
-    """Retry `try_acquire` (which returns 0 when debited, else seconds to wait)."""
+async def _acquire_loop(schedule, cooldown_left, cost: RateCost, max_sleep_s: float = 5.0) -> None:
+    """`schedule(cost)` -> (debited, wait). Debited: sleep `wait` (our turn in the queue),
+    then out any cool-down that started meanwhile. Refused: ask again after `wait`."""
     while True:
-        wait = await try_acquire(cost)
-        if wait <= 0:
+        debited, wait = await schedule(cost)
+        if debited:
+            if wait > 0:
+                await asyncio.sleep(wait)
+                pause = await cooldown_left()
+                if pause > 0:  # a 429 elsewhere while we waited our turn
+                    await asyncio.sleep(pause * random.uniform(1.0, 1.1))
             return
-        # Jitter spreads waiters that were told the same time, so they do not collide.
+        # Jitter spreads refused callers told the same time, so they do not collide.
         await asyncio.sleep(min(wait, max_sleep_s) * random.uniform(1.0, 1.15) + 0.001)
 
 
@@ -166,8 +180,38 @@ class LocalRateLimiter:
                 self._level[i] -= values[i]
         return 0.0
 
-    async def _try(self, cost: RateCost) -> float:
-        return self.try_acquire_now(cost)
+    def schedule_now(self, cost: RateCost) -> tuple[bool, float]:
+        """The client rule: debit all buckets (possibly into debt) and return (True, wait
+        until the debt is repaid); or, beyond the queue horizon or in a cool-down, take
+        nothing and return (False, when to ask again). `try_acquire_now` is the provider
+        rule (take only what is there), which the emulator uses."""
+        now = self._refill()
+        if self._cool_until > now:
+            return False, self._cool_until - now
+        values = cost.values()
+        retry = 0.0
+        for i in range(4):
+            rate = self._rate(i)
+            if not rate or self._level[i] >= self._cap(i):
+                continue
+            floor = -rate * QUEUE_HORIZON_S
+            if self._level[i] - values[i] < floor:
+                retry = max(retry, (floor - (self._level[i] - values[i])) / rate)
+        if retry > 0:
+            return False, retry
+        wait = 0.0
+        for i in range(4):
+            rate = self._rate(i)
+            if rate:
+                self._level[i] -= values[i]
+                wait = max(wait, -self._level[i] / rate)
+        return True, wait
+
+    async def _schedule(self, cost: RateCost) -> tuple[bool, float]:
+        return self.schedule_now(cost)
+
+    async def cooldown_left(self) -> float:
+        return max(0.0, self._cool_until - self._clock())
 
     def buckets(self) -> list[tuple[float, float, float]]:
         """(per-second rate, depth, level) per dimension, refilled to now (0 rate = unlimited)."""
@@ -176,7 +220,7 @@ class LocalRateLimiter:
 
     async def acquire(self, cost: RateCost) -> None:
         if not self.rates.unlimited:
-            await _acquire_loop(self._try, cost)
+            await _acquire_loop(self._schedule, self.cooldown_left, cost)
 
     async def settle(self, debited: RateCost, actual: RateCost) -> None:
         self._refill()
@@ -261,21 +305,31 @@ local function save()
   redis.call('EXPIRE', st, 3600)
 end
 if op == 'acquire' then
+  -- ARGV[12..15]: cost; ARGV[16]: queue horizon (s). Returns {debited, wait}.
   local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
   if cool > now then save(); return {'0', tostring(cool - now)} end
+  local horizon = tonumber(ARGV[16])
+  local retry = 0
+  for i = 1, 4 do
+    if rate[i] > 0 and lvl[i] < cap[i] then
+      local after = lvl[i] - tonumber(ARGV[11 + i])
+      local floor = -rate[i] * horizon
+      if after < floor then retry = math.max(retry, (floor - after) / rate[i]) end
+    end
+  end
+  if retry > 0 then save(); return {'0', tostring(retry)} end
   local wait = 0
   for i = 1, 4 do
     if rate[i] > 0 then
-      local need = math.min(tonumber(ARGV[11 + i]), cap[i])
-      if lvl[i] < need then wait = math.max(wait, (need - lvl[i]) / rate[i]) end
+      lvl[i] = lvl[i] - tonumber(ARGV[11 + i])
+      if lvl[i] < 0 then wait = math.max(wait, -lvl[i] / rate[i]) end
     end
   end
-  if wait > 0 then save(); return {'0', tostring(wait)} end
-  for i = 1, 4 do
-    if rate[i] > 0 then lvl[i] = lvl[i] - tonumber(ARGV[11 + i]) end
-  end
   save()
-  return {'1', '0'}
+  return {'1', tostring(wait)}
+elseif op == 'cooldown_left' then
+  local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
+  return {'1', tostring(math.max(0, cool - now))}
 elseif op == 'adjust' then
   for i = 1, 4 do
     if rate[i] > 0 then lvl[i] = math.min(cap[i], lvl[i] + tonumber(ARGV[11 + i])) end
@@ -335,13 +389,17 @@ class RedisRateLimiter:
         ok, value = await script(keys=[self.state_key, self.cooldown_key], args=[repr(float(a)) if not isinstance(a, str) else a for a in args])
         return ok in (b"1", "1"), float(value)
 
-    async def try_acquire(self, cost: RateCost) -> float:
-        ok, wait = await self._call("acquire", list(cost.values()))
-        return 0.0 if ok else max(wait, 1e-3)
+    async def schedule(self, cost: RateCost) -> tuple[bool, float]:
+        """One atomic debit: (True, wait for our turn) or (False, ask again after)."""
+        debited, wait = await self._call("acquire", [*cost.values(), QUEUE_HORIZON_S])
+        return debited, wait if debited else max(wait, 1e-3)
+
+    async def cooldown_left(self) -> float:
+        return (await self._call("cooldown_left", []))[1]
 
     async def acquire(self, cost: RateCost) -> None:
         if not self.rates.unlimited:
-            await _acquire_loop(self.try_acquire, cost)
+            await _acquire_loop(self.schedule, self.cooldown_left, cost)
 
     async def settle(self, debited: RateCost, actual: RateCost) -> None:
         if self.rates.unlimited:
@@ -359,15 +417,6 @@ class RedisRateLimiter:
         limits = [snapshot.limit.get(d, -1.0) for d in DIMS]
         remaining = [snapshot.remaining.get(d, -1.0) for d in DIMS]
         await self._call("observe", limits + remaining)
-
-    async def resume_in(self) -> float:
-        """Seconds until the shared cool-down ends (0 if none)."""
-        self._client()
-        raw = await self._redis.get(self.cooldown_key)
-        if raw is None:
-            return 0.0
-        now_s, now_us = await self._redis.time()
-        return max(0.0, float(raw) - (now_s + now_us / 1e6))
 
     async def aclose(self) -> None:
         if self._redis is not None:

@@ -112,6 +112,12 @@ def parse_messages(body: dict[str, Any]) -> tuple[list[tuple[str, bool]], bool]:
     return pieces, prefill
 
 
+def _key(request: web.Request) -> str | None:
+    """x-api-key, or a bearer token (the anthropic SDK 2.x sends its key that way)."""
+    auth = request.headers.get("authorization", "")
+    return request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else None)
+
+
 def routes(emu: Emulator) -> list[web.RouteDef]:
     async def messages(request: web.Request) -> web.StreamResponse:
         try:
@@ -134,7 +140,7 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
         emu_req = EmuRequest(
             model=str(body["model"]), n=1, max_tokens=body["max_tokens"], prompt_text="".join(p for p, _ in pieces),
             temperature=temperature, stop=list(body.get("stop_sequences") or []), stream=bool(body.get("stream")),
-            has_prefill=prefill, cache_blocks=pieces, api_key=request.headers.get("x-api-key"), body=body,
+            has_prefill=prefill, cache_blocks=pieces, api_key=_key(request), body=body,
         )
         if emu_req.stream:
             return await _stream(emu, emu_req, request)
