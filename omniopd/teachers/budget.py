@@ -91,7 +91,7 @@ class InMemoryBudgetGuard:
                 raise ValueError(f"attempt {estimate.key} is already reserved")
             if self.cap_usd is not None and self.spent + self.reserved + amount_usd > self.cap_usd:
                 raise BudgetExhausted(
-                    f"{self.name} cap ${self.cap_usd:.4f} reached: spent ${self.spent:.4f}, "
+                    f"{self.name} of ${self.cap_usd:.4f} reached: spent ${self.spent:.4f}, "
                     f"reserved ${self.reserved:.4f}, next attempt needs up to ${amount_usd:.4f}"
                 )
             self._open[estimate.key] = amount_usd
