@@ -101,7 +101,7 @@ def test_gemini_429_carries_retry_info_and_per_day_quota_is_distinguishable(emul
     time.sleep(1.05)
     third = run(post(url, body, key))  # the second used up the day (2 admitted requests)
     assert third[0] == 429
-    quota = [d for d in third[2]["error"]["details"] if d["@type"].endswith("QuotaFailure")][0]
+    quota = next(d for d in third[2]["error"]["details"] if d["@type"].endswith("QuotaFailure"))
     assert "PerDay" in quota["violations"][0]["quotaId"]
 
 

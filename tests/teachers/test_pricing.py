@@ -72,7 +72,7 @@ def test_config_override_wins_and_unknown_models_say_what_to_do():
 def test_bad_prices_file_names_the_problem(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("models:\n  m: {input: 1, output: 2}\n")
-    with pytest.raises(PricingError, match="models.m: missing cached_input, cache_write"):
+    with pytest.raises(PricingError, match=r"models\.m: missing cached_input, cache_write"):
         load_prices(bad)
 
 

@@ -35,7 +35,7 @@ def test_rejoin_drops_whitespace_the_prefix_already_had():
 @given(st.text(alphabet=" \nab", max_size=12), st.text(alphabet=" \nab", max_size=12))
 def test_prefill_then_rejoin_matches_continuing_the_full_prefix(body_text, continuation):
     """A teacher that continues `body` with `ws + c` is a teacher continuing `body + ws` with `c`."""
-    body, ws = split_trailing_whitespace(body_text)
+    _body, ws = split_trailing_whitespace(body_text)
     assert rejoin(ws, ws + continuation) == continuation
 
 
