@@ -5,10 +5,12 @@ combined tokens (OpenAI counts input + max output against one TPM limit). Each r
 at `fraction` of its per-minute limit and holds `burst_s` seconds of that rate. An
 attempt debits all four at once or none, and the limiter says how long to wait:
 
-- A debit may drive a bucket below zero (a debt); the attempt then waits until the debt
-  is repaid by the refill. Every process's attempts thus queue in arrival order at exactly
-  the configured rate, with no polling, and a large request cannot be starved by a stream
-  of small ones (which plain "take it if it fits" buckets do).
+- A debit may drive a bucket below zero (a debt); the attempt then waits until the refill
+  has repaid the debt up to its own position in the queue (its ticket: the cumulative
+  debits including its own). Every process's attempts thus go in arrival order at the
+  configured rate, and a large request cannot be starved by a stream of small ones (which
+  plain "take it if it fits" buckets do). Waiters re-check now and then, so refunds of
+  over-estimates (`settle`) move everyone behind them forward.
 - A debit that would queue more than `QUEUE_HORIZON_S` of refill takes nothing from any
   bucket (all-or-nothing) and is told when to ask again; a full bucket always admits, so a
   request bigger than the whole bucket still goes, once.
@@ -109,17 +111,16 @@ class RateLimiter(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def _acquire_loop(schedule, cooldown_left, cost: RateCost, max_sleep_s: float = 5.0) -> None:
-    """`schedule(cost)` -> (debited, wait). Debited: sleep `wait` (our turn in the queue),
-    then out any cool-down that started meanwhile. Refused: ask again after `wait`."""
+async def _acquire_loop(schedule, ready, cost: RateCost, max_sleep_s: float = 5.0) -> None:
+    """`schedule(cost)` -> (debited, wait, ticket); `ready(ticket)` -> wait (cool-downs
+    included). Debited: wait for our turn, re-checking as refunds move it earlier.
+    Refused: ask again after `wait`."""
     while True:
-        debited, wait = await schedule(cost)
+        debited, wait, ticket = await schedule(cost)
         if debited:
-            if wait > 0:
-                await asyncio.sleep(wait)
-                pause = await cooldown_left()
-                if pause > 0:  # a 429 elsewhere while we waited our turn
-                    await asyncio.sleep(pause * random.uniform(1.0, 1.1))
+            while wait > 1e-6:  # (float dust must not spin)
+                await asyncio.sleep(wait if wait < 0.15 else max(0.1, min(wait / 3, max_sleep_s)))
+                wait = await ready(ticket)
             return
         # Jitter spreads refused callers told the same time, so they do not collide.
         await asyncio.sleep(min(wait, max_sleep_s) * random.uniform(1.0, 1.15) + 0.001)
@@ -138,6 +139,7 @@ class LocalRateLimiter:
         self._override: list[float | None] = [None] * 4
         self._override_until = 0.0
         self._level = [self._cap(i) for i in range(4)]
+        self._debited = [0.0] * 4  # cumulative debits: a waiter's ticket is a position in them
         self._cool_until = 0.0
 
     def _rate(self, i: int) -> float:
@@ -180,14 +182,14 @@ class LocalRateLimiter:
                 self._level[i] -= values[i]
         return 0.0
 
-    def schedule_now(self, cost: RateCost) -> tuple[bool, float]:
+    def schedule_now(self, cost: RateCost) -> tuple[bool, float, tuple[float, ...] | None]:
         """The client rule: debit all buckets (possibly into debt) and return (True, wait
-        until the debt is repaid); or, beyond the queue horizon or in a cool-down, take
-        nothing and return (False, when to ask again). `try_acquire_now` is the provider
-        rule (take only what is there), which the emulator uses."""
+        for our turn, ticket); or, beyond the queue horizon or in a cool-down, take nothing
+        and return (False, when to ask again, None). `try_acquire_now` is the provider rule
+        (take only what is there), which the emulator uses."""
         now = self._refill()
         if self._cool_until > now:
-            return False, self._cool_until - now
+            return False, self._cool_until - now, None
         values = cost.values()
         retry = 0.0
         for i in range(4):
@@ -198,17 +200,30 @@ class LocalRateLimiter:
             if self._level[i] - values[i] < floor:
                 retry = max(retry, (floor - (self._level[i] - values[i])) / rate)
         if retry > 0:
-            return False, retry
-        wait = 0.0
+            return False, retry, None
+        for i in range(4):
+            if self._rate(i):
+                self._level[i] -= values[i]
+                self._debited[i] += values[i]
+        ticket = tuple(self._debited)
+        return True, self.ready_now(ticket), ticket
+
+    def ready_now(self, ticket: tuple[float, ...]) -> float:
+        """Seconds until the refill reaches `ticket` in every bucket (and no cool-down)."""
+        now = self._refill()
+        wait = max(0.0, self._cool_until - now)
         for i in range(4):
             rate = self._rate(i)
             if rate:
-                self._level[i] -= values[i]
-                wait = max(wait, -self._level[i] / rate)
-        return True, wait
+                credit = self._level[i] + self._debited[i]  # everything ever made available
+                wait = max(wait, (ticket[i] - credit) / rate)
+        return wait
 
-    async def _schedule(self, cost: RateCost) -> tuple[bool, float]:
+    async def _schedule(self, cost: RateCost):
         return self.schedule_now(cost)
+
+    async def _ready(self, ticket: tuple[float, ...]) -> float:
+        return self.ready_now(ticket)
 
     async def cooldown_left(self) -> float:
         return max(0.0, self._cool_until - self._clock())
@@ -220,7 +235,7 @@ class LocalRateLimiter:
 
     async def acquire(self, cost: RateCost) -> None:
         if not self.rates.unlimited:
-            await _acquire_loop(self._schedule, self.cooldown_left, cost)
+            await _acquire_loop(self._schedule, self._ready, cost)
 
     async def settle(self, debited: RateCost, actual: RateCost) -> None:
         self._refill()
@@ -285,7 +300,7 @@ local s = {}
 for i = 1, #h, 2 do s[h[i]] = tonumber(h[i + 1]) end
 local ts = s['ts'] or now
 local over_until = s['over_until'] or 0
-local rate, cap, lvl = {}, {}, {}
+local rate, cap, lvl, deb = {}, {}, {}, {}
 for i = 1, 4 do
   local r = tonumber(ARGV[3 + i])
   local o = s['over' .. i]
@@ -295,11 +310,13 @@ for i = 1, 4 do
   local l = s['lvl' .. i] or cap[i]
   if r > 0 then l = math.min(cap[i], l + math.max(0, now - ts) * r) end
   lvl[i] = l
+  deb[i] = s['deb' .. i] or 0
 end
 local function save()
   local args = {'ts', tostring(now)}
   for i = 1, 4 do
     table.insert(args, 'lvl' .. i); table.insert(args, tostring(lvl[i]))
+    table.insert(args, 'deb' .. i); table.insert(args, tostring(deb[i]))
   end
   redis.call('HSET', st, unpack(args))
   redis.call('EXPIRE', st, 3600)
@@ -319,11 +336,25 @@ if op == 'acquire' then
   end
   if retry > 0 then save(); return {'0', tostring(retry)} end
   local wait = 0
+  local out = {'1', '0'}
   for i = 1, 4 do
     if rate[i] > 0 then
       lvl[i] = lvl[i] - tonumber(ARGV[11 + i])
+      deb[i] = deb[i] + tonumber(ARGV[11 + i])
       if lvl[i] < 0 then wait = math.max(wait, -lvl[i] / rate[i]) end
     end
+    table.insert(out, tostring(deb[i]))  -- the ticket
+  end
+  save()
+  out[2] = tostring(wait)
+  table.insert(out, tostring(now))  -- server time of the debit (for measurements)
+  return out
+elseif op == 'ready' then
+  -- ARGV[12..15]: a ticket. Wait until the refill reaches it (and any cool-down is over).
+  local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local wait = math.max(0, cool - now)
+  for i = 1, 4 do
+    if rate[i] > 0 then wait = math.max(wait, (tonumber(ARGV[11 + i]) - (lvl[i] + deb[i])) / rate[i]) end
   end
   save()
   return {'1', tostring(wait)}
@@ -383,23 +414,32 @@ class RedisRateLimiter:
             self._script = self._redis.register_script(_LUA)
         return self._script
 
-    async def _call(self, op: str, extra: list[float]) -> tuple[bool, float]:
+    async def _eval(self, op: str, extra: list[float]) -> list[bytes]:
         script = self._client()
         args = [op, self.rates.burst_s, self.rates.fraction, *self.rates.per_s, *self.rates.per_min, *extra]
-        ok, value = await script(keys=[self.state_key, self.cooldown_key], args=[repr(float(a)) if not isinstance(a, str) else a for a in args])
+        return await script(keys=[self.state_key, self.cooldown_key], args=[repr(float(a)) if not isinstance(a, str) else a for a in args])
+
+    async def _call(self, op: str, extra: list[float]) -> tuple[bool, float]:
+        ok, value = (await self._eval(op, extra))[:2]
         return ok in (b"1", "1"), float(value)
 
-    async def schedule(self, cost: RateCost) -> tuple[bool, float]:
-        """One atomic debit: (True, wait for our turn) or (False, ask again after)."""
-        debited, wait = await self._call("acquire", [*cost.values(), QUEUE_HORIZON_S])
-        return debited, wait if debited else max(wait, 1e-3)
+    async def schedule(self, cost: RateCost) -> tuple[bool, float, tuple[float, ...] | None]:
+        """One atomic debit: (True, wait for our turn, ticket) or (False, ask again after, None)."""
+        reply = await self._eval("acquire", [*cost.values(), QUEUE_HORIZON_S])
+        if reply[0] not in (b"1", "1"):
+            return False, max(float(reply[1]), 1e-3), None
+        return True, float(reply[1]), tuple(float(x) for x in reply[2:6])
+
+    async def ready(self, ticket: tuple[float, ...]) -> float:
+        """Seconds until `ticket`'s turn (refunds by others move it earlier)."""
+        return (await self._call("ready", list(ticket)))[1]
 
     async def cooldown_left(self) -> float:
         return (await self._call("cooldown_left", []))[1]
 
     async def acquire(self, cost: RateCost) -> None:
         if not self.rates.unlimited:
-            await _acquire_loop(self.schedule, self.cooldown_left, cost)
+            await _acquire_loop(self.schedule, self.ready, cost)
 
     async def settle(self, debited: RateCost, actual: RateCost) -> None:
         if self.rates.unlimited:

@@ -37,8 +37,8 @@ def limiter(**limits) -> tuple[LocalRateLimiter, Clock]:
 
 def test_debit_goes_into_debt_and_says_how_long_to_wait():
     lim, _clock = limiter(requests_per_min=60, input_tokens_per_min=600)  # caps: 2 requests, 20 tokens
-    assert lim.schedule_now(RateCost(1, 15)) == (True, 0.0)
-    debited, wait = lim.schedule_now(RateCost(1, 10))
+    assert lim.schedule_now(RateCost(1, 15))[:2] == (True, 0.0)
+    debited, wait, _ = lim.schedule_now(RateCost(1, 10))
     assert debited and wait == pytest.approx(0.5)  # 5 tokens of debt at 10 tokens/s
     assert lim.buckets()[1][2] == pytest.approx(-5)
 
@@ -46,22 +46,52 @@ def test_debit_goes_into_debt_and_says_how_long_to_wait():
 def test_large_requests_are_not_starved_by_small_ones():
     lim, _clock = limiter(input_tokens_per_min=600)  # 10 tokens/s, cap 20
     lim.schedule_now(RateCost(1, 20))  # bucket now empty
-    _, big_wait = lim.schedule_now(RateCost(1, 30))  # queued: its turn in 3 s
-    _, small_wait = lim.schedule_now(RateCost(1, 1))  # arrives later, goes later
+    _, big_wait, _ = lim.schedule_now(RateCost(1, 30))  # queued: its turn in 3 s
+    _, small_wait, _ = lim.schedule_now(RateCost(1, 1))  # arrives later, goes later
     assert big_wait == pytest.approx(3.0) and small_wait == pytest.approx(3.1)
+
+
+def test_refunds_move_the_waiters_behind_them_forward():
+    lim, clock = limiter(input_tokens_per_min=600)  # 10 tokens/s, cap 20
+    lim.schedule_now(RateCost(1, 20))
+    _, wait_a, _ = lim.schedule_now(RateCost(1, 20))  # over-estimated: will use 5
+    _, wait_b, ticket_b = lim.schedule_now(RateCost(1, 10))
+    assert (wait_a, wait_b) == (pytest.approx(2.0), pytest.approx(3.0))
+    asyncio.run(lim.settle(RateCost(1, 20), RateCost(1, 5)))  # 15 tokens refunded
+    assert lim.ready_now(ticket_b) == pytest.approx(1.5)
+    clock.now += 1.5
+    assert lim.ready_now(ticket_b) == pytest.approx(0.0)
+
+
+def test_acquire_waits_its_turn_and_returns(monkeypatch):
+    lim, clock = limiter(requests_per_min=600)  # 10/s, cap 20
+    slept = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+
+    async def go():
+        for _ in range(25):
+            await lim.acquire(RateCost(1))
+
+    asyncio.run(go())
+    assert clock.now - 100.0 == pytest.approx(0.5, abs=0.05)  # 20 at once, then 5 at 10/s
 
 
 def test_beyond_the_queue_horizon_nothing_is_debited():
     lim, _clock = limiter(requests_per_min=60, input_tokens_per_min=60)  # 1/s, caps 2
     assert lim.schedule_now(RateCost(1, 2))[0]
-    debited, retry = lim.schedule_now(RateCost(1, 100))  # would queue 100 s > 60 s horizon
+    debited, retry, _ = lim.schedule_now(RateCost(1, 100))  # would queue 100 s > 60 s horizon
     assert not debited and retry == pytest.approx(40.0)
     assert lim.buckets()[0][2] == pytest.approx(1.0)  # the request bucket was not touched either
 
 
 def test_a_full_bucket_admits_a_request_bigger_than_the_whole_bucket():
     lim, _clock = limiter(input_tokens_per_min=60)  # 1 token/s, cap 2
-    debited, wait = lim.schedule_now(RateCost(1, 500))
+    debited, wait, _ = lim.schedule_now(RateCost(1, 500))
     assert debited and wait == pytest.approx(498.0)
 
 
@@ -87,10 +117,10 @@ def test_settle_refunds_the_overestimate_and_charges_an_underestimate():
 def test_cool_down_pauses_everything_and_empties_the_buckets():
     lim, clock = limiter(requests_per_min=600)
     asyncio.run(lim.cool_down(3.0))
-    assert lim.schedule_now(RateCost(1)) == (False, pytest.approx(3.0))
+    assert lim.schedule_now(RateCost(1))[:2] == (False, pytest.approx(3.0))
     assert asyncio.run(lim.cooldown_left()) == pytest.approx(3.0)
     clock.now += 3.0
-    assert lim.schedule_now(RateCost(1)) == (True, 0.0)  # the bucket refilled during the pause
+    assert lim.schedule_now(RateCost(1))[:2] == (True, 0.0)  # the bucket refilled during the pause
 
 
 def test_lower_limit_or_remaining_reported_by_the_provider_slows_us_down():
@@ -104,7 +134,7 @@ def test_lower_limit_or_remaining_reported_by_the_provider_slows_us_down():
 
 def test_combined_token_limit_counts_input_plus_output():
     lim, _clock = limiter(tokens_per_min=600)  # cap 20 combined
-    assert lim.schedule_now(RateCost(1, 8, 8)) == (True, 0.0)
+    assert lim.schedule_now(RateCost(1, 8, 8))[:2] == (True, 0.0)
     assert lim.schedule_now(RateCost(1, 4, 4))[1] == pytest.approx(0.4)
 
 
@@ -118,7 +148,7 @@ def test_sends_never_exceed_depth_plus_rate_times_elapsed(steps):
     sends = []
     for dt, req, tok_in, tok_out in steps:
         clock.now += dt
-        debited, wait = lim.schedule_now(RateCost(req, tok_in, tok_out))
+        debited, wait, _ = lim.schedule_now(RateCost(req, tok_in, tok_out))
         if debited:
             sends.append((clock.now + wait, (req, tok_in, tok_out)))
     sends.sort()

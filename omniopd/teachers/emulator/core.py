@@ -158,6 +158,8 @@ class Emulator:
             for k in totals:
                 totals[k] += entry.usage.get(k, 0)
         out: dict[str, Any] = {"requests": len(self.log), "by_status": by_status, "usage": totals}
+        # wall-clock time of the timeline's zero, so other processes can align their clocks
+        out["wall_t0"] = time.time() - (time.monotonic() - self.t0)
         if timeline:
             out["timeline"] = [
                 [round(e.t_start, 4), round(e.t_end, 4), e.status, e.usage.get("input", 0) + e.usage.get("cached_input", 0) + e.usage.get("cache_write", 0), e.usage.get("output", 0)]

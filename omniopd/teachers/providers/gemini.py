@@ -1,6 +1,7 @@
 """Google Gemini API (`generateContent`).
 
-`candidateCount` is at most 8 on 2.5 models, so N above 8 is split into several requests.
+`candidateCount` is at most 8 on 2.5 models, so N above 8 is split into several requests;
+with caching on, the first goes alone so the others read its implicit-cache entry.
 Thinking is switched off (`thinkingBudget: 0`) unless the teacher has a reasoning
 allowance; thoughts are billed as output. Default mode prefill: a trailing `model` turn
 holding the prefix, continued by the model; instruction form as the fallback.
@@ -58,6 +59,11 @@ class GeminiClient(TeacherClient):
         url = url.rstrip("/")
         path = urlsplit(url).path
         return url if path.endswith(("/v1beta", "/v1")) else url + "/v1beta"
+
+    def first_request_alone(self, n: int) -> bool:
+        # Above 8 candidates the requests share their prompt: let the first one populate
+        # the implicit cache before the rest are sent (concurrent requests all miss it).
+        return self.cache
 
     def auth_headers(self) -> dict[str, str]:
         # The key goes in a header, never in the URL, so URLs in errors and logs are safe.
