@@ -41,8 +41,9 @@ MODEL = "claude-haiku-4-5"
 KEY_ENV = "OMNIOPD_BENCH_KEY"
 
 
-def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops: int, n: int, start_at: float, stop_at: float, seed: int, out) -> None:
-    """One audit-worker process: `loops` concurrent chunk audits until `stop_at`."""
+def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops: int, n: int, duration: float, seed: int, ready, go, start_at, out) -> None:
+    """One audit-worker process: `loops` concurrent chunk audits for `duration` seconds
+    from the common start time (set once every process has imported and is ready)."""
     from omniopd.config import TeacherConfig
     from omniopd.teachers.build import build_teacher
     from omniopd.teachers.emulator.generators import lorem
@@ -74,7 +75,13 @@ def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops
                 done["attempts"] += len(attempts)
                 done["http_429"] += sum(a.http_status == 429 for a in attempts)
 
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        # warm up (imports, HTTP pool, Redis connection) so every process starts on time
+        await client.context_window()
+        await client.limiter.cooldown_left()
+        ready.put(os.getpid())
+        await asyncio.to_thread(go.wait)
+        stop_at = start_at.value + duration
+        await asyncio.sleep(max(0.0, start_at.value - time.time()))
         async with client:
             await asyncio.gather(*(loop() for _ in range(loops)))
         return done
@@ -90,16 +97,19 @@ def emulator_stats(url: str) -> dict:
 def run_mode(mode: str, args, url: str, limits: dict) -> dict:
     urllib.request.urlopen(urllib.request.Request(f"{url}/_emulator/reset", method="POST")).read()
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
+    out, ready, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    start_at = time.time() + args.startup_s
-    stop_at = start_at + args.duration
     procs = [
-        ctx.Process(target=worker, args=(mode, url, args.redis_url, prefix, limits, loops, args.n, start_at, stop_at, 100 * i + 7, out))
+        ctx.Process(target=worker, args=(mode, url, args.redis_url, prefix, limits, loops, args.n, args.duration, 100 * i + 7, ready, go, start, out))
         for i, loops in enumerate(args.loops)
     ]
     for p in procs:
         p.start()
+    for _ in procs:  # every process imported and built its client: start together
+        ready.get(timeout=300)
+    start_at = start.value = time.time() + 1.0
+    stop_at = start_at + args.duration
+    go.set()
     results = [out.get(timeout=args.duration + 300) for _ in procs]
     for p in procs:
         p.join(timeout=30)
@@ -134,7 +144,6 @@ def main() -> None:
     parser.add_argument("--loops", type=int, nargs=4, default=[2, 4, 6, 8], help="concurrent audits in each of the 4 processes")
     parser.add_argument("--emulator-burst-s", type=float, default=5.0, help="depth of the emulator's buckets (providers: 60 s; smaller = stricter)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--startup-s", type=float, default=15.0, help="head start for the worker processes to import")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="seconds excluded from the steady-state utilisation")
     parser.add_argument("--modes", nargs="+", default=["shared", "per-process"], choices=["shared", "per-process"])
     args = parser.parse_args()
