@@ -24,9 +24,10 @@ def check(
     json_: JsonOpt = False,
     set_: SetOpt = None,
 ) -> None:
-    """One tiny real call per configured teacher: does it answer, which continuation mode
-    does it accept, does it report usage, what did it cost, how long is its context.
-    Exits 1 if any teacher fails a check."""
+    """One tiny real call per configured teacher, before money is committed: does it answer, which continuation mode does it accept (a rejected prefill falls back to the instruction form), does it report usage, what did the call cost at the configured prices, how long is its context. Exits 1 if any teacher fails a check.
+
+    Example: omniopd teacher check -c configs/qwen3-4b_claude-haiku.yaml --provider claude-haiku
+    """
     import asyncio
 
     from omniopd.teachers.check import check_teacher
@@ -89,9 +90,10 @@ def emulate(
     reject_prefill: Annotated[bool, typer.Option("--reject-prefill", help="Answer assistant prefill with a 400 (like Claude 4.6+).")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of fault draws and the lorem generator.")] = None,
 ) -> None:
-    """Serve a local stand-in for a teacher API (OpenAI, vLLM, Anthropic or Gemini wire
-    format) with rate limits, prompt-cache accounting and injected faults. Runs until
-    Ctrl-C. Example: omniopd teacher emulate --provider anthropic --port 8765 --rpm 600"""
+    """Serve a local stand-in for a teacher API (OpenAI, vLLM, Anthropic or Gemini wire format) on 127.0.0.1, with rate limits (real 429s and headers), prompt-cache accounting and injected faults. Runs until Ctrl-C.
+
+    Example: omniopd teacher emulate --provider anthropic --port 8765 --rpm 600 --error-rate 0.05
+    """
     import yaml
 
     from omniopd.teachers.emulator import EmulatorConfig, serve

@@ -59,6 +59,7 @@ from omniopd.teachers.types import (
     TeacherError,
     Usage,
 )
+from omniopd.teachers.wire import HttpRequest, Malformed, Parsed, Plan, ProviderError
 
 log = logging.getLogger("omniopd.teachers")
 
@@ -74,57 +75,6 @@ class RetryPolicy:
     max_retries: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The content of one call in one continuation mode (the same for all its requests)."""
-
-    mode: ContinuationMode
-    prompt: str
-    prefix: str
-    body: str
-    """The prefix as sent: without trailing whitespace in prefill mode."""
-    whitespace: str
-    """Trailing whitespace moved out of the prefill; removed from continuations' fronts."""
-    segments: list[str]
-    """`body` (instruction mode: head + prefix) split where the previous chunk's prefix ended."""
-    texts: tuple[str, ...]
-    """Every text the request carries (for token estimates)."""
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    url: str
-    json: dict[str, Any] | None
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: bool = False
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """A 200 response: texts in candidate order; usage None if the provider sent none."""
-
-    texts: list[str]
-    finish_reasons: list[str]
-    usage: Usage | None
-
-
-@dataclass(frozen=True)
-class ProviderError:
-    """A non-200 response, classified."""
-
-    error_class: str
-    message: str
-    retryable: bool
-    retry_after_s: float | None = None
-    prefill_rejected: bool = False
-    quota_exhausted: bool = False
-
-
-class Malformed(ValueError):
-    """A 200 body that is not the provider's format (truncated, not JSON, missing fields)."""
 
 
 @dataclass

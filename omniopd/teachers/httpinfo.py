@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from omniopd.teachers.client import ProviderError
+    from omniopd.teachers.wire import ProviderError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _PREFILL_REJECTION = re.compile(
@@ -85,7 +85,7 @@ def looks_like_prefill_rejection(status: int, message: str) -> bool:
 
 def classify_common(status: int, headers: Any, body: bytes, message: str) -> ProviderError:
     """429, 408/409, 5xx are retryable; 401/403 (key), 404 (model), other 4xx are not."""
-    from omniopd.teachers.client import ProviderError
+    from omniopd.teachers.wire import ProviderError
 
     if status == 429:
         return ProviderError("rate_limited", message, True, parse_retry_after(headers))

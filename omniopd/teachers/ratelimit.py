@@ -108,6 +108,9 @@ class RateLimiter(Protocol):
     async def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Adapt to the provider's rate-limit headers."""
 
+    async def cooldown_left(self) -> float:
+        """Seconds until a shared cool-down ends (0 if none)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -277,6 +280,9 @@ class NullRateLimiter:
 
     async def observe(self, snapshot: RateLimitSnapshot) -> None:
         return None
+
+    async def cooldown_left(self) -> float:
+        return 0.0
 
     async def aclose(self) -> None:
         return None

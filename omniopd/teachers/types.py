@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from omniopd.config import ContinuationMode
@@ -233,11 +233,3 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
             for frag in (secret[:8], secret[-8:]):
                 text = text.replace(frag, "***")
     return text
-
-
-@dataclass
-class CallStats:
-    """Counters a client keeps across calls (telemetry; not billing)."""
-
-    attempts: int = 0
-    by_error: dict[str, int] = field(default_factory=dict)

@@ -24,19 +24,18 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from omniopd.teachers.client import (
+from omniopd.teachers.client import TeacherClient, _Call
+from omniopd.teachers.httpinfo import seconds_until
+from omniopd.teachers.prompting import INSTRUCTION_TAIL
+from omniopd.teachers.ratelimit import RateLimitSnapshot
+from omniopd.teachers.types import Usage
+from omniopd.teachers.wire import (
     HttpRequest,
     Malformed,
     Parsed,
     Plan,
     ProviderError,
-    TeacherClient,
-    _Call,
 )
-from omniopd.teachers.httpinfo import seconds_until
-from omniopd.teachers.prompting import INSTRUCTION_TAIL
-from omniopd.teachers.ratelimit import RateLimitSnapshot
-from omniopd.teachers.types import Usage
 
 API_VERSION = "2023-06-01"
 _EPHEMERAL = {"type": "ephemeral"}

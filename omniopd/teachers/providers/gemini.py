@@ -21,18 +21,17 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from omniopd.teachers.client import (
+from omniopd.teachers.client import TeacherClient, _Call
+from omniopd.teachers.httpinfo import parse_duration
+from omniopd.teachers.prompting import INSTRUCTION_TAIL
+from omniopd.teachers.types import Usage
+from omniopd.teachers.wire import (
     HttpRequest,
     Malformed,
     Parsed,
     Plan,
     ProviderError,
-    TeacherClient,
-    _Call,
 )
-from omniopd.teachers.httpinfo import parse_duration
-from omniopd.teachers.prompting import INSTRUCTION_TAIL
-from omniopd.teachers.types import Usage
 
 
 def gemini_usage(meta: dict[str, Any] | None) -> Usage | None:
