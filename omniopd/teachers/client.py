@@ -402,16 +402,18 @@ class TeacherClient:
                 attempt = Attempt(**record)
                 call.attempts.append(attempt)
                 self._log_attempt(attempt)
+                await self.limiter.settle(debit, outcome.limiter_actual)
                 if call.hooks is not None:
                     await _maybe_await(call.hooks.on_attempt_end(attempt))
-                await self.limiter.settle(debit, outcome.limiter_actual)
         if fatal is not None:
             call.stop_event.set()
             raise fatal
         return outcome
 
     async def _admit(self, call: _Call, debit: RateCost) -> bool:
-        """Wait for the rate limiter; False if the call stopped meanwhile (budget, fatal)."""
+        """Wait for the rate limiter; False if the call stopped meanwhile (budget, fatal).
+        A wait abandoned that way leaves its debit in the buckets (a little capacity lost,
+        never an excess)."""
         acquire = asyncio.ensure_future(self.limiter.acquire(debit))
         halt = asyncio.ensure_future(call.stop_event.wait())
         await asyncio.wait({acquire, halt}, return_when=asyncio.FIRST_COMPLETED)
