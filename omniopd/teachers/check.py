@@ -13,7 +13,7 @@ from typing import Any
 from omniopd.config import TeacherConfig
 from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
 from omniopd.teachers.build import build_teacher, teacher_price
-from omniopd.teachers.pricing import PricingError, cost_usd
+from omniopd.teachers.pricing import PricingError
 from omniopd.teachers.ratelimit import LocalRateLimiter, NullRateLimiter, Rates
 from omniopd.teachers.types import TeacherError, Usage
 
@@ -82,11 +82,11 @@ async def check_teacher(name: str, cfg: TeacherConfig, *, prices_file: str | Pat
     report.attempts = len(result.attempts)
     report.mode_used = result.mode
     report.text = result.texts[0]
-    ok_attempts = [a for a in result.attempts if a.status == "ok"]
-    report.usage_reported = bool(ok_attempts) and len(ok_attempts) == sum(a.n_texts > 0 for a in result.attempts)
+    # every attempt that returned text must have reported usage, or cost is guesswork
+    report.usage_reported = all(a.status == "ok" for a in result.attempts if a.n_texts > 0)
     usage: Usage = result.usage
     report.usage = asdict(usage)
-    report.cost_usd = cost_usd(usage, price)
+    report.cost_usd = guard.spent  # reported usage at our prices, unknown outcomes at R
     report.reserved_usd = sum(reserved)
     if not report.usage_reported:
         report.problems.append("the provider returned no usage: cost cannot be computed from the response")
