@@ -184,6 +184,8 @@ class RateLimitConfig(Section):
     """Provider limit on input tokens per minute."""
     output_tokens_per_min: float | None = Field(None, gt=0)
     """Provider limit on output tokens per minute."""
+    tokens_per_min: float | None = Field(None, gt=0)
+    """Provider limit on input + output tokens per minute combined (OpenAI's TPM counts both, output at max_tokens)."""
     fraction: float = Field(0.95, gt=0, le=1)
     """Run at this fraction of each limit."""
     burst_s: float = Field(2.0, ge=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from omniopd import __version__
-from omniopd.cli import config_cmd, models_cmd, sandbox_cmd
+from omniopd.cli import config_cmd, models_cmd, sandbox_cmd, teacher_cmd
 
 app = typer.Typer(
     name="omniopd",
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(sandbox_cmd.app, name="sandbox")
+app.add_typer(teacher_cmd.app, name="teacher")
 
 
 def _version(value: bool) -> None:

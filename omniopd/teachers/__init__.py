@@ -1,0 +1,86 @@
+"""Teachers: continue a student's partial answer N times through any provider, reporting
+every HTTP attempt with normalised usage so that budgets, ledgers and rate limits stay
+exact (DESIGN.md §6).
+
+    client = build_teacher(cfg.teachers["claude"], redis_url=..., key_prefix=...)
+    async with client:
+        result = await client.continue_prefix(prompt, prefix, n=10, max_new_tokens=75,
+                                              hooks=BudgetHooks(guard, price), call_key=...)
+
+Modules: `client` (the retry/billing loop), `providers/` (wire formats), `ratelimit`
+(shared buckets), `pricing` and `budget` (cost, reservation R, the BudgetGuard protocol),
+`prompting` (continuation modes), `emulator/` (a local provider for tests and demos),
+`check` (the `omniopd teacher check` probe).
+"""
+
+from omniopd.teachers.budget import BudgetGuard, BudgetHooks, InMemoryBudgetGuard, attempt_cost
+from omniopd.teachers.build import build_teacher, teacher_limiter, teacher_price
+from omniopd.teachers.client import RetryPolicy, TeacherClient
+from omniopd.teachers.pricing import (
+    Price,
+    PricingError,
+    cost_usd,
+    load_prices,
+    price_for,
+    reservation_usd,
+)
+from omniopd.teachers.ratelimit import (
+    LocalRateLimiter,
+    NullRateLimiter,
+    RateCost,
+    RateLimiter,
+    RateLimitSnapshot,
+    Rates,
+    RedisRateLimiter,
+    build_limiter,
+)
+from omniopd.teachers.types import (
+    ApiKey,
+    Attempt,
+    AttemptEstimate,
+    AttemptHooks,
+    BudgetExhausted,
+    Continuations,
+    FatalProviderError,
+    QuotaExhausted,
+    RetriesExhausted,
+    TeacherError,
+    Usage,
+)
+
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "AttemptEstimate",
+    "AttemptHooks",
+    "BudgetExhausted",
+    "BudgetGuard",
+    "BudgetHooks",
+    "Continuations",
+    "FatalProviderError",
+    "InMemoryBudgetGuard",
+    "LocalRateLimiter",
+    "NullRateLimiter",
+    "Price",
+    "PricingError",
+    "QuotaExhausted",
+    "RateCost",
+    "RateLimitSnapshot",
+    "RateLimiter",
+    "Rates",
+    "RedisRateLimiter",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "TeacherClient",
+    "TeacherError",
+    "Usage",
+    "attempt_cost",
+    "build_limiter",
+    "build_teacher",
+    "cost_usd",
+    "load_prices",
+    "price_for",
+    "reservation_usd",
+    "teacher_limiter",
+    "teacher_price",
+]

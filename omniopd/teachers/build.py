@@ -1,0 +1,62 @@
+"""Config -> teacher client, limiter and price (the only place that reads TeacherConfig)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omniopd.config import TeacherConfig
+from omniopd.teachers.client import RetryPolicy, TeacherClient
+from omniopd.teachers.pricing import Price, load_prices, price_for
+from omniopd.teachers.prompting import ChatTemplate
+from omniopd.teachers.providers import PROVIDERS
+from omniopd.teachers.ratelimit import RateLimiter, build_limiter
+from omniopd.teachers.types import ApiKey, FatalProviderError
+
+
+def teacher_limiter(cfg: TeacherConfig, *, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
+    """The teacher's limiter: shared through Redis when `redis_url` is given."""
+    return build_limiter(cfg.rate_limits, provider=cfg.kind, model=cfg.model, redis_url=redis_url, key_prefix=key_prefix)
+
+
+def teacher_price(cfg: TeacherConfig, prices_file: str | Path) -> Price:
+    """The teacher's price: its `prices:` override, else the prices-file entry of its model."""
+    if cfg.prices is not None:
+        return price_for(cfg.model, {}, cfg.prices)
+    return price_for(cfg.model, load_prices(prices_file))
+
+
+def build_teacher(
+    cfg: TeacherConfig,
+    *,
+    limiter: RateLimiter | None = None,
+    redis_url: str | None = None,
+    key_prefix: str = "",
+) -> TeacherClient:
+    """A client for one configured teacher. The API key is read from `cfg.api_key_env`
+    now (fails with the variable's name if unset; openai_compat may run without one)."""
+    cls = PROVIDERS[cfg.kind]
+    mode = cfg.continuation_mode
+    if cfg.kind == "openai" and mode == "prefill":
+        raise FatalProviderError(
+            "OpenAI chat models do not continue a trailing assistant message (DESIGN.md §10): "
+            "use continuation: instruction (or raw for legacy completion models)"
+        )
+    api_key = ApiKey.from_env(cfg.api_key_env, required=cfg.kind != "openai_compat")
+    template = None
+    if mode == "raw":
+        template = ChatTemplate(cfg.chat_template_from or cfg.model)
+    rl = cfg.rate_limits
+    return cls(
+        model=cfg.model,
+        base_url=cfg.base_url,
+        api_key=api_key,
+        mode=mode,
+        limiter=limiter if limiter is not None else teacher_limiter(cfg, redis_url=redis_url, key_prefix=key_prefix),
+        retry=RetryPolicy(rl.max_retries, rl.backoff_base_s, rl.backoff_max_s),
+        timeout_s=cfg.timeout_s,
+        max_connections=cfg.max_connections,
+        cache=cfg.cache,
+        reasoning_tokens=cfg.reasoning_tokens,
+        temperature=cfg.temperature,
+        chat_template=template,
+    )

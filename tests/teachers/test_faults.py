@@ -1,0 +1,262 @@
+"""Faults: every failure is reported as one attempt, retried within limits, nothing the
+provider returned is lost, and nothing is billed twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
+from omniopd.teachers.emulator import scripted
+from omniopd.teachers.pricing import Price, cost_usd, reservation_usd
+from omniopd.teachers.tokens import upper_bound_tokens
+from omniopd.teachers.types import (
+    AttemptEstimate,
+    BudgetExhausted,
+    QuotaExhausted,
+    RetriesExhausted,
+)
+from tests.teachers.conftest import call, make_client, run
+
+PRICE = Price(input=1.0, cached_input=0.1, cache_write=1.25, output=5.0)
+
+
+class Recorder:
+    """AttemptHooks that record every start and end (a fake ledger)."""
+
+    def __init__(self):
+        self.started, self.ended = [], []
+
+    def on_attempt_start(self, estimate):
+        self.started.append(estimate)
+
+    def on_attempt_end(self, attempt):
+        self.ended.append(attempt)
+
+
+def assert_billed_once(result_attempts, emu):
+    """ok attempts carry exactly the usage of the responses the client could read."""
+    delivered = [e for e in emu.emulator.log if e.delivered]
+    ok = [a for a in result_attempts if a.status == "ok"]
+    assert len(ok) == len(delivered)
+    assert sum(a.usage.total_input for a in ok) == sum(e.usage["input"] + e.usage["cached_input"] + e.usage["cache_write"] for e in delivered)
+    assert sum(a.usage.total_output for a in ok) == sum(e.usage["output"] + e.usage["reasoning"] for e in delivered)
+    assert len(result_attempts) == len(emu.emulator.log)  # one attempt per HTTP request
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_429_with_retry_after_is_retried_after_the_asked_delay(emulator, kind):
+    emu = emulator(kind, generator=scripted(["ok"]), faults={"script": ["429"]})
+    hooks = Recorder()
+    result = run(call(make_client(kind, emu.url, cache=False), n=1, hooks=hooks))
+    first, second = result.attempts
+    assert (first.status, first.http_status, first.error_class) == ("failed", 429, "rate_limited")
+    assert first.retry_after_s == pytest.approx(1.0, abs=0.01)
+    assert second.status == "ok" and result.texts == ["ok"]
+    log = emu.emulator.log
+    assert log[1].t_start - log[0].t_start >= 1.0  # waited as told, not the 10 ms backoff
+    assert [a.key for a in hooks.ended] == [a.key for a in result.attempts]
+    assert_billed_once(result.attempts, emu)
+
+
+def test_429_without_retry_after_backs_off_and_retries(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["429_no_retry_after", "429_no_retry_after"]})
+    result = run(call(make_client("openai", emu.url), n=2))
+    assert [a.error_class for a in result.attempts] == ["rate_limited", "rate_limited", None]
+    assert result.attempts[0].retry_after_s is None
+    assert result.texts == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("fault,status", [("500", 500), ("529", 529)])
+def test_server_errors_are_retried_and_not_billed(emulator, fault, status):
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"script": [fault]})
+    result = run(call(make_client("anthropic", emu.url, cache=False), n=1))
+    assert (result.attempts[0].status, result.attempts[0].http_status) == ("failed", status)
+    assert result.attempts[0].usage.total_input == 0
+    assert result.texts == ["ok"]
+    assert_billed_once(result.attempts, emu)
+
+
+def test_timeout_after_sending_is_reported_unknown_and_retried(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
+    result = run(call(make_client("openai", emu.url, timeout_s=0.5), n=2))
+    first = result.attempts[0]
+    assert (first.status, first.error_class, first.http_status) == ("unknown", "timeout", None)
+    assert result.texts == ["ok", "ok"]
+    assert_billed_once(result.attempts, emu)
+
+
+def test_connection_refused_is_failed_not_unknown():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client("openai", f"http://127.0.0.1:{port}")
+    with pytest.raises(RetriesExhausted) as err:
+        run(call(client, n=1))
+    attempts = err.value.partial.attempts
+    assert len(attempts) == 5 and all(a.status == "failed" and a.error_class == "connection" for a in attempts)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("fault", ["malformed", "truncated"])
+def test_unreadable_200_is_unknown_and_retried(emulator, kind, fault):
+    emu = emulator(kind, generator=scripted(["ok"]), faults={"script": [fault]})
+    result = run(call(make_client(kind, emu.url, cache=False), n=1))
+    first = result.attempts[0]
+    assert (first.status, first.error_class, first.http_status) == ("unknown", "malformed", 200)
+    assert first.usage.total_input == 0  # not counted as billed usage: the ledger keeps R instead
+    assert result.texts == ["ok"]
+    assert_billed_once(result.attempts, emu)
+
+
+def test_malformed_stream_of_the_first_anthropic_request_is_unknown(emulator):
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"script": ["malformed"]})
+    result = run(call(make_client("anthropic", emu.url), n=3))
+    assert result.attempts[0].status == "unknown" and emu.emulator.log[0].body["stream"] is True
+    assert len(result.texts) == 3
+
+
+def test_empty_texts_are_billed_once_and_only_the_missing_ones_refetched(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["empty"]})
+    result = run(call(make_client("openai", emu.url), n=4))
+    first, second = result.attempts
+    assert (first.status, first.error_class, first.n_texts) == ("ok", "empty", 0)
+    assert first.usage.total_input > 0  # billed: the provider did the work
+    assert emu.emulator.log[1].body["n"] == 4 and second.n_texts == 4
+    assert result.texts == ["ok"] * 4
+    assert_billed_once(result.attempts, emu)
+
+
+def test_partial_success_refetches_only_missing_samples(emulator):
+    texts = iter([["a", "", "c"], ["d"]])
+    emu = emulator("openai", generator=scripted(lambda prompt, n: next(texts)))
+    result = run(call(make_client("openai", emu.url), n=3))
+    assert [e.body["n"] for e in emu.emulator.log] == [3, 1]
+    assert result.texts == ["a", "c", "d"]
+
+
+def test_rejected_prefill_falls_back_to_instruction_and_is_remembered(emulator):
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"reject_prefill": ["claude-sonnet-4-6"]})
+    client = make_client("anthropic", emu.url, model="claude-sonnet-4-6", cache=False)
+    result = run(call(client, n=2))
+    first = result.attempts[0]
+    assert (first.status, first.error_class, first.http_status) == ("failed", "prefill_rejected", 400)
+    assert result.mode == "instruction" and result.texts == ["ok", "ok"]
+    again = run(call(make_client("anthropic", emu.url, model="claude-sonnet-4-6", cache=False), n=1))
+    assert [a.mode for a in again.attempts] == ["instruction"]  # no second rejected attempt
+    # another model of the same provider still uses prefill
+    other = run(call(make_client("anthropic", emu.url, model="claude-haiku-4-5", cache=False), n=1))
+    assert other.mode == "prefill"
+
+
+def test_retries_exhausted_keeps_the_partial_result(emulator):
+    emu = emulator("gemini", generator=scripted(["ok"]), faults={"script": ["ok", "500", "500", "500", "500", "500"]})
+    with pytest.raises(RetriesExhausted) as err:
+        run(call(make_client("gemini", emu.url), n=10))  # 8 + 2: the 8 succeed, the 2 never do
+    partial = err.value.partial
+    assert len(partial.texts) == 8
+    assert len(partial.attempts) == 1 + 5 == len(emu.emulator.log)
+    assert "missing after 4 retries" in str(err.value)
+
+
+def test_gemini_per_day_quota_is_fatal_not_retried(emulator):
+    emu = emulator("gemini", generator=scripted(["ok"]), faults={"script": ["quota_day"]})
+    with pytest.raises(QuotaExhausted):
+        run(call(make_client("gemini", emu.url), n=1))
+    assert len(emu.emulator.log) == 1
+
+
+def test_bad_request_is_fatal_with_the_provider_message(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"reject_temperature": True})
+    from omniopd.teachers.types import FatalProviderError
+
+    with pytest.raises(FatalProviderError, match="temperature"):
+        run(call(make_client("openai", emu.url, temperature=1.0), n=1))
+    assert len(emu.emulator.log) == 1
+
+
+def test_random_faults_lose_nothing_and_bill_nothing_twice(emulator):
+    faults = {"error_rate": 0.2, "malformed_rate": 0.1, "truncated_rate": 0.05, "empty_rate": 0.1, "timeout_rate": 0.05, "hang_s": 30}
+    emu = emulator("anthropic", generator=scripted(["t"]), faults=faults, seed=3)
+    client = make_client("anthropic", emu.url, timeout_s=0.5, cache=False)
+    from omniopd.teachers.client import RetryPolicy
+
+    client.retry = RetryPolicy(max_retries=20, backoff_base_s=0.01, backoff_max_s=0.02)
+    hooks = Recorder()
+    result = run(call(client, n=20, hooks=hooks))
+    assert len(result.texts) == 20
+    assert len(hooks.started) == len(hooks.ended) == len(result.attempts)
+    assert len({a.key for a in result.attempts}) == len(result.attempts)  # unique idempotency keys
+    assert {a.status for a in result.attempts} == {"ok", "failed", "unknown"}
+    assert_billed_once(result.attempts, emu)
+
+
+# -------------------------------------------------------------------- budget
+
+
+def test_budget_refusal_stops_further_attempts_and_keeps_what_was_paid(emulator):
+    emu = emulator("anthropic", generator=scripted(["ok"]))
+    client = make_client("anthropic", emu.url, cache=False)  # 5 reservations at once
+    # R of one attempt: prefill form carries "P" and "x"; one continuation of <= 8 tokens
+    estimate = AttemptEstimate("k", "anthropic", "m", 1, upper_bound_tokens("P", "x"), 0, 8, cache_write_possible=False)
+    r = reservation_usd(estimate, PRICE)
+    guard = InMemoryBudgetGuard(cap_usd=2.5 * r)
+    with pytest.raises(BudgetExhausted) as err:
+        run(call(client, prompt="P", prefix="x", n=5, hooks=BudgetHooks(guard, PRICE)))
+    partial = err.value.partial
+    ok = [a for a in partial.attempts if a.status == "ok"]
+    assert len(partial.texts) == len(ok) == len(emu.emulator.log) >= 1
+    assert len(emu.emulator.log) <= 2  # the third reservation never fits
+    assert guard.reserved == pytest.approx(0.0)
+    assert guard.spent == pytest.approx(sum(cost_usd(a.usage, PRICE) for a in ok))
+    assert guard.spent <= guard.cap_usd
+
+
+def test_unknown_outcome_stays_charged_at_its_reservation(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
+    guard = InMemoryBudgetGuard(cap_usd=10.0)
+    settled = []
+    hooks = BudgetHooks(guard, PRICE, on_settled=lambda a, reserved, cost: settled.append((a.status, reserved, cost)))
+    result = run(call(make_client("openai", emu.url, timeout_s=0.5), n=1, hooks=hooks))
+    (s1, r1, c1), (s2, r2, c2) = settled
+    assert (s1, c1) == ("unknown", None) and s2 == "ok"
+    assert c2 == pytest.approx(cost_usd(result.attempts[1].usage, PRICE)) and c2 < r2
+    assert guard.spent == pytest.approx(r1 + c2)
+
+
+def test_hook_returning_false_refuses_like_budget_exhausted(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]))
+
+    class Refuse:
+        def on_attempt_start(self, estimate):
+            return False
+
+        def on_attempt_end(self, attempt):
+            raise AssertionError("never started, never ended")
+
+    with pytest.raises(BudgetExhausted):
+        run(call(make_client("openai", emu.url), n=1, hooks=Refuse()))
+    assert emu.emulator.log == []
+
+
+def test_cancelled_call_reports_the_in_flight_attempt_as_unknown(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
+    hooks = Recorder()
+
+    async def cancel_midway():
+        client = make_client("openai", emu.url)
+        async with client:
+            task = asyncio.create_task(client.continue_prefix("P", "x", 1, 8, hooks=hooks))
+            while not hooks.started:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    run(cancel_midway())
+    [attempt] = hooks.ended
+    assert (attempt.status, attempt.error_class) == ("unknown", "cancelled")

@@ -1,0 +1,141 @@
+"""Prices file, cost from usage, the worst-case reservation R, and the budget guard."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omniopd.config import PriceConfig, TeacherConfig
+from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard, attempt_cost
+from omniopd.teachers.build import teacher_price
+from omniopd.teachers.pricing import (
+    Price,
+    PricingError,
+    cost_usd,
+    load_prices,
+    price_for,
+    reservation_usd,
+)
+from omniopd.teachers.tokens import count_tokens, estimate_tokens, tokenize, upper_bound_tokens
+from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, Usage
+
+HAIKU = Price(input=1.0, cached_input=0.1, cache_write=1.25, output=5.0)
+
+
+def estimate(key="k", input_max=1000, output_max=500, cache=True) -> AttemptEstimate:
+    return AttemptEstimate(key, "anthropic", "claude-haiku-4-5", 1, input_max, input_max // 2, output_max, cache)
+
+
+def attempt(key="k", status="ok", usage=Usage()) -> Attempt:
+    return Attempt(key, "anthropic", "m", 0, status, "prefill", 1, 1, usage, 0.1)
+
+
+def test_prices_file_has_the_field_note_prices_with_source_and_date():
+    prices = load_prices("configs/prices.yaml")
+    assert prices["claude-haiku-4-5"] == Price(1.0, 0.10, 1.25, 5.0, prices["claude-haiku-4-5"].source, prices["claude-haiku-4-5"].date)
+    assert (prices["gemini-2.5-flash"].input, prices["gemini-2.5-flash"].cached_input, prices["gemini-2.5-flash"].output) == (0.30, 0.03, 2.50)
+    assert (prices["gpt-4.1-mini"].input, prices["gpt-4.1-mini"].output) == (0.40, 1.60)
+    assert (prices["gpt-5-mini"].cached_input, prices["gpt-5-mini"].output) == (0.025, 2.00)
+    assert all(p.source and p.date for p in prices.values())
+
+
+def test_cost_prices_each_disjoint_count_at_its_rate():
+    usage = Usage(input=1000, cached_input=9000, cache_write=2000, output=300, reasoning=100)
+    # 1000*1 + 9000*0.1 + 2000*1.25 + 400*5 = 1000 + 900 + 2500 + 2000 per 1M
+    assert cost_usd(usage, HAIKU) == pytest.approx(6400e-6)
+
+
+def test_reservation_is_all_input_at_the_write_rate_plus_max_output():
+    assert reservation_usd(estimate(cache=True), HAIKU) == pytest.approx((1000 * 1.25 + 500 * 5) * 1e-6)
+    assert reservation_usd(estimate(cache=False), HAIKU) == pytest.approx((1000 * 1.0 + 500 * 5) * 1e-6)
+
+
+@given(st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 500))
+def test_no_usage_within_the_estimate_costs_more_than_r(plain, cached, written, out):
+    total_in = plain + cached + written
+    usage = Usage(input=plain, cached_input=cached, cache_write=written, output=out)
+    assert cost_usd(usage, HAIKU) <= reservation_usd(estimate(input_max=max(total_in, 1), output_max=out), HAIKU) + 1e-12
+
+
+def test_config_override_wins_and_unknown_models_say_what_to_do():
+    prices = load_prices("configs/prices.yaml")
+    assert price_for("claude-haiku-4-5", prices, PriceConfig(input=2, cached_input=0.2, cache_write=2.5, output=10)).input == 2
+    with pytest.raises(PricingError, match="add it to the prices file"):
+        price_for("no-such-model", prices)
+    cfg = TeacherConfig(kind="anthropic", model="custom", prices=PriceConfig(input=1, cached_input=1, cache_write=1, output=1))
+    assert teacher_price(cfg, "does/not/matter.yaml").output == 1
+
+
+def test_bad_prices_file_names_the_problem(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("models:\n  m: {input: 1, output: 2}\n")
+    with pytest.raises(PricingError, match=r"models\.m: missing cached_input, cache_write"):
+        load_prices(bad)
+
+
+def test_attempt_cost_by_status():
+    usage = Usage(input=100, output=10)
+    assert attempt_cost(attempt(status="ok", usage=usage), HAIKU) == pytest.approx(150e-6)
+    assert attempt_cost(attempt(status="failed"), HAIKU) == 0.0
+    assert attempt_cost(attempt(status="unknown"), HAIKU) is None
+
+
+def test_guard_never_exceeds_its_cap_under_concurrent_reservations():
+    guard = InMemoryBudgetGuard(cap_usd=1.0)
+    admitted = []
+
+    def worker(w: int) -> None:
+        for i in range(200):
+            key = f"{w}-{i}"
+            try:
+                guard.reserve(estimate(key), 0.013)
+            except BudgetExhausted:
+                continue
+            admitted.append(key)
+            guard.settle(attempt(key, status="unknown"), None)  # stays charged at R
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert guard.spent <= 1.0 and guard.reserved == pytest.approx(0.0)
+    assert len(admitted) == int(1.0 / 0.013)
+
+
+def test_budget_hooks_reserve_then_settle_and_report_to_the_ledger():
+    guard = InMemoryBudgetGuard(cap_usd=1.0)
+    rows = []
+    hooks = BudgetHooks(guard, HAIKU, on_settled=lambda a, r, c: rows.append((a.key, r, c)))
+    import asyncio
+
+    asyncio.run(hooks.on_attempt_start(estimate("a")))
+    assert guard.reserved == pytest.approx(reservation_usd(estimate("a"), HAIKU))
+    asyncio.run(hooks.on_attempt_end(attempt("a", usage=Usage(input=10, output=2))))
+    assert rows == [("a", pytest.approx(reservation_usd(estimate("a"), HAIKU)), pytest.approx(20e-6))]
+    assert guard.spent == pytest.approx(20e-6) and guard.reserved == pytest.approx(0.0)
+
+
+def test_refusal_message_names_the_cap_and_amounts():
+    guard = InMemoryBudgetGuard(cap_usd=0.001, name="run cap")
+    with pytest.raises(BudgetExhausted, match=r"run cap of \$0.0010 reached"):
+        guard.reserve(estimate(), 0.01)
+
+
+# ------------------------------------------------------------------ tokens
+
+
+@given(st.text())
+def test_emulator_tokenizer_is_lossless(text):
+    assert "".join(tokenize(text)) == text
+    assert count_tokens(text) == len(tokenize(text))
+
+
+@given(st.text(min_size=1))
+def test_upper_bound_covers_the_emulator_and_byte_level_counts(text):
+    assert upper_bound_tokens(text) >= count_tokens(text)
+    assert upper_bound_tokens(text) >= len(text.encode())
+    assert estimate_tokens(text) <= upper_bound_tokens(text)
