@@ -78,7 +78,9 @@ def get_run(session: Session, *, name: str) -> RunRecord:
     if run is None:
         names = session.scalars(select(Run.name).order_by(Run.id).limit(20)).all()
         known = ", ".join(names) or "none yet"
-        raise RunNotFound(f"no run named {name!r} in the store (runs: {known})")
+        raise RunNotFound(
+            f"no run named {name!r} in the store (runs: {known}); a run is created when its learner first starts"
+        )
     return _run_record(run)
 
 
