@@ -136,14 +136,11 @@ def add_teacher_samples(
         if not 0.0 <= s.phi <= 1.0:
             raise ValueError(f"phi {s.phi} outside [0, 1] (sample {s.i} of chunk {chunk_id})")
     dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
-    stmt = (
-        dialect_insert(TeacherSample)
-        .values([{"chunk_id": chunk_id, "i": s.i, "text": s.text, "cut_text": s.cut_text, "phi": float(s.phi),
-                  "call_id": s.call_id, "created_at": now} for s in samples])
-        .on_conflict_do_nothing(index_elements=["chunk_id", "i"])
-        .returning(TeacherSample.id)
-    )
-    inserted = len(session.execute(stmt).all())
+    table = TeacherSample.__table__
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["chunk_id", "i"]).returning(table.c.id)
+    rows = [{"chunk_id": chunk_id, "i": s.i, "text": s.text, "cut_text": s.cut_text, "phi": float(s.phi),
+             "call_id": s.call_id, "created_at": now} for s in samples]
+    inserted = len(session.execute(stmt, rows).all())
     _touch(session, [chunk_id], now)
     return inserted
 

@@ -104,19 +104,20 @@ def record_eval_results(
         return 0
     now = now or utcnow()
     dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
+    table = EvalResult.__table__
+    stmt = (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=["eval_run_id", "item_id", "sample_index"])
+        .returning(table.c.id)
+    )
     inserted = 0
     for start in range(0, len(results), 500):
         part = results[start : start + 500]
-        stmt = (
-            dialect_insert(EvalResult)
-            .values([{"eval_run_id": eval_run_id, "item_id": r.item_id, "sample_index": r.sample_index,
-                      "correct": r.correct, "score": float(r.score), "completion": r.completion,
-                      "extracted": r.extracted, "seed": r.seed, "n_tokens": r.n_tokens, "error": r.error,
-                      "detail": dict(r.detail), "created_at": now} for r in part])
-            .on_conflict_do_nothing(index_elements=["eval_run_id", "item_id", "sample_index"])
-            .returning(EvalResult.id)
-        )
-        inserted += len(session.execute(stmt).all())
+        rows = [{"eval_run_id": eval_run_id, "item_id": r.item_id, "sample_index": r.sample_index,
+                 "correct": r.correct, "score": float(r.score), "completion": r.completion,
+                 "extracted": r.extracted, "seed": r.seed, "n_tokens": r.n_tokens, "error": r.error,
+                 "detail": dict(r.detail), "created_at": now} for r in part]
+        inserted += len(session.execute(stmt, rows).all())
     session.execute(
         EvalRun.__table__.update().where(EvalRun.id == eval_run_id, EvalRun.status != "running").values(status="running")
     )

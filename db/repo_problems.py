@@ -38,7 +38,7 @@ def import_problems(session: Session, *, rows: Sequence[ProblemRow], where_label
     result = ImportResult()
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
-        stored = dict(session.execute(select(Problem.uid, Problem.content_hash).where(Problem.uid.in_([r.uid for r in batch]))).tuples().all())
+        stored = dict(session.execute(select(Problem.uid, Problem.content_hash).where(Problem.uid.in_([r.uid for r in batch]))).all())
         fresh = []
         for row in batch:
             known = stored.get(row.uid)

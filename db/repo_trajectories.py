@@ -124,7 +124,12 @@ def record_trajectories(
     """Insert trajectories (state `generated`) with their chunks; a filled slot is left alone."""
     now = now or utcnow()
     dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
-    slot_cols = ["run_id", "problem_id", "epoch", "sample_index", "attempt"]
+    # One compiled statement, executed with plain parameters (no per-value coercion).
+    insert_trajectory = (
+        dialect_insert(Trajectory.__table__)
+        .on_conflict_do_nothing(index_elements=["run_id", "problem_id", "epoch", "sample_index", "attempt"])
+        .returning(Trajectory.__table__.c.id)
+    )
     out = []
     for t in trajectories:
         values = {
@@ -151,15 +156,14 @@ def record_trajectories(
             "created_at": now,
             "updated_at": now,
         }
-        stmt = dialect_insert(Trajectory).values(values).on_conflict_do_nothing(index_elements=slot_cols)
-        new_id = session.execute(stmt.returning(Trajectory.id)).scalar_one_or_none()
+        new_id = session.execute(insert_trajectory, values).scalar_one_or_none()
         if new_id is None:
             existing = existing_slots(session, run_id=t.run_id, slots=[t.slot])
             out.append(RecordedTrajectory(existing[t.slot], t.slot, False))
             continue
         if t.chunks:
             session.execute(
-                insert(Chunk),
+                insert(Chunk.__table__),
                 [
                     {"trajectory_id": new_id, "idx": k, "start": c.start, "end": c.end, "char_start": c.char_start,
                      "prefix_text": c.prefix_text, "student_text": c.student_text, "anchor_entropy": c.anchor_entropy,
