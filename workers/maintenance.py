@@ -63,10 +63,16 @@ class SweepReport:
 
 
 def sweep(app: Celery, *, now: datetime | None = None) -> SweepReport:
-    """One maintenance pass over the app's run (see the module docstring)."""
+    """One maintenance pass over the app's run (see the module docstring); logs its report."""
+    report = _sweep(app, now or utcnow())
+    trouble = report.dropped_audit_lost or report.inconsistent_chunks or report.stuck_without_teacher
+    log.log(logging.WARNING if trouble else logging.INFO, "maintenance: %s", report.summary())
+    return report
+
+
+def _sweep(app: Celery, now: datetime) -> SweepReport:
     rt = runtime(app)
     config = rt.config
-    now = now or utcnow()
     report = SweepReport(config.run.name)
     teacher = config.audit.teacher
     with rt.sessions.begin() as session:
@@ -95,12 +101,10 @@ def sweep(app: Celery, *, now: datetime | None = None) -> SweepReport:
                 enqueue_after_commit(session, app.signature(AUDIT_TASK, args=(trajectory_id,), queue=audit_queue(teacher)))
             report.requeued = again
         report.inconsistent_chunks = inconsistent_chunks(session, run_id=run.id)
-    level = logging.WARNING if (report.dropped_audit_lost or report.inconsistent_chunks or report.stuck_without_teacher) else logging.INFO
-    log.log(level, "maintenance: %s", report.summary())
     return report
 
 
 def register(app: Celery) -> None:
-    @app.task(name=MAINTENANCE_TASK, bind=True)
+    @app.task(name=MAINTENANCE_TASK, bind=True, shared=False)
     def maintenance_sweep(self) -> dict:
         return asdict(sweep(self.app))

@@ -20,7 +20,6 @@ from db.repo_runs import open_run
 from db.repo_trajectories import ChunkIn, SlotKey, TrajectoryIn, record_trajectories
 from db.session import make_engine, make_session_factory
 
-
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
 
 

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import random
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -137,7 +138,7 @@ def test_four_concurrent_claimers_take_every_bundle_exactly_once(backend_url, en
         for p in procs:
             if p.is_alive():
                 p.kill()
-    claimed = [json.load(open(o)) for o in outs]
+    claimed = [json.loads(Path(o).read_text()) for o in outs]
     flat = [i for c in claimed for i in c]
     assert len(flat) == len(set(flat)) == 1000, "a bundle was claimed twice or lost"
     assert set(flat) == set(ids)

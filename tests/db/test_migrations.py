@@ -55,7 +55,7 @@ def test_upgrade_from_each_earlier_revision_reaches_head(empty_url, start):
         upgrade(engine)
         downgrade(engine, start)
         assert current_revision(engine) == (None if start == "base" else start)
-        with pytest.raises(SchemaNotCurrent, match="omniopd db upgrade --config run.yaml"):
+        with pytest.raises(SchemaNotCurrent, match=r"omniopd db upgrade --config run\.yaml"):
             require_current_schema(engine, "run.yaml")
         upgrade(engine)
         assert require_current_schema(engine) == head_revision()

@@ -86,7 +86,7 @@ def test_parquet_rows_are_validated_with_row_numbers(tmp_path):
 
 def test_unknown_file_types_and_missing_files_are_clear_errors(tmp_path):
     (tmp_path / "p.csv").write_text("id,prompt\n")
-    with pytest.raises(ValueError, match="expected a .jsonl or .parquet"):
+    with pytest.raises(ValueError, match=r"expected a \.jsonl or \.parquet"):
         read_problem_file(tmp_path / "p.csv")
     with pytest.raises(FileNotFoundError, match="no such problems file"):
         read_problem_file(tmp_path / "missing.jsonl")

@@ -18,7 +18,13 @@ from db.repo_audit import (
     promote_if_complete,
 )
 from db.repo_bundles import load_bundles
-from db.repo_trajectories import SlotKey, drop_stale, drop_trajectories, existing_slots, record_trajectories
+from db.repo_trajectories import (
+    SlotKey,
+    drop_stale,
+    drop_trajectories,
+    existing_slots,
+    record_trajectories,
+)
 from tests.db.conftest import make_problems, trajectory
 
 
