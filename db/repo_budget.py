@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import MICROS_PER_USD, RUN_SCOPE, Budget, Reservation, TeacherCall, utcnow
@@ -119,15 +119,42 @@ def set_budget_caps(
     session.flush()
 
 
+# Hot-path statements are built once (bind parameters, compiled once per dialect): building
+# SQL expressions per call cost more CPU than the database work itself.
+_BUDGETS = Budget.__table__
+_RESERVATIONS = Reservation.__table__
+_LOCK_BUDGETS = (
+    select(_BUDGETS.c.id, _BUDGETS.c.provider, _BUDGETS.c.cap_micros, _BUDGETS.c.spent_micros, _BUDGETS.c.reserved_micros)
+    .where(_BUDGETS.c.run_id == bindparam("run_id"), _BUDGETS.c.provider.in_(bindparam("providers", expanding=True)))
+    .order_by(_BUDGETS.c.id)  # one lock order everywhere: no deadlocks between transactions
+    .with_for_update()  # SQLite renders nothing: its transaction already holds the write lock
+)
+_ADD_TO_BUDGETS = (
+    update(_BUDGETS)
+    .where(_BUDGETS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        spent_micros=_BUDGETS.c.spent_micros + bindparam("d_spent"),
+        reserved_micros=_BUDGETS.c.reserved_micros + bindparam("d_reserved"),
+        updated_at=bindparam("now"),
+    )
+)
+_INSERT_RESERVATION = insert(_RESERVATIONS).returning(_RESERVATIONS.c.id)
+_LOCK_RESERVATION = (
+    select(_RESERVATIONS.c.run_id, _RESERVATIONS.c.provider, _RESERVATIONS.c.amount_micros,
+           _RESERVATIONS.c.actual_micros, _RESERVATIONS.c.state)
+    .where(_RESERVATIONS.c.id == bindparam("reservation_id"))
+    .with_for_update()
+)
+_CLOSE_RESERVATION = (
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.id == bindparam("reservation_id"))
+    .values(state=bindparam("new_state"), actual_micros=bindparam("actual"), closed_at=bindparam("now"))
+)
+
+
 def _lock_budgets(session: Session, run_id: int, providers: set[str]) -> list:
     """Budget rows (id, provider, cap, spent, reserved) of `providers`, locked, in id order."""
-    stmt = (
-        select(Budget.id, Budget.provider, Budget.cap_micros, Budget.spent_micros, Budget.reserved_micros)
-        .where(Budget.run_id == run_id, Budget.provider.in_(providers))
-        .order_by(Budget.id)
-        .with_for_update()  # SQLite renders nothing: its transaction already holds the write lock
-    )
-    return list(session.execute(stmt))
+    return list(session.execute(_LOCK_BUDGETS, {"run_id": run_id, "providers": sorted(providers)}))
 
 
 def reserve(
@@ -150,15 +177,12 @@ def reserve(
         )
     if any(r.cap_micros is not None and r.spent_micros + r.reserved_micros + amount > r.cap_micros for r in rows):
         return None
-    session.execute(
-        update(Budget)
-        .where(Budget.id.in_([r.id for r in rows]))
-        .values(reserved_micros=Budget.reserved_micros + amount, updated_at=now)
-    )
-    row = Reservation(run_id=run_id, provider=provider, amount_micros=amount, state="reserved", created_at=now)
-    session.add(row)
-    session.flush()
-    return ReservationRecord(row.id, run_id, provider, amount, now)
+    session.execute(_ADD_TO_BUDGETS, {"ids": [r.id for r in rows], "d_spent": 0, "d_reserved": amount, "now": now})
+    reservation_id = session.execute(
+        _INSERT_RESERVATION,
+        {"run_id": run_id, "provider": provider, "amount_micros": amount, "state": "reserved", "created_at": now},
+    ).scalar_one()
+    return ReservationRecord(reservation_id, run_id, provider, amount, now)
 
 
 def _charge(session: Session, run_id: int, by_provider: Mapping[str, tuple[int, int]], now: datetime) -> None:
@@ -166,17 +190,12 @@ def _charge(session: Session, run_id: int, by_provider: Mapping[str, tuple[int, 
     total_spent = sum(s for s, _ in by_provider.values())
     total_reserved = sum(r for _, r in by_provider.values())
     deltas = {**by_provider, RUN_SCOPE: (total_spent, total_reserved)}
-    for row in _lock_budgets(session, run_id, set(deltas)):
-        spent, reserved = deltas[row.provider]
-        session.execute(
-            update(Budget)
-            .where(Budget.id == row.id)
-            .values(
-                spent_micros=Budget.spent_micros + spent,
-                reserved_micros=Budget.reserved_micros + reserved,
-                updated_at=now,
-            )
-        )
+    rows = _lock_budgets(session, run_id, set(deltas))
+    by_delta: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for row in rows:  # a single reservation moves the same delta on both rows: one UPDATE
+        by_delta[deltas[row.provider]].append(row.id)
+    for (spent, reserved), ids in by_delta.items():
+        session.execute(_ADD_TO_BUDGETS, {"ids": ids, "d_spent": spent, "d_reserved": reserved, "now": now})
 
 
 def settle(session: Session, *, reservation_id: int, actual: int, now: datetime | None = None) -> None:
@@ -189,7 +208,7 @@ def settle(session: Session, *, reservation_id: int, actual: int, now: datetime 
     if actual < 0:
         raise ValueError(f"actual cost must be >= 0 micro-USD, got {actual}")
     now = now or utcnow()
-    row = session.get(Reservation, reservation_id, with_for_update=True, populate_existing=True)
+    row = session.execute(_LOCK_RESERVATION, {"reservation_id": reservation_id}).one_or_none()
     if row is None:
         raise LookupError(f"no reservation {reservation_id}")
     if row.state == "settled":
@@ -203,8 +222,7 @@ def settle(session: Session, *, reservation_id: int, actual: int, now: datetime 
     else:  # expired: it was charged amount in full; correct to the known cost
         delta = (actual - row.amount_micros, 0)
     _charge(session, row.run_id, {row.provider: delta}, now)
-    row.state, row.actual_micros, row.closed_at = "settled", actual, now
-    session.flush()
+    session.execute(_CLOSE_RESERVATION, {"reservation_id": reservation_id, "new_state": "settled", "actual": actual, "now": now})
 
 
 def expire_stale(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.arrays import unpack_f32, unpack_i32
@@ -83,12 +83,46 @@ class Bundle:
     meta: dict[str, Any]
 
 
-def _claimable(run_id: int, now: datetime):
+def _claimable(run_id, now):
     return (
         Trajectory.run_id == run_id,
         Trajectory.state == "ready",
         or_(Trajectory.claimed_by.is_(None), Trajectory.claim_expires_at < now),
     )
+
+
+# Built once with bind parameters: the claim is the learner's hot path.
+_T = Trajectory.__table__
+_C = Chunk.__table__
+_S = TeacherSample.__table__
+_SELECT_CLAIMABLE = (
+    select(_T.c.id)
+    .where(*_claimable(bindparam("run_id"), bindparam("now")), _T.c.policy_version >= bindparam("min_version"))
+    .order_by(_T.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)  # SQLite: nothing rendered, the write lock serialises claimers
+)
+_TAKE = (
+    update(_T)
+    .where(_T.c.id.in_(bindparam("ids", expanding=True)))
+    .values(claimed_by=bindparam("learner"), claimed_at=bindparam("now"), claim_expires_at=bindparam("until"))
+)
+_LOAD_TRAJECTORIES = select(
+    _T.c.id, _T.c.run_id, _T.c.problem_id, _T.c.policy_version, _T.c.prompt_token_ids, _T.c.completion_token_ids,
+    _T.c.logprobs, _T.c.entropies, _T.c.prompt_text, _T.c.completion_text, _T.c.finish_reason, _T.c.truncated,
+    _T.c.entropy_source, _T.c.meta,
+).where(_T.c.id.in_(bindparam("ids", expanding=True)))
+_LOAD_CHUNKS = (
+    select(_C.c.id, _C.c.trajectory_id, _C.c.idx, _C.c.start, _C.c.end, _C.c.state, _C.c.k_sem, _C.c.n_target,
+           _C.c.student_text, _C.c.anchor_entropy)
+    .where(_C.c.trajectory_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_C.c.trajectory_id, _C.c.idx)
+)
+_LOAD_SAMPLES = (
+    select(_S.c.chunk_id, _S.c.i, _S.c.text, _S.c.cut_text, _S.c.phi)
+    .where(_S.c.chunk_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_S.c.chunk_id, _S.c.i)
+)
 
 
 def claim_ready_bundles(
@@ -108,47 +142,30 @@ def claim_ready_bundles(
     if limit < 1:
         raise ValueError("limit must be >= 1")
     now = now or utcnow()
-    ids = list(
-        session.scalars(
-            select(Trajectory.id)
-            .where(*_claimable(run_id, now), Trajectory.policy_version >= min_policy_version)
-            .order_by(Trajectory.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # SQLite: nothing rendered, the write lock serialises
-        )
-    )
+    ids = list(session.scalars(
+        _SELECT_CLAIMABLE, {"run_id": run_id, "now": now, "min_version": min_policy_version, "limit": limit}
+    ))
     if not ids:
         return []
-    session.execute(
-        update(Trajectory)
-        .where(Trajectory.id.in_(ids))
-        .values(claimed_by=learner_id, claimed_at=now, claim_expires_at=now + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_TAKE, {"ids": ids, "learner": learner_id, "now": now, "until": now + timedelta(seconds=lease_s)})
     return load_bundles(session, trajectory_ids=ids, with_samples=with_samples)
 
 
 def load_bundles(session: Session, *, trajectory_ids: Sequence[int], with_samples: bool = False) -> list[Bundle]:
     """Bundles for `trajectory_ids`, in that order (no claim, no state check)."""
-    rows = {t.id: t for t in session.scalars(
-        select(Trajectory).where(Trajectory.id.in_(list(trajectory_ids))).execution_options(populate_existing=True)
-    )}
-    chunks: dict[int, list[Chunk]] = defaultdict(list)
-    for c in session.scalars(select(Chunk).where(Chunk.trajectory_id.in_(list(rows))).order_by(Chunk.trajectory_id, Chunk.idx)):
+    ids = list(trajectory_ids)
+    rows = {t.id: t for t in session.execute(_LOAD_TRAJECTORIES, {"ids": ids})}
+    chunks: dict[int, list] = defaultdict(list)
+    for c in session.execute(_LOAD_CHUNKS, {"ids": ids}):
         chunks[c.trajectory_id].append(c)
     samples: dict[int, list[SampleView]] = defaultdict(list)
     if with_samples:
         chunk_ids = [c.id for cs in chunks.values() for c in cs]
         for start in range(0, len(chunk_ids), 500):
-            stmt = (
-                select(TeacherSample)
-                .where(TeacherSample.chunk_id.in_(chunk_ids[start : start + 500]))
-                .order_by(TeacherSample.chunk_id, TeacherSample.i)
-            )
-            for s in session.scalars(stmt):
-                samples[s.chunk_id].append(SampleView(s.i, s.text, s.cut_text, s.phi))
+            for x in session.execute(_LOAD_SAMPLES, {"ids": chunk_ids[start : start + 500]}):
+                samples[x.chunk_id].append(SampleView(x.i, x.text, x.cut_text, x.phi))
     out = []
-    for tid in trajectory_ids:
+    for tid in ids:
         t = rows.get(tid)
         if t is None:
             raise LookupError(f"no trajectory {tid}")
@@ -157,7 +174,7 @@ def load_bundles(session: Session, *, trajectory_ids: Sequence[int], with_sample
                 t.id, t.run_id, t.problem_id, t.policy_version,
                 unpack_i32(t.prompt_token_ids), unpack_i32(t.completion_token_ids),
                 unpack_f32(t.logprobs), unpack_f32(t.entropies),
-                t.prompt_text, t.completion_text, t.finish_reason, t.truncated, t.entropy_source,
+                t.prompt_text, t.completion_text, t.finish_reason, bool(t.truncated), t.entropy_source,
                 tuple(
                     BundleChunk(c.id, c.idx, c.start, c.end, c.state, c.k_sem, c.n_target, c.student_text,
                                 c.anchor_entropy, tuple(samples[c.id]) if with_samples else None)

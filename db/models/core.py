@@ -120,7 +120,7 @@ class Trajectory(Base):
             "AND epoch >= 0 AND sample_index >= 0 AND attempt >= 0",
             name="counts_nonneg",
         ),
-        Index(None, "run_id", "state", "policy_version", "id"),  # claims, counts
+        Index(None, "run_id", "state", "id"),  # claims (oldest ready first), counts by state
         Index(None, "run_id", "state", "updated_at"),  # maintenance: stuck audits
         Index(None, "claimed_by"),
     )
