@@ -95,12 +95,22 @@ def _claimable(run_id, now):
 _T = Trajectory.__table__
 _C = Chunk.__table__
 _S = TeacherSample.__table__
-_SELECT_CLAIMABLE = (
-    select(_T.c.id)
-    .where(*_claimable(bindparam("run_id"), bindparam("now")), _T.c.policy_version >= bindparam("min_version"))
-    .order_by(_T.c.id)
-    .limit(bindparam("limit"))
+_CLAIM_FILTER = (
+    _T.c.run_id == bindparam("run_id"),
+    _T.c.state == "ready",
+    _T.c.policy_version >= bindparam("min_version"),
+)
+# Unclaimed bundles first (an index seek on (run, state, claimed_by IS NULL) in id order, so
+# bundles leased by other learners are never scanned), then bundles whose lease expired.
+_SELECT_UNCLAIMED = (
+    select(_T.c.id).where(*_CLAIM_FILTER, _T.c.claimed_by.is_(None))
+    .order_by(_T.c.id).limit(bindparam("limit"))
     .with_for_update(skip_locked=True)  # SQLite: nothing rendered, the write lock serialises claimers
+)
+_SELECT_EXPIRED = (
+    select(_T.c.id).where(*_CLAIM_FILTER, _T.c.claimed_by.is_not(None), _T.c.claim_expires_at < bindparam("now"))
+    .order_by(_T.c.id).limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
 )
 _TAKE = (
     update(_T)
@@ -136,15 +146,16 @@ def claim_ready_bundles(
     with_samples: bool = False,
     now: datetime | None = None,
 ) -> list[Bundle]:
-    """Atomically claim up to `limit` ready bundles sampled by policy >= min_policy_version,
-    oldest first; [] when none is available."""
+    """Atomically claim up to `limit` ready bundles sampled by policy >= min_policy_version:
+    unclaimed ones oldest first, then ones whose lease expired; [] when none is available."""
     require_writable(session, "claim_ready_bundles()")
     if limit < 1:
         raise ValueError("limit must be >= 1")
     now = now or utcnow()
-    ids = list(session.scalars(
-        _SELECT_CLAIMABLE, {"run_id": run_id, "now": now, "min_version": min_policy_version, "limit": limit}
-    ))
+    params = {"run_id": run_id, "min_version": min_policy_version, "limit": limit}
+    ids = list(session.scalars(_SELECT_UNCLAIMED, params))
+    if len(ids) < limit:
+        ids += session.scalars(_SELECT_EXPIRED, {**params, "now": now, "limit": limit - len(ids)})
     if not ids:
         return []
     session.execute(_TAKE, {"ids": ids, "learner": learner_id, "now": now, "until": now + timedelta(seconds=lease_s)})

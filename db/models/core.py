@@ -120,9 +120,9 @@ class Trajectory(Base):
             "AND epoch >= 0 AND sample_index >= 0 AND attempt >= 0",
             name="counts_nonneg",
         ),
-        Index(None, "run_id", "state", "id"),  # claims (oldest ready first), counts by state
+        Index(None, "run_id", "state", "claimed_by", "id"),  # claims (unclaimed, oldest first), counts
         Index(None, "run_id", "state", "updated_at"),  # maintenance: stuck audits
-        Index(None, "claimed_by"),
+        Index(None, "claimed_by"),  # release/renew by learner
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

