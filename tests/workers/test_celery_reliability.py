@@ -4,6 +4,7 @@ task's effect on the store happens exactly once (acks_late + idempotent tasks)."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import time
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Chunk, TeacherSample
+from tests.conftest import unavailable
 from tests.workers.conftest import Store, pid_alive, probe_lines, wait_for, write_config
 from workers.app import AUDIT_TASK, enqueue_after_commit, make_celery
 from workers.broker import broker_endpoint, find_embedded_broker
@@ -101,10 +103,9 @@ def test_redis_restarted_during_a_run_workers_reconnect_and_queued_tasks_complet
     data.mkdir()
     redis_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
                  "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"]
-    try:
-        server = processes(redis_cmd, tmp_path / "redis1.log", python=False)
-    except FileNotFoundError:
-        pytest.skip("redis-server is not on PATH")  # the test needs its own server, not the shared one
+    if shutil.which("redis-server") is None:  # its own server: restarting the shared one would hurt others
+        unavailable("redis-server on PATH", "needed to start a private Redis that the test can restart")
+    server = processes(redis_cmd, tmp_path / "redis1.log", python=False)
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
