@@ -58,6 +58,23 @@ def test_messages_are_sent_after_commit_only_and_carry_ids_only(setup):
         enqueue_after_commit(s, app.signature(AUDIT_TASK, args=({"text": "a payload"},)))
 
 
+def test_status_shows_queue_depths_next_to_the_store(setup):
+    import json
+
+    from typer.testing import CliRunner
+
+    from omniopd.cli import app as cli
+
+    config_path, store, app = setup
+    store.trajectories(2)
+    sweep(app, now=utcnow() + timedelta(seconds=61))
+    result = CliRunner().invoke(cli, ["status", "--config", str(config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["broker"]["queues"] == {"rollouts": 0, "audits.emu": 2, "maintenance": 0}
+    assert status["trajectories"]["generated"] == 2
+
+
 def test_lost_audits_are_requeued_then_dropped_with_a_reason(setup):
     _, store, app = setup
     ids = store.trajectories(2)
