@@ -52,10 +52,19 @@ class BrokerConfig(Section):
     """embedded: a private Redis server started and stopped by OmniOPD (nothing to install); redis: use `url`."""
     url: str = "redis://127.0.0.1:6379/0"
     """Redis URL for mode=redis (broker and rate-limit state)."""
-    visibility_timeout_s: int = Field(6 * 3600, ge=60)
-    """Seconds before an unacknowledged task is redelivered; must exceed the longest task."""
+    visibility_timeout_s: int = Field(6 * 3600, ge=1)
+    """Seconds before an unacknowledged task is redelivered; must exceed the longest task (small values are for tests)."""
     key_prefix: str = ""
-    """Prefix for every Redis key this run uses (lets several runs share one Redis)."""
+    """Prefix for every Redis key this run uses (lets several runs share one Redis); default 'omniopd:<run name>:'."""
+
+
+class MaintenanceConfig(Section):
+    interval_s: float = Field(60.0, gt=0)
+    """Seconds between maintenance sweeps (`omniopd worker maintenance`)."""
+    stuck_after_s: float = Field(1800.0, gt=0)
+    """A trajectory waiting for audit with no progress for this long has lost its audit task and is re-queued."""
+    max_requeues: int = Field(3, ge=0)
+    """Re-queues of one trajectory's audit before it is dropped with reason 'audit_lost'."""
 
 
 # ------------------------------------------------------------------------ models
@@ -297,6 +306,10 @@ class LearnerConfig(Section):
     """K: save a checkpoint and publish a policy version every K steps."""
     keep_checkpoints: int = Field(3, ge=1)
     """Checkpoints kept on disk (older ones deleted; published versions keep their rows)."""
+    claim_lease_s: float = Field(1800.0, gt=0)
+    """A claimed bundle not consumed within this many seconds is claimable again (its learner is presumed dead)."""
+    learner_id: str = Field("learner-0", min_length=1)
+    """Stable identity of the learner process: on restart it takes back the bundles it had claimed."""
     max_policy_lag: int = Field(1, ge=0)
     """Max versions between the policy that sampled a trajectory and the one trained on it."""
     pipeline_depth: int = Field(2, ge=1)
@@ -373,6 +386,8 @@ class OmniConfig(Section):
     """The SQL store (source of truth)."""
     broker: BrokerConfig = BrokerConfig()
     """The Celery broker (and shared rate-limit state)."""
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    """Periodic repair: lost audit tasks, stale budget reservations, expired claims."""
     student: ModelConfig = ModelConfig()
     """The student model (trained)."""
     reference: ModelConfig | None = None
@@ -418,6 +433,11 @@ class OmniConfig(Section):
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.run.output_dir / 'omniopd.db'}"
+
+    @property
+    def broker_key_prefix(self) -> str:
+        """Prefix of this run's Redis keys (queues, rate-limit buckets)."""
+        return self.broker.key_prefix or f"omniopd:{self.run.name}:"
 
     @property
     def reference_model(self) -> ModelConfig:

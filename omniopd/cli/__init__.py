@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from omniopd import __version__
-from omniopd.cli import config_cmd, models_cmd, sandbox_cmd, teacher_cmd
+from omniopd.cli import config_cmd, data_cmd, db_cmd, models_cmd, sandbox_cmd, status_cmd, teacher_cmd, worker_cmd
 
 app = typer.Typer(
     name="omniopd",
@@ -28,6 +28,10 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(teacher_cmd.app, name="teacher")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(worker_cmd.app, name="worker")
+app.command("status")(status_cmd.status)
 
 
 def _version(value: bool) -> None:

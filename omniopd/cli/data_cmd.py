@@ -1,0 +1,82 @@
+"""`omniopd data import`: load training problems into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, err_console, fail, load
+
+app = typer.Typer(help="Datasets: import training problems into the store.", no_args_is_help=True)
+
+
+@app.command("import")
+def import_(
+    config: ConfigOpt,
+    file: Path | None = typer.Argument(
+        None, help="JSONL or Parquet file of problems (default: data.train of the config).", show_default=False
+    ),
+    split: str = typer.Option("train", "--split", help="Split of rows that do not name one."),
+    strict: bool = typer.Option(False, "--strict", help="Import nothing unless every row is valid."),
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Import training problems from a JSONL or Parquet file.
+
+    Each row: {id, prompt, answer | tests, split?, source?, ...}.
+    Good rows are imported once (re-importing is idempotent by content hash); every bad
+    row is reported with its line and the reason, and the exit status is 1 if there was any.
+    """
+    cfg = load(config, set_)
+    path = file or cfg.data.train
+    if path is None:
+        fail("no file given and the config has no data.train")
+    import json
+
+    from db.migrate import SchemaNotCurrent, open_current
+    from db.problem_files import read_problem_file
+    from db.repo_problems import import_problems
+    from db.session import make_session_factory
+
+    try:
+        parsed = read_problem_file(path, default_split=split)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    try:
+        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    label = "row" if path.suffix == ".parquet" else "line"
+    inserted, present, conflicts = 0, 0, []
+    try:
+        if not (strict and parsed.errors):
+            with make_session_factory(engine)() as session:
+                result = import_problems(session, rows=parsed.rows, where_label=label)
+                conflicts = result.conflicts
+                if strict and conflicts:
+                    session.rollback()
+                else:
+                    session.commit()
+                    inserted, present = result.inserted, result.already_present
+    finally:
+        engine.dispose()
+    bad = [*parsed.errors, *conflicts]
+    if json_:
+        console.print_json(json.dumps({
+            "file": str(path), "inserted": inserted, "already_present": present,
+            "errors": [{"where": e.where, "reason": e.reason} for e in bad],
+            "repeats": [{"where": e.where, "reason": e.reason} for e in parsed.repeats],
+        }))
+    else:
+        for err in bad:
+            err_console.print(f"{path}: {err}", style="red", highlight=False, markup=False, soft_wrap=True)
+        for note in parsed.repeats:
+            err_console.print(f"{path}: {note}", highlight=False, markup=False, soft_wrap=True)
+        nothing = " (nothing imported: --strict)" if strict and bad else ""
+        console.print(
+            f"{path}: {inserted} new problems, {present} already in the store, {len(bad)} bad rows{nothing}",
+            highlight=False, soft_wrap=True,
+        )
+    if bad:
+        raise typer.Exit(1)

@@ -1,0 +1,108 @@
+"""`omniopd status`: where a run stands — queues, trajectories, bundles, policy, spend."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, fail, load
+
+RunOpt = Annotated[
+    str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
+]
+
+
+def _broker_view(cfg) -> dict[str, Any]:
+    """Queue depths from the broker, or why they are unavailable (never starts a broker)."""
+    from workers.app import in_flight, make_celery, queue_depths, queue_names
+    from workers.broker import BrokerNotRunning, broker_endpoint
+
+    try:
+        endpoint = broker_endpoint(cfg)
+    except BrokerNotRunning as exc:
+        return {"error": str(exc)}
+    app = make_celery(cfg, broker_url=endpoint.url)
+    try:
+        return {"queues": queue_depths(app, queue_names(cfg)), "in_flight": in_flight(app)}
+    except Exception as exc:  # unreachable Redis: report, do not crash the status page
+        return {"error": f"broker unreachable ({type(exc).__name__}: {exc})"}
+
+
+def _usd(micros: int | None) -> str:
+    return "-" if micros is None else f"${micros / 1e6:,.4f}"
+
+
+def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Show a run: queue depths, trajectories, bundles, policy version, spend vs caps.
+
+    Trajectories are counted by state (dropped ones by reason), bundles as ready,
+    claimed by a learner and consumed; spend is shown per provider and for the run,
+    next to each cap. Reads the store without locking it; never starts a broker.
+    """
+    cfg = load(config, set_)
+    from db.migrate import SchemaNotCurrent, open_current
+    from db.repo_runs import RunNotFound, get_run
+    from db.repo_status import run_status
+    from db.session import make_session_factory
+
+    name = run or cfg.run.name
+    try:
+        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    try:
+        with make_session_factory(engine, read_only=True).begin() as session:
+            record = get_run(session, name=name)
+            st = run_status(session, run_id=record.id, run_name=record.name, run_status=record.status)
+    except RunNotFound as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    broker = _broker_view(cfg)
+    if json_:
+        console.print_json(json.dumps({**asdict(st), "broker": broker}, default=str))
+        return
+    _print(st, broker)
+
+
+def _print(st, broker: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]run {st.run_name}[/] ({st.run_status}): step {st.latest_step}, "
+        f"policy v{st.latest_policy_version} ({st.latest_policy_path})",
+        soft_wrap=True,
+    )
+    queues = Table(title="queues", title_justify="left")
+    queues.add_column("queue")
+    queues.add_column("waiting", justify="right")
+    if "error" not in broker:
+        for name, depth in broker["queues"].items():
+            queues.add_row(name, str(depth))
+        queues.add_row("[dim](delivered, not yet acked)[/]", str(broker["in_flight"]))
+    work = Table(title="trajectories and bundles", title_justify="left")
+    work.add_column("state")
+    work.add_column("count", justify="right")
+    for state, n in st.trajectories.items():
+        work.add_row(state, str(n))
+    for reason, n in st.dropped.items():
+        work.add_row(f"  dropped: {reason}", str(n))
+    work.add_row("bundles ready (claimable)", str(st.bundles_ready))
+    work.add_row("bundles claimed by a learner", str(st.bundles_claimed))
+    work.add_row("bundles consumed", str(st.bundles_consumed))
+    for state, n in st.chunks.items():
+        work.add_row(f"chunks {state}", str(n))
+    spend = Table(title="teacher spend (USD)", title_justify="left")
+    for col in ("budget", "spent", "reserved", "cap", "headroom", "calls"):
+        spend.add_column(col, justify="left" if col == "budget" else "right")
+    calls = {c.key: c.calls for c in st.calls}
+    for b in st.budgets:
+        label = "run total" if b.provider == "*" else b.provider
+        count = sum(calls.values()) if b.provider == "*" else calls.get(b.provider, 0)
+        spend.add_row(label, _usd(b.spent), _usd(b.reserved), _usd(b.cap), _usd(b.headroom), str(count))
+    if "error" in broker:
+        console.print(f"[yellow]queues unavailable:[/] {broker['error']}", soft_wrap=True)
+    for table in (work, spend) if "error" in broker else (queues, work, spend):
+        console.print(table)

@@ -1,0 +1,232 @@
+"""The Celery application: queues, reliability settings, task registry, post-commit sends.
+
+Queues (one per role, one per teacher, so each scales and rate-limits on its own):
+
+    rollouts             GPU rollout workers      task ROLLOUT_TASK
+    audits.<teacher>     CPU audit workers        task AUDIT_TASK (one per teacher in the config)
+    maintenance          the maintenance worker   task MAINTENANCE_TASK
+
+Reliability: acks_late + task_reject_on_worker_lost (a task whose worker process dies
+goes back to the queue), prefetch 1 (a worker holds one message beyond the one it runs,
+so a long GPU task never hides work from idle workers), a visibility timeout from the
+config (a message unacknowledged that long — its worker host died — is redelivered),
+JSON only, and messages carry ids only: the store holds the state.
+
+Adding the tasks of a role (workers/rollout.py, workers/audit.py): write
+
+    def register(app: Celery) -> None:
+        @app.task(name=AUDIT_TASK, bind=True, shared=False)
+        def audit(self, trajectory_id: int) -> None:
+            rt = runtime(self.app)
+            with rt.sessions.begin() as session:
+                ...
+
+and add the module to TASK_MODULES; the routes and queues are already here. (`shared=False`:
+each app gets its own task objects; Celery's default would attach them to every app made
+in the process and warn about duplicates.)
+`runtime(app)` gives each worker process its config and its own engine (created after
+the fork, never shared with the parent).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+from celery.canvas import Signature
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from omniopd.config import OmniConfig
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_QUEUE = "rollouts"
+MAINTENANCE_QUEUE = "maintenance"
+ROLLOUT_TASK = "omniopd.rollout.generate"
+AUDIT_TASK = "omniopd.audit.trajectory"
+MAINTENANCE_TASK = "omniopd.maintenance.sweep"
+
+TASK_MODULES: tuple[str, ...] = ("workers.maintenance",)
+"""Modules whose `register(app)` adds their tasks to every OmniOPD Celery app."""
+
+
+def audit_queue(teacher: str) -> str:
+    """Queue of the audits for one teacher (the key of `teachers` in the config)."""
+    return f"audits.{teacher}"
+
+
+def queue_names(config: OmniConfig) -> list[str]:
+    """Every queue of the run: rollouts, one audit queue per teacher, maintenance."""
+    return [ROLLOUT_QUEUE, *(audit_queue(t) for t in sorted(config.teachers)), MAINTENANCE_QUEUE]
+
+
+def transport_options(config: OmniConfig) -> dict[str, Any]:
+    visibility = config.broker.visibility_timeout_s
+    return {
+        "global_keyprefix": config.broker_key_prefix,
+        "visibility_timeout": visibility,
+        # Sweep for abandoned (unacked past the visibility timeout) messages often enough
+        # that a short timeout really bounds redelivery; each sweep is one small Redis query.
+        "unacked_restore_interval": max(1, min(10, visibility // 4)),
+        "unacked_restore_throttle": 1,
+        "health_check_interval": 10,  # notice a restarted Redis within seconds
+    }
+
+
+def make_celery(
+    config: OmniConfig,
+    *,
+    broker_url: str,
+    config_path: str | Path | None = None,
+    extra_task_modules: Sequence[str] = (),
+) -> Celery:
+    """A Celery app for the run described by `config`, talking to `broker_url`
+    (workers/broker.py resolves it; embedded mode has no fixed URL)."""
+    app = Celery("omniopd", broker=broker_url, set_as_current=False)
+    routes = {ROLLOUT_TASK: {"queue": ROLLOUT_QUEUE}, MAINTENANCE_TASK: {"queue": MAINTENANCE_QUEUE}}
+    if config.audit.teacher:
+        routes[AUDIT_TASK] = {"queue": audit_queue(config.audit.teacher)}
+    app.conf.update(
+        broker_transport_options=transport_options(config),
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a restarted Redis is waited for, not fatal
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,  # a task that raised is not retried forever
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # the store is the result
+        result_backend=None,
+        task_default_queue=MAINTENANCE_QUEUE,
+        task_create_missing_queues=True,
+        task_routes=routes,
+        task_default_delivery_mode="persistent",
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        beat_schedule={
+            "omniopd-maintenance": {
+                "task": MAINTENANCE_TASK,
+                "schedule": config.maintenance.interval_s,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": config.maintenance.interval_s},
+            }
+        },
+        beat_schedule_filename=str(Path(config.run.output_dir) / "celerybeat-schedule"),
+    )
+    app.omniopd_config = config  # read by runtime()
+    app.omniopd_config_path = None if config_path is None else str(config_path)
+    for name in (*TASK_MODULES, *extra_task_modules):
+        importlib.import_module(name).register(app)
+    return app
+
+
+@dataclass
+class Runtime:
+    """What a task needs: the config and this process's store connection."""
+
+    config: OmniConfig
+    config_path: str | None
+    engine: Engine
+    sessions: sessionmaker[Session]
+    pid: int
+
+
+def runtime(app: Celery) -> Runtime:
+    """The calling process's Runtime, created on first use (after a prefork fork, so each
+    pool process has its own connection pool); checks the schema once."""
+    from db.migrate import require_current_schema
+    from db.session import make_engine, make_session_factory
+
+    current: Runtime | None = getattr(app, "omniopd_runtime", None)
+    if current is not None and current.pid == os.getpid():
+        return current
+    config: OmniConfig = app.omniopd_config
+    engine = make_engine(
+        config.store_url, pool_size=config.store.pool_size, sqlite_busy_timeout_ms=config.store.sqlite_busy_timeout_ms
+    )
+    require_current_schema(engine, app.omniopd_config_path)
+    current = Runtime(config, app.omniopd_config_path, engine, make_session_factory(engine), os.getpid())
+    app.omniopd_runtime = current
+    return current
+
+
+# ------------------------------------------------------------- send after commit
+
+PENDING_KEY = "omniopd_after_commit"
+MAX_ID_TEXT = 200
+
+
+def _check_ids_only(args: Sequence[Any]) -> None:
+    """Messages carry ids (ints, short strings, lists of ints), never payloads."""
+    for arg in args:
+        if isinstance(arg, bool) or not (
+            isinstance(arg, int)
+            or (isinstance(arg, str) and len(arg) <= MAX_ID_TEXT)
+            or (isinstance(arg, list | tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in arg))
+        ):
+            raise TypeError(f"task arguments must be ids (int, short str, list of int); got {type(arg).__name__}")
+
+
+def enqueue_after_commit(session: Session, task: Task | Signature, *args: Any, queue: str | None = None) -> None:
+    """Send `task(*args)` once the session's transaction commits; drop it on rollback.
+
+    So a message never announces a row that does not exist. If the send itself fails
+    after the commit (broker down), the error is logged and the maintenance sweep
+    re-sends the work it finds stuck. Use in the outermost transaction only.
+    """
+    if isinstance(task, Signature):
+        if args:
+            raise TypeError("pass args inside the signature, not to enqueue_after_commit")
+        signature = task.clone()
+        _check_ids_only(signature.args)
+        if queue is not None:
+            signature.set(queue=queue)
+    else:
+        _check_ids_only(args)
+        signature = task.signature(args, queue=queue) if queue else task.signature(args)
+    session.info.setdefault(PENDING_KEY, []).append(signature)
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    for signature in session.info.pop(PENDING_KEY, []):
+        try:
+            signature.apply_async()
+        except Exception:  # the commit stands; maintenance re-sends stuck work
+            log.exception("could not send %s after commit; maintenance will re-send it", signature.task)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(PENDING_KEY, None)
+
+
+# ------------------------------------------------------------------ inspection
+
+
+def queue_depths(app: Celery, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each queue (not counting those a worker holds unacknowledged)."""
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+        channel = conn.default_channel
+        # kombu 5.7's passive queue_declare checks existence without global_keyprefix and
+        # reports every prefixed queue missing; _size (all priority lists) prefixes correctly.
+        return {queue: int(channel._size(queue)) for queue in queues}
+
+
+def in_flight(app: Celery) -> int:
+    """Messages delivered to a worker and not yet acknowledged (running or prefetched)."""
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=5)
+        channel = conn.default_channel
+        return int(channel.client.hlen(channel.unacked_key))

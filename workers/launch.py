@@ -1,0 +1,67 @@
+"""Start a Celery worker process for a role: the generic launcher behind `omniopd worker ...`.
+
+    run_worker(config, queues=["rollouts"], pool="solo", concurrency=1)          # GPU rollouts
+    run_worker(config, queues=[audit_queue(t)], pool="threads", concurrency=8)   # teacher audits
+    run_worker(config, queues=["maintenance"], pool="solo", beat=True)           # maintenance
+
+It refuses a store whose schema is behind (with the command that fixes it), resolves
+the broker (embedded mode: joins the run's private Redis or starts it, and then stops it
+when this worker exits), builds the app and runs the worker in the foreground until
+SIGTERM/Ctrl-C (warm shutdown: the running task finishes, or is redelivered if killed).
+Pools: `solo` runs tasks in the main process (GPU workers: one model in memory),
+`threads` for I/O-bound audits, `prefork` for isolated CPU tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from omniopd.config import OmniConfig
+from workers.app import make_celery
+from workers.broker import broker_for
+
+Pool = Literal["solo", "threads", "prefork"]
+
+
+def run_worker(
+    config: OmniConfig,
+    *,
+    queues: Sequence[str],
+    pool: Pool = "prefork",
+    concurrency: int = 1,
+    beat: bool = False,
+    role: str = "worker",
+    config_path: str | Path | None = None,
+    loglevel: str = "INFO",
+    extra_task_modules: Sequence[str] = (),
+) -> int:
+    """Run a worker consuming `queues` until it is told to stop; returns its exit code."""
+    from db.migrate import open_current
+
+    if pool not in ("solo", "threads", "prefork"):
+        raise ValueError(f"pool {pool!r}: expected solo, threads or prefork")
+    if not queues:
+        raise ValueError("a worker needs at least one queue")
+    open_current(config.store_url, config_path).dispose()  # SchemaNotCurrent says what to run
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's context chatter
+    with broker_for(config) as endpoint:
+        app = make_celery(config, broker_url=endpoint.url, config_path=config_path, extra_task_modules=extra_task_modules)
+        Path(config.run.output_dir).mkdir(parents=True, exist_ok=True)
+        worker = app.Worker(
+            hostname=f"{role}-{os.getpid()}@{socket.gethostname()}",
+            queues=list(queues),
+            pool_cls=pool,
+            concurrency=concurrency,
+            beat=beat,
+            loglevel=loglevel,
+            without_mingle=True,  # no start-up chatter between workers: ids in, store out
+            without_gossip=True,
+        )
+        worker.start()
+        return worker.exitcode or 0

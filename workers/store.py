@@ -1,0 +1,38 @@
+"""The store as the processes of a run use it: engine from the config, run from the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from db.migrate import open_current
+from db.repo_budget import usd_to_micros
+from db.repo_runs import RunRecord, open_run
+from omniopd.config import OmniConfig
+
+
+def store_engine(config: OmniConfig, config_path: str | Path | None = None) -> Engine:
+    """Engine for the run's store; raises SchemaNotCurrent (naming the fix) if it is behind."""
+    return open_current(
+        config.store_url,
+        config_path,
+        pool_size=config.store.pool_size,
+        sqlite_busy_timeout_ms=config.store.sqlite_busy_timeout_ms,
+    )
+
+
+def ensure_run(session: Session, config: OmniConfig) -> RunRecord:
+    """Get or create the config's run, with one budget per configured teacher
+    (teachers.<name>.budget_usd) and the run-wide cap (audit.budget_usd)."""
+    return open_run(
+        session,
+        name=config.run.name,
+        config=config.model_dump(mode="json"),
+        base_model_path=config.student.path,
+        provider_caps={
+            name: None if t.budget_usd is None else usd_to_micros(t.budget_usd) for name, t in config.teachers.items()
+        },
+        run_cap=None if config.audit.budget_usd is None else usd_to_micros(config.audit.budget_usd),
+    )
