@@ -11,7 +11,16 @@ from __future__ import annotations
 import typer
 
 from omniopd import __version__
-from omniopd.cli import config_cmd, data_cmd, db_cmd, models_cmd, sandbox_cmd, status_cmd, teacher_cmd, worker_cmd
+from omniopd.cli import (
+    config_cmd,
+    data_cmd,
+    db_cmd,
+    models_cmd,
+    sandbox_cmd,
+    status_cmd,
+    teacher_cmd,
+    worker_cmd,
+)
 
 app = typer.Typer(
     name="omniopd",
