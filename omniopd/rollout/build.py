@@ -1,0 +1,53 @@
+"""Config -> rollout engine: the one place that reads `OmniConfig` for the rollout backends.
+
+Domain code takes plain arguments; this builder turns `student` + `rollout` config
+sections into them. `model_path` overrides `student.path` (a worker starting on the
+newest published checkpoint instead of the base model).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from omniopd.rollout.base import RolloutEngine
+
+if TYPE_CHECKING:
+    from omniopd.config import OmniConfig
+
+
+def _hf(config: OmniConfig, path: str) -> RolloutEngine:
+    from omniopd.rollout.hf import HFEngine
+
+    s = config.student
+    return HFEngine(path, tokenizer_path=s.tokenizer, dtype=s.dtype, device=s.device)
+
+
+def _vllm(config: OmniConfig, path: str) -> RolloutEngine:
+    from omniopd.rollout.vllm import VllmEngine
+
+    s, r = config.student, config.rollout
+    return VllmEngine(
+        path,
+        tokenizer_path=s.tokenizer,
+        dtype=s.dtype,
+        scoring_device=s.device,
+        seed=config.run.seed,
+        # Long enough for the longest accepted prompt plus a full completion.
+        max_model_len=r.vllm.max_model_len or r.max_prompt_tokens + r.max_new_tokens,
+        gpu_memory_utilization=r.vllm.gpu_memory_utilization,
+        enforce_eager=r.vllm.enforce_eager,
+        tensor_parallel_size=r.vllm.tensor_parallel_size,
+        cpu_kvcache_gb=r.vllm.cpu_kvcache_gb,
+    )
+
+
+ENGINES = {"hf": _hf, "vllm": _vllm}
+"""rollout.backend -> builder(config, model_path)."""
+
+
+def build_engine(config: OmniConfig, model_path: str | None = None) -> RolloutEngine:
+    """Start the configured student engine on `model_path` (default `student.path`), version 0."""
+    path = model_path or config.student.path
+    if not path:
+        raise ValueError("student.path is empty: set it to the student model directory")
+    return ENGINES[config.rollout.backend](config, path)
