@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,6 +228,8 @@ class VllmEngine(RolloutEngine):
         finally:
             del llm
             gc.collect()
+            # Reap the engine processes vLLM killed, so none lingers as a zombie.
+            multiprocessing.active_children()
 
     def close(self) -> None:
         self._shutdown()

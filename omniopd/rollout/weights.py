@@ -77,11 +77,19 @@ def check_untied(checkpoint_dir: str | Path) -> None:
         )
 
 
+def _weight_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str | None:
+    """The state-dict name of `module.weight` (by module identity: a tied weight has two names)."""
+    name = next((n for n, m in model.named_modules() if m is module), None)
+    return None if name is None else f"{name}.weight" if name else "weight"
+
+
 def load_state_dict_strict(model: torch.nn.Module, checkpoint_dir: str | Path) -> None:
     """Copy every tensor of a safetensors checkpoint into `model`; every parameter must be covered.
 
-    Missing keys are an error (a tied checkpoint has no lm_head.weight: loading it
-    non-strictly would keep the old output layer, the same silent bug as vLLM's).
+    A missing or unexpected tensor is an error, never a silently kept old weight (the bug
+    vLLM has with tied checkpoints). A tied checkpoint (no output-layer tensor) is loaded
+    the way transformers loads it: the output layer becomes a copy of the new input
+    embeddings. The model must be untied itself (each layer its own parameter).
     """
     from safetensors.torch import load_file
 
@@ -91,14 +99,23 @@ def load_state_dict_strict(model: torch.nn.Module, checkpoint_dir: str | Path) -
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
+    out_name = _weight_name(model, model.get_output_embeddings())
+    in_name = _weight_name(model, model.get_input_embeddings())
+    if out_name and in_name and out_name not in state and in_name in state and is_tied(checkpoint_config(checkpoint_dir)):
+        state[out_name] = state[in_name]
     expected = {name for name, _ in model.named_parameters()}
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
+        hint = ""
+        if out_name in unexpected:
+            hint = (
+                f"; the loaded model's {out_name} is tied to its input embeddings (it was started from a "
+                "tie_word_embeddings: true model): start rollout workers from an untied copy of the base model"
+            )
         raise WeightSyncError(
             f"checkpoint {checkpoint_dir} does not match the loaded model: missing {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{' ...' if len(unexpected) > 5 else ''}"
-            + ("; lm_head.weight is missing: the checkpoint was saved tied — save it untied" if "lm_head.weight" in missing else "")
+            f"{' ...' if len(unexpected) > 5 else ''}{hint}"
         )
     params = dict(model.named_parameters())
     with torch.no_grad():
