@@ -92,9 +92,9 @@ class HFEngine(RolloutEngine):
         cache, next_pos = out.past_key_values, positions[:, -1:] + 1  # [B, 1]
         logits = out.logits[:, -1, :].float()  # [B, V]
         for step in range(sampling.max_new_tokens):
-            logprobs = torch.log_softmax(logits, dim=-1)  # [B, V], raw temperature-1 distribution
             chosen = self._sample(logits, sampling, gens)  # [B]
             if sampling.topk_logprobs:
+                logprobs = torch.log_softmax(logits, dim=-1)  # [B, V], raw temperature-1 distribution
                 top = logprobs.topk(min(sampling.topk_logprobs, logprobs.shape[-1]), dim=-1).values.tolist()
                 picked = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
             is_stop = torch.isin(chosen, stops).tolist()

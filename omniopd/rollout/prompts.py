@@ -33,7 +33,7 @@ class RenderedPrompt:
     """A problem rendered for the student. Invariant: `token_ids` is the tokenization of `text`
     (no special tokens added), and len(token_ids) <= the limit it was rendered under."""
 
-    problem_id: str
+    problem_id: str | int
     question: str
     text: str
     token_ids: list[int]
@@ -42,7 +42,7 @@ class RenderedPrompt:
 class PromptTooLongError(ValueError):
     """A rendered prompt exceeds `rollout.max_prompt_tokens`; carries the problem id."""
 
-    def __init__(self, problem_id: str, n_tokens: int, limit: int):
+    def __init__(self, problem_id: str | int, n_tokens: int, limit: int):
         self.problem_id, self.n_tokens, self.limit = problem_id, n_tokens, limit
         super().__init__(
             f"problem {problem_id!r}: the rendered prompt has {n_tokens} tokens, more than "
@@ -71,7 +71,7 @@ def render_text(tokenizer: Any, question: str, template: PromptTemplate) -> str:
 
 
 def render_prompt(
-    tokenizer: Any, problem_id: str, question: str, template: PromptTemplate, max_prompt_tokens: int
+    tokenizer: Any, problem_id: str | int, question: str, template: PromptTemplate, max_prompt_tokens: int
 ) -> RenderedPrompt:
     """Render and tokenize one problem; raises PromptTooLongError past `max_prompt_tokens`."""
     text = render_text(tokenizer, question, template)
@@ -85,7 +85,7 @@ def render_prompt(
 
 def render_prompts(
     tokenizer: Any,
-    problems: Sequence[tuple[str, str]],
+    problems: Sequence[tuple[str | int, str]],
     template: PromptTemplate,
     max_prompt_tokens: int,
 ) -> tuple[list[RenderedPrompt], list[PromptTooLongError]]:

@@ -79,7 +79,7 @@ class TrajectoryRecord:
     "length")`; `text == decode(token_ids, skip_special_tokens=True)`.
     """
 
-    problem_id: str
+    problem_id: str | int
     sample_index: int
     policy_version: int
     seed: int

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from pathlib import Path
 from omniopd.models.loading import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from omniopd.rollout.base import Generation, RolloutEngine, Sampling, sample_seeds
 from omniopd.rollout.prompts import stop_token_ids
+
+logger = logging.getLogger(__name__)
 
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
@@ -51,6 +54,15 @@ def import_vllm():
             "or set rollout.backend: hf."
         ) from exc
     return vllm
+
+
+def supports_inplace_reload() -> bool:
+    """Whether this vLLM's workers have `reload_weights` (vLLM >= 0.11; older ones restart)."""
+    try:
+        from vllm.v1.worker.gpu_worker import Worker
+    except ImportError:
+        return False
+    return hasattr(Worker, "reload_weights")
 
 
 def _on_cpu() -> bool:
@@ -89,7 +101,11 @@ class VllmEngine(RolloutEngine):
         enforce_eager: bool = False,
         tensor_parallel_size: int = 1,
         cpu_kvcache_gb: float = 1.0,
+        max_logprobs: int = 20,
+        scoring: bool = True,
     ):
+        """`scoring=False` skips the torch copy (sampling only, e.g. evaluation): then
+        `scoring_model` and weight reloads are unavailable."""
         import_vllm()
         self.model_path = str(model_path)
         self.tokenizer_path = tokenizer_path or self.model_path
@@ -104,6 +120,8 @@ class VllmEngine(RolloutEngine):
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=True if self.cpu else enforce_eager,
             tensor_parallel_size=tensor_parallel_size,
+            # the most top-k logprobs a request may ask for (entropy_source: topk)
+            max_logprobs=max_logprobs,
             # Sampling settings come only from our config, never the model's generation_config.json.
             generation_config="vllm",
         )
@@ -113,7 +131,7 @@ class VllmEngine(RolloutEngine):
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.stop_token_ids = stop_token_ids(self.tokenizer, self.model_path)
         self.llm = self._start(self.model_path)
-        self._scoring = load_causal_lm(self.model_path, dtype=dtype, device=self.scoring_device)
+        self._scoring = load_causal_lm(self.model_path, dtype=dtype, device=self.scoring_device) if scoring else None
         self.policy_version = 0
         self.checkpoint = self.model_path
 
@@ -124,6 +142,8 @@ class VllmEngine(RolloutEngine):
 
     @property
     def scoring_model(self):
+        if self._scoring is None:
+            raise RuntimeError("this vLLM engine was started with scoring=False: it has no scoring model")
         return self._scoring
 
     # ------------------------------------------------------------------ generation
@@ -192,16 +212,20 @@ class VllmEngine(RolloutEngine):
         """In-place `reload_weights` + prefix-cache reset; an engine restart where unavailable."""
         from omniopd.rollout.weights import load_state_dict_strict
 
-        try:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(checkpoint_dir)})
-            method = "reload_weights"
-        except (AttributeError, NotImplementedError):
-            # Older vLLM (no reload_weights) or a load format without reload support.
+        method = "restart"
+        if supports_inplace_reload():
+            try:
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(checkpoint_dir)})
+                method = "reload_weights"
+            except Exception as exc:  # errors come back wrapped from the worker process
+                # A failed in-place reload may leave weights half-written: a restart is the
+                # always-correct fallback (and the probe checks its result as well).
+                logger.warning("vLLM reload_weights from %s failed (%s); restarting the engine", checkpoint_dir, exc)
+        if method == "restart":
             self.restart(checkpoint_dir)
-            method = "restart"
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
-        load_state_dict_strict(self._scoring, checkpoint_dir)
+        load_state_dict_strict(self.scoring_model, checkpoint_dir)
         self.checkpoint = str(checkpoint_dir)
         return method
 
