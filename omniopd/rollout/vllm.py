@@ -105,7 +105,7 @@ class VllmEngine(RolloutEngine):
         scoring: bool = True,
     ):
         """`scoring=False` skips the torch copy (sampling only, e.g. evaluation): then
-        `scoring_model` and weight reloads are unavailable."""
+        `scoring_model` is unavailable (reloads and probes still work)."""
         import_vllm()
         self.model_path = str(model_path)
         self.tokenizer_path = tokenizer_path or self.model_path
@@ -225,7 +225,8 @@ class VllmEngine(RolloutEngine):
             self.restart(checkpoint_dir)
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
-        load_state_dict_strict(self.scoring_model, checkpoint_dir)
+        if self._scoring is not None:
+            load_state_dict_strict(self._scoring, checkpoint_dir)
         self.checkpoint = str(checkpoint_dir)
         return method
 
