@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from omniopd import __version__
-from omniopd.cli import config_cmd
+from omniopd.cli import config_cmd, data_cmd
 
 app = typer.Typer(
     name="omniopd",
@@ -25,6 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(data_cmd.app, name="data")
 
 
 def _version(value: bool) -> None:
