@@ -132,7 +132,8 @@ def _competition(source: str, year: int | None) -> Callable[[dict, str], dict]:
     def convert(row: dict, fallback_id: str) -> dict:
         if year is not None:
             _year_check(row, year)
-        return {"id": str(_first(row, "ID", "id", required=False) or fallback_id),
+        ident = _first(row, "ID", "id", required=False)
+        return {"id": str(ident) if ident is not None else fallback_id,
                 "problem": _first(row, "Problem", "problem", "question"),
                 "answer": _answer_text(_first(row, "Answer", "answer")), "source": source}
 
@@ -155,7 +156,7 @@ def olympiadbench(row: dict, fallback_id: str) -> dict:
         raise Skip("no final answer")
     question = _first(row, "question")
     context = row.get("context")
-    return {"id": str(row.get("id") or fallback_id),
+    return {"id": str(row["id"]) if row.get("id") is not None else fallback_id,
             "problem": f"{context}\n\n{question}" if context else question,
             "answer": ", ".join(_answer_text(a) for a in answers), "source": "olympiadbench",
             "subject": row.get("subfield") or row.get("subject")}

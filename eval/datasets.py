@@ -316,5 +316,6 @@ def write_parquet(path: Path | str, rows: Sequence[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = [{**r, "tests": json.dumps(r["tests"])} if "tests" in r else r for r in rows]
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(flat), tmp)
+    columns = list(dict.fromkeys(k for r in flat for k in r))  # union: rows may omit optional keys
+    pq.write_table(pa.table({k: [r.get(k) for r in flat] for k in columns}), tmp)
     tmp.replace(path)

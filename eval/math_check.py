@@ -36,10 +36,9 @@ def normalise(s: str) -> str:
     s = _ASSIGN.sub("", s)
     s = re.sub(r"\s+", "", s).rstrip(".")
     s = re.sub(r"^\(([A-Za-z])\)$", r"\1", s)  # (C) -> C
-    s = re.sub(r"(?<![\d.])0+(?=\d)", "", s)  # 033 -> 33 (AIME)
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
-    return s
+    return re.sub(r"(?<![\d.,])0+(?=\d)", "", s)  # 033 -> 33 (AIME answers)
 
 
 def _latex_to_expr(s: str) -> str:

@@ -110,6 +110,7 @@ class TimeoutPool:
         self._workers: list[_Worker] = []
         self.timeouts = 0
         self.restarts = 0
+        self.killed_pids: list[int] = []  # workers killed for a timeout or death (diagnostics)
 
     def __enter__(self) -> TimeoutPool:
         return self
@@ -179,6 +180,7 @@ class TimeoutPool:
         return [r for r in results if r is not None]
 
     def _replace(self, i: int) -> None:
+        self.killed_pids.append(self._workers[i].proc.pid)
         self._workers[i].kill()
         self._workers[i] = self._spawn()
         self.restarts += 1

@@ -1,0 +1,68 @@
+"""The timeout pool: a stuck job is killed from outside, the pool carries on."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from eval.pool import PoolBroken, TimeoutPool
+
+
+def slow_square(job: tuple[int, float]) -> int:
+    """Test-only job: sleep, then square (a stand-in for a grading that hangs)."""
+    value, sleep_s = job
+    time.sleep(sleep_s)
+    return value * value
+
+
+def fails_on_three(value: int) -> int:
+    if value == 3:
+        raise ValueError("three is not allowed")
+    if value == 4:
+        os._exit(1)  # the worker dies mid-job
+    return value
+
+
+def always_dies(value: int) -> int:
+    os._exit(1)
+
+
+def test_stuck_job_is_killed_at_its_deadline_and_others_complete() -> None:
+    jobs = [(1, 0.0), (2, 60.0), (3, 0.0), (4, 0.0)]
+    with TimeoutPool(slow_square, workers=2, timeout_s=1.5) as pool:
+        start = time.perf_counter()
+        outcomes = pool.map(jobs)
+        elapsed = time.perf_counter() - start
+        killed = list(pool.killed_pids)
+    assert [o.status for o in outcomes] == ["ok", "timeout", "ok", "ok"]
+    assert [o.value for o in outcomes] == [1, None, 9, 16]
+    assert elapsed < 30  # nowhere near the 60 s the stuck job wanted
+    assert len(killed) == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+
+
+def test_job_errors_and_worker_deaths_are_reported_in_order_not_raised() -> None:
+    with TimeoutPool(fails_on_three, workers=2, timeout_s=30) as pool:
+        outcomes = pool.map([1, 2, 3, 4, 5])
+        again = pool.map([6, 7])  # the pool stays usable
+    assert [o.status for o in outcomes] == ["ok", "ok", "error", "error", "ok"]
+    assert "three is not allowed" in outcomes[2].error
+    assert outcomes[3].error == "worker died"
+    assert [o.value for o in again] == [6, 7]
+
+
+def test_a_job_function_that_always_kills_its_worker_breaks_the_pool_loudly() -> None:
+    with TimeoutPool(always_dies, workers=1, timeout_s=30) as pool, pytest.raises(PoolBroken, match="died 3 times"):
+        pool.map(list(range(5)))
+
+
+def test_close_stops_every_worker() -> None:
+    pool = TimeoutPool(slow_square, workers=2, timeout_s=30)
+    pool.map([(1, 0.0), (2, 0.0)])
+    procs = [w.proc for w in pool._workers]
+    pool.close()
+    assert all(not p.is_alive() for p in procs)
+    pool.close()  # idempotent
