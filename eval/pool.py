@@ -9,16 +9,22 @@ SIGKILLed and replaced. Its job is reported as `JobOutcome(status="timeout")`.
 
 Workers start from a forkserver that preloads the job function's module (so a
 replacement starts in milliseconds instead of re-importing sympy), ignore SIGINT (the
-parent owns shutdown), and exit when the parent's end of their pipe closes.
+parent owns shutdown), and exit when the parent's end of their pipe closes or, if the
+main process dies mid-job, within about a second. As with any non-fork start method,
+a script that creates a pool needs an `if __name__ == "__main__":` guard (the
+forkserver re-imports the main module).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -45,8 +51,42 @@ class PoolBroken(RuntimeError):
     """The pool's workers keep dying before finishing a job."""
 
 
-def _worker_main(conn: Connection, fn: Callable[[Any], Any]) -> None:
+def _die_with_owner(owner_pid: int) -> None:
+    """Make this worker exit when the main process dies, even mid-job in C code.
+
+    Our parent is the forkserver, which exits once no process holds the write end of
+    its "alive" pipe — but every forkserver child inherits one. We close ours, so the
+    forkserver exits with the main process, and ask the kernel (PR_SET_PDEATHSIG) to
+    SIGKILL us when it does: a signal, unlike a Python thread, also stops a worker
+    stuck in one long big-integer operation. A thread polling the main process is the
+    fallback where prctl is unavailable or another child keeps the forkserver up.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # the child's copy of the forkserver client state
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    if sys.platform.startswith("linux"):
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(0)  # the forkserver died before prctl took effect
+
+    def poll() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=poll, daemon=True).start()
+
+
+def _worker_main(conn: Connection, fn: Callable[[Any], Any], owner_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_owner(owner_pid)
     while True:
         try:
             msg = conn.recv()
@@ -65,7 +105,7 @@ def _worker_main(conn: Connection, fn: Callable[[Any], Any]) -> None:
 class _Worker:
     def __init__(self, ctx: Any, fn: Callable[[Any], Any]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, fn, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.job: int | None = None

@@ -66,3 +66,44 @@ def test_close_stops_every_worker() -> None:
     pool.close()
     assert all(not p.is_alive() for p in procs)
     pool.close()  # idempotent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+ORPHAN_SCRIPT = """
+import os, sys, threading, time
+from eval.math import MathGrader
+g = MathGrader(workers=1, timeout_s=600, check=False)
+threading.Thread(target=lambda: g.grade_answers(["5"], ["Answer: 99999999!"]), daemon=True).start()
+while not g.pool._workers or g.pool._workers[0].job is None:
+    time.sleep(0.05)
+time.sleep(0.5)
+open(sys.argv[1], "w").write(str(g.pool._workers[0].proc.pid))
+os._exit(0)  # the main process dies while the worker is deep in a pathological job
+"""
+
+
+def test_a_worker_stuck_in_a_job_dies_with_the_main_process(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    pid_file = tmp_path / "worker.pid"
+    # no pipes: an orphaned worker would hold them open and stall this test
+    proc = subprocess.run([sys.executable, "-c", ORPHAN_SCRIPT, str(pid_file)], cwd=root, timeout=120,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, 9)  # leave nothing running, then fail
+        pytest.fail(f"grading worker {pid} outlived the main process")
