@@ -62,12 +62,24 @@ def in_process(golds: list[str], responses: list[str]) -> list[bool]:
     return [grade_pair((g, extract_answer(r), True))[0] for g, r in zip(golds, responses, strict=True)]
 
 
+def machine_state() -> str:
+    """Load average and CPU pressure (PSI), so a recorded number says how busy the box was."""
+    state = f"load {os.getloadavg()[0]:.1f}"
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split()
+        state += f", CPU pressure {some[2].split('=')[1]}% (avg60)"
+    except (OSError, IndexError):
+        pass
+    return state
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=1000, help="measured items per side")
     p.add_argument("--warmup", type=int, default=50, help="items graded before timing (not counted)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="pool processes")
     p.add_argument("--timeout", type=float, default=10.0, help="per-item timeout of the pool, s")
+    p.add_argument("--rounds", type=int, default=6, help="alternating rounds the items are split into")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -75,26 +87,36 @@ def main() -> None:
 
     warm_g, warm_r = make_items(a.warmup, a.seed + 1)
     golds, responses = make_items(a.items, a.seed)
-
+    # Rounds alternate which side goes first (ABBA), so a change in machine load during
+    # the run (other jobs on a shared box) hits both sides alike.
+    bounds = [round(i * a.items / a.rounds) for i in range(a.rounds + 1)]
+    baseline: list[bool] = []
+    verdicts = []
+    t_base = t_pool = 0.0
+    before = machine_state()
     in_process(warm_g, warm_r)
-    start = time.perf_counter()
-    baseline = in_process(golds, responses)
-    t_base = time.perf_counter() - start
-
     start = time.perf_counter()
     with MathGrader(workers=a.workers, timeout_s=a.timeout) as grader:
         grader.grade_answers(warm_g, warm_r)
         t_start = time.perf_counter() - start
-        start = time.perf_counter()
-        verdicts = grader.grade_answers(golds, responses)
-        t_pool = time.perf_counter() - start
+        for r in range(a.rounds):
+            g, resp = golds[bounds[r] : bounds[r + 1]], responses[bounds[r] : bounds[r + 1]]
+            for side in (("base", "pool") if r % 2 == 0 else ("pool", "base")):
+                start = time.perf_counter()
+                if side == "base":
+                    baseline += in_process(g, resp)
+                    t_base += time.perf_counter() - start
+                else:
+                    verdicts += grader.grade_answers(g, resp)
+                    t_pool += time.perf_counter() - start
         timeouts = grader.pool.timeouts
 
     pool_correct = [v.correct for v in verdicts]
     agree = sum(x == y for x, y in zip(baseline, pool_correct, strict=True))
     rate_base, rate_pool = a.items / t_base, a.items / t_pool
     rate_cold = a.items / (t_pool + t_start)
-    print(f"math grading: {a.items} items, {sum(baseline)} correct, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"math grading: {a.items} items, {sum(baseline)} correct, {os.cpu_count()} CPUs")
+    print(f"machine: before {before}; after {machine_state()}")
     print(f"{'mode':<44}{'seconds':>10}{'items/s':>10}")
     print(f"{'one process (in-process, no timeout)':<44}{t_base:>10.2f}{rate_base:>10.1f}")
     print(f"{f'pool, {a.workers} workers (warm)':<44}{t_pool:>10.2f}{rate_pool:>10.1f}")
