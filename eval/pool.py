@@ -165,6 +165,17 @@ class TimeoutPool:
         """Run every job; return outcomes in job order. Never raises for a job's failure."""
         if not jobs:
             return []
+        try:
+            return self._map(jobs)
+        except BaseException:
+            # Interrupted (Ctrl-C, PoolBroken): a busy worker would later answer a job of
+            # this call as if it belonged to the next one, so replace every busy worker.
+            for i, w in enumerate(self._workers):
+                if w.job is not None:
+                    self._replace(i)
+            raise
+
+    def _map(self, jobs: Sequence[Any]) -> list[JobOutcome]:
         while len(self._workers) < min(self.n_workers, len(jobs)):
             self._workers.append(self._spawn())
         pending = deque(range(len(jobs)))

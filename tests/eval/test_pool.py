@@ -107,3 +107,26 @@ def test_a_worker_stuck_in_a_job_dies_with_the_main_process(tmp_path) -> None:
     if _alive(pid):
         os.kill(pid, 9)  # leave nothing running, then fail
         pytest.fail(f"grading worker {pid} outlived the main process")
+
+
+def test_an_interrupted_map_leaves_no_stale_answers_for_the_next_one() -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_: object) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with TimeoutPool(slow_square, workers=2, timeout_s=30) as pool:
+            pool.map([(0, 0.0), (1, 0.0)])  # both workers up
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with pytest.raises(Interrupted):
+                pool.map([(5, 1.5), (6, 1.5)])  # like Ctrl-C while workers are busy
+            outcomes = pool.map([(2, 0.0), (3, 0.0)])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert [o.value for o in outcomes] == [4, 9]
