@@ -1,0 +1,48 @@
+"""`omniopd-completions`: lm-eval's `local-completions` with a distinct seed per sample.
+
+lm-eval runs `repeats: k` by sending the same request k times, and `local-completions`
+puts its one `seed` model argument into every payload — so a server that honours seeds
+(vLLM does) returns k identical samples and Pass@1 "averaged over k" is one sample.
+This subclass gives request r of a doc the seed `sample_seed(seed, doc["id"], r)`
+(eval.results.sample_seed), the seed OmniOPD's own evaluation uses for sample r of
+that item, so the two harnesses draw the same samples from a seeded server.
+
+Registered when this module is imported; `python -m eval.lmeval ...` imports it before
+handing over to lm-eval's CLI. Model arguments are those of `local-completions`
+(base_url, model, tokenizer_backend, tokenized_requests, num_concurrent, seed, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import register_model
+from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+from eval.results import sample_seed
+
+
+@register_model("omniopd-completions")
+class OmniCompletions(LocalCompletionsAPI):
+    def seeded(self, requests: list[Instance]) -> list[Instance]:
+        """Copies of `requests` whose generation kwargs carry a per-(doc, repeat) seed.
+
+        lm-eval passes the k repeats of a doc as the same Instance object k times, so
+        the repeat index is the number of times that object was seen before.
+        """
+        seen: Counter[int] = Counter()
+        out = []
+        for req in requests:
+            repeat = seen[id(req)]
+            seen[id(req)] += 1
+            context, gen_kwargs, *rest = req.args
+            doc_key = str(req.doc.get("id", req.doc_id)) if isinstance(req.doc, dict) else str(req.doc_id)
+            kwargs = {**gen_kwargs, "seed": sample_seed(self._seed, doc_key, repeat)}
+            out.append(dataclasses.replace(req, arguments=(context, kwargs, *rest), resps=[], filtered_resps={}))
+        return out
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        # The payload is {"seed": self._seed, **gen_kwargs}, so the kwargs' seed wins.
+        return super().generate_until(self.seeded(requests), disable_tqdm=disable_tqdm)

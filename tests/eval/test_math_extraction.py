@@ -1,0 +1,63 @@
+"""Answer extraction per the paper's Table 7 template and the last \\boxed{}."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.math import TABLE7_TEMPLATE, extract_answer, last_boxed, math_prompt
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("Some work.\nAnswer: 42", "42"),
+        ("Some work.\nAnswer: $42$", "42"),
+        ("Some work.\nAnswer: $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("Work\n**Answer:** 7", "7"),
+        ("Work\n**Answer**: 7", "7"),
+        ("Work\nFinal Answer: \\(x=3\\)", "x=3"),
+        ("Work\nanswer: 12.", "12"),
+        ("Answer: 1\nOn reflection that was wrong.\nAnswer: 2", "2"),
+        ("Work\nAnswer:\n\n$$\\left( 3, \\frac{\\pi}{2} \\right)$$", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("Answer: $1$ and $2$", "$1$ and $2$"),
+        ("Answer: 3.5", "3.5"),
+        ("Answer: 10\\%", "10\\%"),
+    ],
+)
+def test_answer_line_of_table7_template_is_extracted_and_cleaned(response: str, expected: str) -> None:
+    assert extract_answer(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("so the result is \\boxed{5}.", "5"),
+        ("first \\boxed{1} then \\boxed{2}", "2"),
+        ("nested \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),
+        ("escaped braces \\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+        ("\\fbox{7}", "7"),
+        ("no braces \\boxed 9 done", "9"),
+    ],
+)
+def test_last_boxed_answer_is_used_when_there_is_no_answer_line(response: str, expected: str) -> None:
+    assert extract_answer(response) == expected
+
+
+def test_answer_line_wins_over_a_later_box() -> None:
+    assert extract_answer("\\boxed{3}\nAnswer: 4\nsee \\boxed{5}") == "4"
+
+
+def test_truncated_box_falls_back_to_an_earlier_complete_one() -> None:
+    assert last_boxed("\\boxed{1} and then \\boxed{\\frac{2}{") == "1"
+
+
+@pytest.mark.parametrize("response", ["", "I do not know.", "The answer is unclear", "\\boxed{unclosed"])
+def test_response_without_answer_line_or_box_has_no_answer(response: str) -> None:
+    assert extract_answer(response) is None
+
+
+def test_prompt_is_the_papers_table7_template() -> None:
+    prompt = math_prompt("What is $1+1$?")
+    assert prompt.startswith("Solve the following math problem step by step. The last line of your response should be of the form Answer: $Answer")
+    assert prompt.endswith("answer to the problem.\n\nWhat is $1+1$?")
+    assert "{question}" in TABLE7_TEMPLATE
