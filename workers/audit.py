@@ -17,7 +17,6 @@ from celery import Celery
 from workers.app import AUDIT_TASK, runtime
 from workers.audit_service import AuditContext, audit_trajectory, make_audit_context
 
-
 _CREATE = threading.Lock()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -43,10 +44,8 @@ class TeacherLoop:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):  # closing on exit: the process is going away anyway
             asyncio.run_coroutine_threadsafe(self.client.aclose(), self._loop).result(timeout=10)
-        except Exception:  # closing on exit: the process is going away anyway
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
