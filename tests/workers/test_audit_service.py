@@ -4,6 +4,7 @@ retries that fetch only what is missing; errors that fail a chunk vs the run's c
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -12,7 +13,7 @@ from contextlib import ExitStack
 import pytest
 
 from db.repo_audit import TeacherSampleIn, add_teacher_samples
-from db.repo_budget import settle, usd_to_micros
+from db.repo_budget import BudgetView, settle, usd_to_micros
 from db.repo_ledger import open_call
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.teachers import client as client_module
@@ -211,10 +212,7 @@ def test_teacher_prompt_without_a_recorded_one_is_the_problem_text_for_template_
 
 
 def test_refused_reservations_are_exhausted_only_when_they_cannot_fit_at_all():
-    from db.repo_budget import BudgetView
-
-    views = [BudgetView("emu", 1000, 600, 300, ), BudgetView("*", None, 600, 300)]
-    assert refusal(views, "emu", 200) == refusal(views, "emu", 200)
+    views = [BudgetView("emu", 1000, 600, 300), BudgetView("*", None, 600, 300)]
     assert not refusal(views, "emu", 200).exhausted  # fits once the 300 in flight settle
     assert refusal(views, "emu", 500).exhausted
 
@@ -233,8 +231,6 @@ def test_a_contended_budget_waits_for_attempts_in_flight_instead_of_skipping(tmp
             settle(s, reservation_id=other.reservation_id, actual=100_000)
 
     threading.Thread(target=settle_other).start()
-    import asyncio
-
     asyncio.run(guard.reserve(estimate, 0.5))  # 0.7 + 0.5 > 1 now; fits once the other settles at 0.1
     assert "k/0" in guard._open
     with pytest.raises(BudgetExhausted, match=re.escape("spent $0.1000 of cap $1.0000")):
