@@ -23,6 +23,7 @@ from omniopd.teachers.types import AttemptEstimate, BudgetExhausted
 from tests.workers.audit_helpers import (
     KEY_ENV,
     add_trajectories,
+    assert_books_balance,
     audit_config,
     budget_rows,
     chunk_rows,
@@ -57,26 +58,6 @@ def audit_env(tmp_path, monkeypatch):
 
         yield start
     client_module._MODE_FALLBACK.clear()
-
-
-def assert_books_balance(store: Store, emu) -> None:
-    """One ledger row per HTTP request; ok rows carry exactly the usage of the responses that
-    could be read; errors cost 0, unknown outcomes their reservation; budgets = ledger."""
-    rows = ledger(store)
-    assert len(rows) == len(emu.emulator.log)
-    delivered = [e for e in emu.emulator.log if e.delivered]
-    ok = [r for r in rows if r.status == "ok"]
-    assert len(ok) == len(delivered)
-    for field in ("input", "cached_input", "cache_write", "output"):
-        column = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write": "cache_write_tokens",
-                  "output": "output_tokens"}[field]
-        assert sum(getattr(r, column) for r in ok) == sum(e.usage[field] for e in delivered)
-    assert all(r.cost_micros == 0 for r in rows if r.status == "error")
-    assert all(r.cost_micros == r.reserved_micros for r in rows if r.status == "unknown")
-    assert all(r.cost_micros <= r.reserved_micros for r in rows)
-    budgets = budget_rows(store)
-    assert budgets["emu"].spent_micros == budgets["*"].spent_micros == sum(r.cost_micros for r in rows)
-    assert budgets["emu"].reserved_micros == budgets["*"].reserved_micros == 0
 
 
 def test_audit_stores_n_scored_samples_per_chunk_with_k_sem_and_the_trajectory_becomes_ready(audit_env):
