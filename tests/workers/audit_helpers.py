@@ -13,6 +13,7 @@ from db.models import Budget, Chunk, TeacherCall, TeacherSample, Trajectory
 from db.repo_trajectories import ChunkIn, SlotKey, TrajectoryIn, record_trajectories
 from tests.db.conftest import make_problems
 from tests.workers.conftest import Store
+from workers.app import AUDIT_TASK, audit_queue, enqueue_after_commit, make_celery
 
 KEY_ENV = "OMNIOPD_TEST_AUDIT_KEY"
 PRICES = {"input": 1000.0, "cached_input": 100.0, "cache_write": 1250.0, "output": 5000.0}
@@ -139,3 +140,26 @@ def assert_books_balance(store: Store, emu) -> None:
     budgets = budget_rows(store)
     assert budgets["emu"].spent_micros == budgets["*"].spent_micros == sum(r.cost_micros for r in rows)
     assert budgets["emu"].reserved_micros == budgets["*"].reserved_micros == 0
+
+
+# ----------------------------------------------------- real worker processes
+
+
+def production_config(tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str, url: str, **kwargs) -> Path:
+    broker = {"mode": "redis", "url": redis_url, "key_prefix": redis_prefix, "visibility_timeout_s": 600}
+    broker.update(kwargs.pop("broker", {}))
+    return audit_config(tmp_path / "run.yaml", url=url, store={"url": postgres_url}, broker=broker, **kwargs)
+
+
+def start_worker(processes, config: Path, log: Path, *args: str, key: str = "sk-test-audit-0123456789abcdef"):
+    return processes(
+        ["-m", "omniopd", "worker", "audit", "--config", str(config), "--concurrency", "2", "--loglevel", "DEBUG", *args],
+        log, env={KEY_ENV: key},
+    )
+
+
+def enqueue(store: Store, redis_url: str, ids: list[int], teacher: str = "emu") -> None:
+    app = make_celery(store.config, broker_url=redis_url)
+    with store.sessions.begin() as s:
+        for tid in ids:
+            enqueue_after_commit(s, app.signature(AUDIT_TASK, args=(tid,), queue=audit_queue(teacher)))

@@ -8,9 +8,7 @@ import json
 import os
 import signal
 import uuid
-from contextlib import ExitStack
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -19,55 +17,23 @@ from typer.testing import CliRunner
 from db.models import Base, TeacherCall, utcnow
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.cli import app as cli
-from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread
 from tests.workers.audit_helpers import (
     KEY_ENV,
     add_trajectories,
     assert_books_balance,
-    audit_config,
     budget_rows,
     chunk_rows,
+    enqueue,
     ledger,
+    production_config,
     samples_of,
-    student_like,
+    start_worker,
 )
 from tests.workers.conftest import Store, wait_for
-from workers.app import AUDIT_TASK, audit_queue, enqueue_after_commit, make_celery
+from workers.app import make_celery
 from workers.maintenance import sweep
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-@pytest.fixture
-def emulators():
-    with ExitStack() as stack:
-        yield lambda provider, generator=None, **cfg: stack.enter_context(
-            EmulatorThread(EmulatorConfig(provider=provider, **cfg), generator or student_like())
-        )
-
-
-def production_config(tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str, url: str, **kwargs) -> Path:
-    broker = {"mode": "redis", "url": redis_url, "key_prefix": redis_prefix, "visibility_timeout_s": 600}
-    broker.update(kwargs.pop("broker", {}))
-    return audit_config(tmp_path / "run.yaml", url=url, store={"url": postgres_url}, broker=broker, **kwargs)
-
-
-def start_worker(processes, config: Path, log: Path, *args: str, key: str = "sk-test-audit-0123456789abcdef"):
-    return processes(
-        ["-m", "omniopd", "worker", "audit", "--config", str(config), "--concurrency", "2", "--loglevel", "DEBUG", *args],
-        log, env={KEY_ENV: key},
-    )
-
-
-def enqueue(store: Store, redis_url: str, ids: list[int], teacher: str = "emu") -> None:
-    app = make_celery(store.config, broker_url=redis_url)
-    with store.sessions.begin() as s:
-        for tid in ids:
-            enqueue_after_commit(s, app.signature(AUDIT_TASK, args=(tid,), queue=audit_queue(teacher)))
-
-
-def states(store: Store, ids: list[int]) -> list[str]:
-    return store.states(ids)
 
 
 def test_audit_end_to_end_through_a_worker_with_provider_faults(
@@ -79,7 +45,7 @@ def test_audit_end_to_end_through_a_worker_with_provider_faults(
     ids = add_trajectories(store, 4)
     start_worker(processes, config, tmp_path / "worker.log")
     enqueue(store, redis_url, ids)
-    wait_for(lambda: states(store, ids) == ["ready"] * 4, 120, "the audits to finish")
+    wait_for(lambda: store.states(ids) == ["ready"] * 4, 120, "the audits to finish")
     for chunk in chunk_rows(store, ids):
         samples = samples_of(store, chunk.id)
         assert [s.i for s in samples] == [0, 1, 2]
@@ -113,7 +79,7 @@ def test_a_worker_killed_mid_call_loses_no_sample_and_the_lost_attempt_stays_cha
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
     start_worker(processes, config, tmp_path / "second.log")
-    wait_for(lambda: states(store, [tid]) == ["ready"], 120, "the redelivered audit to finish")
+    wait_for(lambda: store.states([tid]) == ["ready"], 120, "the redelivered audit to finish")
     (chunk,) = chunk_rows(store, [tid])
     assert chunk.state == "audited" and [s.i for s in samples_of(store, chunk.id)] == [0, 1, 2, 3]
     lost = [r for r in ledger(store) if r.status == "reserved"]
@@ -154,7 +120,7 @@ def test_api_key_appears_in_no_row_log_line_exception_or_status_output(
     start_worker(processes, config, tmp_path / "bad.log", "--teacher", "bad", key=key)
     enqueue(store, redis_url, ids)
     enqueue(store, redis_url, bad_ids, teacher="bad")
-    wait_for(lambda: states(store, ids) == ["ready", "ready"], 120, "the good audits")
+    wait_for(lambda: store.states(ids) == ["ready", "ready"], 120, "the good audits")
     wait_for(lambda: "TeacherSetupError" in (tmp_path / "bad.log").read_text(), 60, "the rejected key to fail the task")
     logs = (tmp_path / "good.log").read_text() + (tmp_path / "bad.log").read_text()
     assert "Incorrect API key provided: ***" in logs  # the provider echoed the key; we logged it scrubbed
