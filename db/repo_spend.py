@@ -166,10 +166,7 @@ def audit_stats(session: Session, *, run_id: int) -> AuditStats:
         .where(in_run).group_by(Chunk.trajectory_id).subquery()
     )
     mean_chunks = session.scalar(select(func.avg(per_traj.c.n)))
-    stop = session.scalar(
-        select(Chunk.error).join(Trajectory, Chunk.trajectory_id == Trajectory.id)
-        .where(in_run, Chunk.state == "skipped_budget").order_by(Chunk.updated_at.desc(), Chunk.id.desc()).limit(1)
-    )
+    stop = budget_stop(session, run_id=run_id)
     return AuditStats(
         chunks={state: int(n) for state, n in sorted(chunks.items())},
         trajectories_audited=int(audited_trajs),
@@ -182,4 +179,15 @@ def audit_stats(session: Session, *, run_id: int) -> AuditStats:
         mean_completion_tokens=None if mean_completion is None else float(mean_completion),
         mean_chunks_per_trajectory=None if mean_chunks is None else float(mean_chunks),
         budget_stop=stop,
+    )
+
+
+def budget_stop(session: Session, *, run_id: int) -> str | None:
+    """Why the run's audits stopped for budget — the latest cap refusal, e.g. 'teacher budget
+    exhausted for provider X: spent $a of cap $b' — or None while no chunk was skipped for it.
+    The learner and the driver use it to wind the run down."""
+    return session.scalar(
+        select(Chunk.error).join(Trajectory, Chunk.trajectory_id == Trajectory.id)
+        .where(Trajectory.run_id == run_id, Chunk.state == "skipped_budget")
+        .order_by(Chunk.updated_at.desc(), Chunk.id.desc()).limit(1)
     )

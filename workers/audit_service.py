@@ -86,6 +86,7 @@ class AuditContext:
     price: Price
     loop: TeacherLoop
     slots: threading.BoundedSemaphore  # teacher.concurrency chunk calls in flight per process
+    budget_reported: bool = False  # the cap refusal is logged as a warning once per process
 
     def close(self) -> None:
         self.loop.close()
@@ -160,7 +161,10 @@ def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bo
         results.append(result)
         if result.state == "skipped_budget":
             stop = result.message
-            log.warning("%s (chunks of trajectory %d and later are skipped)", stop, trajectory_id)
+            level = logging.INFO if ctx.budget_reported else logging.WARNING
+            ctx.budget_reported = True
+            log.log(level, "%s; chunk %d and the rest of trajectory %d are skipped (the run winds down: attempts "
+                    "that do not fit the cap are never sent)", stop, chunk.idx, trajectory_id)
         elif result.state == "pending":
             break  # provider trouble: keep cache order, deliver again later
     with ctx.sessions.begin() as session:
