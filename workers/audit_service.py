@@ -40,12 +40,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Problem
+from db.models import Problem, Trajectory
 from db.repo_audit import (
     AuditWork,
     ChunkWork,
@@ -58,7 +59,7 @@ from db.repo_audit import (
     finish_audit,
     record_chunk_telemetry,
 )
-from db.repo_budget import micros_to_usd
+from db.repo_budget import budgets, micros_to_usd
 from omniopd.algo import estimator
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.config import OmniConfig, TeacherConfig
@@ -87,6 +88,7 @@ class AuditContext:
     loop: TeacherLoop
     slots: threading.BoundedSemaphore  # teacher.concurrency chunk calls in flight per process
     budget_reported: bool = False  # the cap refusal is logged as a warning once per process
+    checked_runs: set[int] = field(default_factory=set)  # runs known to have this teacher's budget row
 
     def close(self) -> None:
         self.loop.close()
@@ -147,12 +149,15 @@ def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bo
         work = begin_audit(session, trajectory_id=trajectory_id)
     if work.done:
         return AuditOutcome(trajectory_id, work.state)
+    _require_budget(ctx, work.run_id)
     prompt = teacher_prompt(ctx, work)
     results: list[_ChunkResult] = []
     stop: str | None = None
     for chunk in work.chunks:
         if chunk.terminal:
             continue
+        if _dropped(ctx, trajectory_id):  # e.g. stale policy: no more money on it
+            break
         if stop is not None:  # a cap was reached: the rest of the trajectory is not audited
             _fail(ctx, work, chunk, "skipped_budget", stop, {})
             results.append(_ChunkResult("skipped_budget", stop))
@@ -187,6 +192,25 @@ def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bo
         ", retry later" if outcome.retry else "", outcome.attempts, outcome.cost_usd, outcome.seconds,
     )
     return outcome
+
+
+def _require_budget(ctx: AuditContext, run_id: int) -> None:
+    """The run must have a budget row for this teacher (opened with a config that lists it)."""
+    if run_id in ctx.checked_runs:
+        return
+    with ctx.sessions.begin() as session:
+        providers = {b.provider for b in budgets(session, run_id=run_id)}
+    if ctx.teacher_name not in providers:
+        raise TeacherSetupError(
+            f"run {run_id} has no budget for teacher {ctx.teacher_name!r} (it has: {', '.join(sorted(providers))}): "
+            "the run was opened with a config without this teacher; start the learner with this config first"
+        )
+    ctx.checked_runs.add(run_id)
+
+
+def _dropped(ctx: AuditContext, trajectory_id: int) -> bool:
+    with ctx.sessions.begin() as session:
+        return session.scalar(select(Trajectory.state).where(Trajectory.id == trajectory_id)) == "dropped"
 
 
 def teacher_prompt(ctx: AuditContext, work: AuditWork) -> str:

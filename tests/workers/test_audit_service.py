@@ -218,3 +218,35 @@ def test_a_contended_budget_waits_for_attempts_in_flight_instead_of_skipping(tmp
         asyncio.run(guard.reserve(AttemptEstimate("k/1", "openai", "m", 1, 10, 10, 10, False), 0.95))
     store.engine.dispose()
 
+
+
+def test_a_trajectory_dropped_during_its_audit_gets_no_more_teacher_calls(audit_env):
+    from db.repo_trajectories import drop_trajectories
+
+    holder = {}
+
+    def drop_then_continue(prompt_text: str, n: int) -> list[str]:
+        store, tid = holder["store"], holder["tid"]
+        with store.sessions.begin() as s:  # the driver drops it as stale while the first chunk is in flight
+            drop_trajectories(s, trajectory_ids=[tid], reason="stale_policy")
+        return [" w2 w3 w4"] * n
+
+    store, ctx, emu = audit_env("openai", generator=scripted(drop_then_continue))
+    (tid,) = add_trajectories(store, 1)
+    holder.update(store=store, tid=tid)
+    outcome = audit_trajectory(ctx, tid)
+    assert outcome.state == "dropped" and len(emu.emulator.log) == 1
+    assert [c.state for c in chunk_rows(store, [tid])] == ["audited", "pending"]
+
+
+def test_a_teacher_without_a_budget_row_in_the_run_is_a_setup_error(audit_env):
+    store, _ctx, emu = audit_env("openai")
+    other = store.config.model_copy(update={"teachers": {"other": store.config.teachers["emu"]}})
+    ctx2 = make_audit_context(other, store.sessions, teacher_name="other")
+    try:
+        (tid,) = add_trajectories(store, 1)
+        with pytest.raises(TeacherSetupError, match="no budget for teacher 'other'"):
+            audit_trajectory(ctx2, tid)
+        assert emu.emulator.log == []
+    finally:
+        ctx2.close()

@@ -137,3 +137,23 @@ def test_api_key_appears_in_no_row_log_line_exception_or_status_output(
     for result in outputs:
         assert not _leaks(result.output, key)
     store.engine.dispose()
+
+
+def test_provider_errors_beyond_the_clients_retries_are_redelivered_and_finish_later(
+    tmp_path, postgres_url, redis_url, redis_prefix, processes, emulators
+):
+    emu = emulators("openai", faults={"script": ["500"] * 3})
+    config = production_config(
+        tmp_path, postgres_url, redis_url, redis_prefix, emu.url, kind="openai", model="gpt-4.1-mini",
+        teacher={"rate_limits": {"max_retries": 2, "backoff_base_s": 0.01}}, audit={"retry_delay_s": 0.5},
+    )
+    store = Store(config)
+    (tid,) = add_trajectories(store, 1)
+    start_worker(processes, config, tmp_path / "worker.log")
+    enqueue(store, redis_url, [tid])
+    wait_for(lambda: store.states([tid]) == ["ready"], 90, "the retried audit to finish")
+    log = (tmp_path / "worker.log").read_text()
+    assert "will retry" in log and "Retry in" in log
+    assert [r.status for r in ledger(store)] == ["error", "error", "error", "ok", "ok"]
+    assert [c.state for c in chunk_rows(store, [tid])] == ["audited", "audited"]
+    store.engine.dispose()
