@@ -20,14 +20,16 @@ for them — at most `wait_s`, since an attempt settles when its HTTP request en
 try again, so reservations held for a moment by other processes do not skip chunks the
 budget can still pay for.
 
-The database work runs in a worker thread (`asyncio.to_thread`): the teacher client's
-event loop is shared by every audit of the process and must not block on a lock.
+The database work runs in a thread of `executor` (sized to the store's connection pool,
+so attempts queue for a thread instead of timing out waiting for a connection): the
+teacher client's event loop is shared by every audit of the process and must not block.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,6 +89,7 @@ class StoreBudgetGuard:
     provider: str  # the teacher's name in the config: the budget and ledger key
     chunk_id: int | None
     wait_s: float  # longest wait for contended budget before giving up
+    executor: Executor | None = None  # None: the event loop's default executor
     settled: list[LedgerAttempt] = field(default_factory=list)
     _open: dict[str, OpenCall] = field(default_factory=dict)
 
@@ -95,7 +98,7 @@ class StoreBudgetGuard:
         deadline = time.monotonic() + self.wait_s
         delay = 0.05
         while True:
-            outcome = await asyncio.to_thread(self._open_call, estimate, amount)
+            outcome = await self._in_thread(self._open_call, estimate, amount)
             if isinstance(outcome, OpenCall):
                 self._open[estimate.key] = outcome
                 return
@@ -103,6 +106,9 @@ class StoreBudgetGuard:
                 raise BudgetExhausted(outcome.message)
             await asyncio.sleep(delay)
             delay = min(2 * delay, 1.0)
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _open_call(self, estimate: AttemptEstimate, amount: int) -> OpenCall | Refusal:
         with self.sessions.begin() as session:
@@ -116,7 +122,7 @@ class StoreBudgetGuard:
 
     async def settle(self, attempt: Attempt, cost_usd: float | None) -> None:
         call = self._open.pop(attempt.key)
-        charged = await asyncio.to_thread(self._close_call, call, attempt, cost_usd)
+        charged = await self._in_thread(self._close_call, call, attempt, cost_usd)
         self.settled.append(LedgerAttempt(attempt, call.id, charged))
 
     def _close_call(self, call: OpenCall, attempt: Attempt, cost_usd: float | None) -> int:

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -87,11 +88,13 @@ class AuditContext:
     price: Price
     loop: TeacherLoop
     slots: threading.BoundedSemaphore  # teacher.concurrency chunk calls in flight per process
+    db_threads: ThreadPoolExecutor  # budget and ledger transactions of the attempts (store.pool_size)
     budget_reported: bool = False  # the cap refusal is logged as a warning once per process
     checked_runs: set[int] = field(default_factory=set)  # runs known to have this teacher's budget row
 
     def close(self) -> None:
         self.loop.close()
+        self.db_threads.shutdown(wait=False)
 
 
 def make_audit_context(
@@ -111,7 +114,10 @@ def make_audit_context(
     teacher = config.teachers[name]
     price = teacher_price(teacher, config.audit.prices_file)
     loop = TeacherLoop(lambda: build_teacher(teacher, redis_url=redis_url, key_prefix=key_prefix))
-    return AuditContext(config, sessions, name, teacher, price, loop, threading.BoundedSemaphore(teacher.concurrency))
+    return AuditContext(
+        config, sessions, name, teacher, price, loop, threading.BoundedSemaphore(teacher.concurrency),
+        ThreadPoolExecutor(config.store.pool_size, thread_name_prefix="omniopd-ledger"),
+    )
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,9 @@ def teacher_prompt(ctx: AuditContext, work: AuditWork) -> str:
 def audit_chunk(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, prompt: str, *, last_delivery: bool) -> _ChunkResult:
     """Fetch the chunk's missing continuations and make it terminal if it can be."""
     missing = chunk.missing
-    guard = StoreBudgetGuard(ctx.sessions, work.run_id, ctx.teacher_name, chunk.id, wait_s=ctx.teacher.timeout_s)
+    guard = StoreBudgetGuard(
+        ctx.sessions, work.run_id, ctx.teacher_name, chunk.id, wait_s=ctx.teacher.timeout_s, executor=ctx.db_threads
+    )
     t0 = time.monotonic()
     texts: list[str] = []
     error: TeacherError | None = None

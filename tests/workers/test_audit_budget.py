@@ -5,15 +5,18 @@ trajectory ends terminal."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from db.models import Budget
 from db.repo_budget import usd_to_micros
 from db.session import make_engine, make_session_factory
+from omniopd.cli import app as cli
 from tests.workers.audit_helpers import (
     add_trajectories,
     assert_books_balance,
@@ -101,6 +104,11 @@ def test_budget_is_never_exceeded_by_eight_audit_workers_with_random_faults(
     assert len({r.idempotency_key for r in rows}) == len(rows)
     dropped = [t for t in trajectory_rows(store, ids) if t.state == "dropped"]
     assert all(t.drop_reason == "unaudited" for t in dropped)
+    report = json.loads(CliRunner().invoke(cli, ["spend", "--config", str(config), "--json"]).output)
+    assert report["audit"]["budget_stop"].startswith("teacher budget exhausted for provider emu")
+    assert report["total"]["calls"] == len(rows) and report["budgets"][0]["spent_usd"] <= PROVIDER_CAP
+    status = CliRunner().invoke(cli, ["status", "--config", str(config)], terminal_width=200).output
+    assert "budget: teacher budget exhausted for provider emu" in status
     busy = [k for k in range(WORKERS) if "audit of trajectory" in (tmp_path / f"worker{k}.log").read_text()]
     assert len(busy) >= 2  # the cap was shared by several processes
     store.engine.dispose()

@@ -178,8 +178,9 @@ def test_a_bad_request_fails_only_its_chunk(audit_env):
 def test_a_rejected_key_is_a_setup_error_and_the_chunk_stays_pending(audit_env):
     store, ctx, _emu = audit_env("openai", api_key="the-right-key")
     (tid,) = add_trajectories(store, 1)
-    with pytest.raises(TeacherSetupError, match="HTTP 401"):
+    with pytest.raises(TeacherSetupError, match="HTTP 401") as err:
         audit_trajectory(ctx, tid)
+    assert "Incorrect API key provided: ***" in str(err.value) and "0123456789abcdef" not in str(err.value)
     assert [c.state for c in chunk_rows(store, [tid])] == ["pending", "pending"]
     assert trajectory_rows(store, [tid])[0].state == "auditing"
 
