@@ -241,7 +241,7 @@ def teacher_prompt(ctx: AuditContext, work: AuditWork) -> str:
     try:
         from omniopd.rollout.prompts import user_message
     except ImportError as exc:
-        raise RuntimeError(
+        raise TeacherSetupError(
             f"trajectory {work.trajectory_id} has no meta['teacher_prompt'] and the {template!r} template "
             "renderer (omniopd.rollout.prompts) is not installed; record the teacher prompt at rollout"
         ) from exc
