@@ -251,3 +251,12 @@ def test_a_teacher_without_a_budget_row_in_the_run_is_a_setup_error(audit_env):
         assert emu.emulator.log == []
     finally:
         ctx2.close()
+
+
+def test_teacher_prompt_without_a_recorded_one_is_the_table7_user_message(audit_env):
+    prompts = pytest.importorskip("omniopd.rollout.prompts", reason="the Table 7 renderer comes with the rollout branch")
+    store, ctx, emu = audit_env("openai", generator=scripted([" w2 w3 w4"]))
+    (tid,) = add_trajectories(store, 1, chunks=1, meta={"teacher_prompt": ""})
+    assert audit_trajectory(ctx, tid).state == "ready"
+    expected = prompts.user_message("question 0", "table7")
+    assert f"<task>\n{expected}\n</task>" in emu.emulator.log[0].body["messages"][-1]["content"]
