@@ -4,6 +4,9 @@ An audit task is idempotent by construction: `begin_audit` reports each chunk's 
 and which sample indices are already stored, `add_teacher_samples` ignores (chunk, i)
 pairs that exist, and a terminal chunk stays terminal. So a redelivered or duplicated
 task only does the missing work, and a retry fetches only the missing samples.
+`finish_audit` ends an audit whose chunks are all terminal (ready, or dropped as
+`unaudited` when not one chunk was audited); `record_chunk_telemetry` keeps each chunk's
+audit telemetry in the trajectory's `meta["audit"]`.
 Every write bumps the trajectory's `updated_at`, which is how maintenance tells a slow
 audit (progressing) from a lost one (silent).
 """
@@ -14,13 +17,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import CHUNK_TERMINAL, Chunk, TeacherSample, Trajectory, utcnow
+from db.repo_trajectories import drop_trajectories
 from db.session import backend
 
 
@@ -57,6 +61,8 @@ class AuditWork:
     policy_version: int
     prompt_text: str
     chunks: tuple[ChunkWork, ...]
+    problem_id: int = 0
+    meta: dict[str, Any] | None = None  # the trajectory's free-form meta (teacher_prompt, audit telemetry)
 
     @property
     def done(self) -> bool:
@@ -109,7 +115,9 @@ def begin_audit(session: Session, *, trajectory_id: int, now: datetime | None = 
         )
         for c in chunks
     )
-    return AuditWork(traj.id, traj.run_id, traj.state, traj.policy_version, traj.prompt_text, work)
+    return AuditWork(
+        traj.id, traj.run_id, traj.state, traj.policy_version, traj.prompt_text, work, traj.problem_id, dict(traj.meta or {})
+    )
 
 
 def _touch(session: Session, chunk_ids: Sequence[int], now: datetime) -> None:
@@ -207,3 +215,67 @@ def promote_if_complete(session: Session, *, trajectory_id: int, now: datetime |
         traj.state, traj.ready_at, traj.updated_at = "ready", now, now
         session.flush()
     return traj.state
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """A stored teacher sample of a chunk (what k_sem and the telemetry need)."""
+
+    i: int
+    cut_text: str
+    phi: float
+
+
+def chunk_samples(session: Session, *, chunk_id: int) -> list[StoredSample]:
+    """Every stored sample of a chunk, by ascending sample index i."""
+    rows = session.execute(
+        select(TeacherSample.i, TeacherSample.cut_text, TeacherSample.phi)
+        .where(TeacherSample.chunk_id == chunk_id).order_by(TeacherSample.i)
+    )
+    return [StoredSample(*row) for row in rows]
+
+
+AUDIT_META_KEY = "audit"
+
+
+def record_chunk_telemetry(
+    session: Session, *, trajectory_id: int, chunk_idx: int, telemetry: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Store one chunk's audit telemetry under `meta["audit"]["chunks"][str(idx)]` of its
+    trajectory (JSON-serialisable values only); a later write for the same chunk replaces it."""
+    traj = _lock_trajectory(session, trajectory_id)
+    meta = dict(traj.meta or {})
+    audit = dict(meta.get(AUDIT_META_KEY) or {})
+    chunks = dict(audit.get("chunks") or {})
+    chunks[str(chunk_idx)] = dict(telemetry)
+    audit["chunks"] = chunks
+    meta[AUDIT_META_KEY] = audit
+    traj.meta, traj.updated_at = meta, now or utcnow()  # a new dict: JSON columns track assignment only
+    session.flush()
+
+
+def finish_audit(session: Session, *, trajectory_id: int, now: datetime | None = None) -> str:
+    """End an audit whose chunks are all terminal; returns the trajectory's state afterwards.
+
+    `ready` when at least one chunk was audited (or the trajectory has no chunks); `dropped`
+    with reason `unaudited` when it has chunks but none was audited (every one skipped for
+    budget or failed): such a bundle would train on the KL anchor alone, with no teacher
+    signal. A trajectory with chunks still pending is left as it is.
+    """
+    now = now or utcnow()
+    traj = _lock_trajectory(session, trajectory_id)
+    if traj.state not in ("generated", "auditing"):
+        return traj.state
+    counts = dict(
+        session.execute(
+            select(Chunk.state, func.count()).where(Chunk.trajectory_id == trajectory_id).group_by(Chunk.state)
+        ).all()
+    )
+    if any(state not in CHUNK_TERMINAL for state in counts):
+        return traj.state
+    if counts and not counts.get("audited"):
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        drop_trajectories(session, trajectory_ids=[trajectory_id], reason="unaudited", detail=f"no chunk audited ({detail})", now=now)
+        session.refresh(traj)
+        return traj.state
+    return promote_if_complete(session, trajectory_id=trajectory_id, now=now)

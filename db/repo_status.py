@@ -12,6 +12,7 @@ from db.models import CHUNK_STATES, TRAJECTORY_STATES, Chunk, PolicyVersion, Tra
 from db.repo_budget import BudgetView, budgets
 from db.repo_bundles import latest_step
 from db.repo_ledger import LedgerTotal, ledger_totals
+from db.repo_spend import AuditStats, SpendRow, audit_stats, spend_rows
 
 
 @dataclass
@@ -30,6 +31,8 @@ class RunStatus:
     latest_step: int
     budgets: list[BudgetView] = field(default_factory=list)
     calls: list[LedgerTotal] = field(default_factory=list)  # by provider
+    audit: AuditStats | None = None  # audit telemetry and the budget refusal, if any
+    spend: list[SpendRow] = field(default_factory=list)  # ledger by provider: cache hits, empty rate
 
 
 def run_status(session: Session, *, run_id: int, run_name: str, run_status: str,
@@ -78,4 +81,6 @@ def run_status(session: Session, *, run_id: int, run_name: str, run_status: str,
         latest_step=latest_step(session, run_id=run_id),
         budgets=budgets(session, run_id=run_id),
         calls=ledger_totals(session, run_id=run_id, by="provider"),
+        audit=audit_stats(session, run_id=run_id),
+        spend=spend_rows(session, run_id=run_id, by="provider"),
     )

@@ -278,6 +278,10 @@ class AuditConfig(Section):
     """Prices per model per 1M tokens."""
     reservation_ttl_s: float = Field(900.0, gt=0)
     """A reservation older than this whose call never settled is expired and charged in full."""
+    retries: int = Field(3, ge=0)
+    """Redeliveries of an audit whose chunk still misses samples after provider errors; on the last the chunk is failed."""
+    retry_delay_s: float = Field(60.0, ge=0)
+    """Wait before such a redelivery (a provider outage often lasts minutes)."""
 
 
 # ----------------------------------------------------------------------- learner

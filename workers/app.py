@@ -53,7 +53,7 @@ ROLLOUT_TASK = "omniopd.rollout.generate"
 AUDIT_TASK = "omniopd.audit.trajectory"
 MAINTENANCE_TASK = "omniopd.maintenance.sweep"
 
-TASK_MODULES: tuple[str, ...] = ("workers.maintenance",)
+TASK_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.audit")
 """Modules whose `register(app)` adds their tasks to every OmniOPD Celery app."""
 
 
@@ -125,7 +125,9 @@ def make_celery(
     )
     app.omniopd_config = config  # read by runtime()
     app.omniopd_config_path = None if config_path is None else str(config_path)
-    for name in (*TASK_MODULES, *extra_task_modules):
+    # Extra modules first: Celery keeps the first task registered under a name, so a test
+    # module can stand in for a production task (tests/workers/probe_tasks.py).
+    for name in (*extra_task_modules, *TASK_MODULES):
         importlib.import_module(name).register(app)
     return app
 

@@ -17,6 +17,7 @@ from omniopd.cli import (
     db_cmd,
     models_cmd,
     sandbox_cmd,
+    spend_cmd,
     status_cmd,
     teacher_cmd,
     worker_cmd,
@@ -41,6 +42,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(worker_cmd.app, name="worker")
 app.command("status")(status_cmd.status)
+app.command("spend")(spend_cmd.spend)
 
 
 def _version(value: bool) -> None:

@@ -106,3 +106,29 @@ def _print(st, broker: dict[str, Any]) -> None:
         console.print(f"[yellow]queues unavailable:[/] {broker['error']}", soft_wrap=True)
     for table in (work, spend) if "error" in broker else (queues, work, spend):
         console.print(table)
+    _print_audit(st)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _print_audit(st) -> None:
+    """Audit telemetry (docs/audit.md) and, once a cap refused, why chunks are being skipped."""
+    a = st.audit
+    if a is None:
+        return
+    for row in st.spend:
+        console.print(
+            f"audits by {row.key}: {row.calls} attempts, cache hits {_pct(row.cache_hit_rate)}, "
+            f"empty continuations {_pct(row.empty_rate)}",
+            soft_wrap=True, highlight=False,
+        )
+    if a.samples:
+        console.print(
+            f"teacher samples {a.samples}: phi inside (0, 1) {_pct(a.phi_interior_fraction)}, k_sem inside (0, N) "
+            f"{_pct(a.k_sem_interior_fraction)}, distinct continuations per chunk {_pct(a.distinct_fraction)}",
+            soft_wrap=True, highlight=False,
+        )
+    if a.budget_stop:
+        console.print(f"[yellow]budget:[/] {a.budget_stop}; remaining chunks are skipped", soft_wrap=True, highlight=False)

@@ -52,3 +52,60 @@ def maintenance(
     except SchemaNotCurrent as exc:
         fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command("audit")
+def audit(
+    config: ConfigOpt,
+    teacher: str | None = typer.Option(
+        None, "--teacher", "-t", help="Teacher (key of `teachers`) whose queue audits.<NAME> to serve; default audit.teacher.",
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-k", min=1,
+        help="Trajectories audited at once by this process (threads); default workers.audit_threads. "
+        "Teacher calls in flight are further capped by teachers.<NAME>.concurrency.",
+    ),
+    loglevel: LogLevelOpt = "INFO",
+    set_: SetOpt = None,
+) -> None:
+    """Run an audit worker: teacher continuations for every chunk, with budgets and rate limits.
+
+    Consumes queue audits.<teacher>, one trajectory per task, its chunks in ascending
+    position (the provider's prompt cache hits). Before each HTTP attempt the worst-case
+    cost is reserved against the provider's and the run's cap; when a cap is reached the
+    remaining chunks are skipped (skipped_budget) and the run winds down. Start as many
+    processes as the provider's rate limits allow; they share the limits through Redis.
+    Runs until SIGTERM / Ctrl-C (running audits finish, or are redelivered if killed).
+    """
+    cfg = load(config, set_)
+    name = teacher or cfg.audit.teacher
+    if not name:
+        fail("no teacher to audit with: set audit.teacher in the config or pass --teacher NAME")
+    if name not in cfg.teachers:
+        fail(f"--teacher {name!r} is not a key of `teachers` ({', '.join(sorted(cfg.teachers)) or 'none defined'})")
+    cfg = cfg.model_copy(update={"audit": cfg.audit.model_copy(update={"teacher": name})})
+    _check_teacher(cfg, name)
+    from db.migrate import SchemaNotCurrent
+    from workers.app import audit_queue
+    from workers.launch import run_worker
+
+    try:
+        code = run_worker(
+            cfg, queues=[audit_queue(name)], pool="threads", concurrency=concurrency or cfg.workers.audit_threads,
+            role=f"audit-{name}", config_path=config, loglevel=loglevel.upper(),
+        )
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _check_teacher(cfg, name: str) -> None:
+    """Fail before starting when the teacher has no price or its API key is not set."""
+    from omniopd.teachers import ApiKey, PricingError, TeacherError, teacher_price
+
+    teacher = cfg.teachers[name]
+    try:
+        teacher_price(teacher, cfg.audit.prices_file)
+        ApiKey.from_env(teacher.api_key_env, required=teacher.kind != "openai_compat")
+    except (PricingError, TeacherError) as exc:
+        fail(f"teacher {name}: {exc}")

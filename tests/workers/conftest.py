@@ -114,3 +114,16 @@ def processes():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def emulators():
+    """`emulators(provider, generator=None, **EmulatorConfig fields)` -> a running teacher emulator
+    (an HTTP server on 127.0.0.1 in a thread of the test process), stopped at the end."""
+    from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread
+    from tests.workers.audit_helpers import student_like
+
+    with contextlib.ExitStack() as stack:
+        yield lambda provider, generator=None, **cfg: stack.enter_context(
+            EmulatorThread(EmulatorConfig(provider=provider, **cfg), generator or student_like())
+        )

@@ -1,0 +1,206 @@
+"""What auditing a trajectory costs, before (`omniopd plan`) and during (`omniopd spend`) a run.
+
+The paper's Appendix B counts, per student trajectory of L tokens after a prompt of P
+tokens, with M chunks of C tokens and N teacher continuations per chunk:
+
+    teacher input  ~ M x (P + L/2)        (each chunk's prefix; chunks spread over the answer)
+    teacher output ~ M x N x C
+
+`appendix_b_tokens` is that formula as the paper writes it. `forecast_trajectory` prices
+the same decomposition the way a provider actually bills it:
+
+- requests per chunk: N continuations go out in ceil(N / n_max) requests (Anthropic has
+  no `n`: N requests; Gemini at most 8 candidates per request; OpenAI and vLLM one), and
+  every request pays for its whole input;
+- prompt caching by the provider's rules (the same rules the emulator enforces):
+  explicit (Anthropic): the first request of a chunk reads the previous chunk's prefix and
+  writes the rest (at the cache-write price), the other requests read the whole prefix;
+  a prefix shorter than the model's minimum is never cached. Implicit (OpenAI, Gemini,
+  vLLM): a request reads the longest cached boundary (minimum, then steps) of what an
+  earlier request sent — the previous chunk's prefix, or, for requests sent after the
+  first one of the chunk started, the whole prefix;
+- output: N continuations of `output_tokens` each. Teachers asked to continue a partial
+  answer rarely stop early, so `output_tokens` should be what the audit asks for
+  (ceil(C x max_new_tokens_factor), `requested_output_tokens`), not C.
+
+Chunk j of M (0-based) is placed at L x (j + 1/2) / M, so the mean prefix is L/2 as in the
+paper. Token counts are teacher tokens; a student tokenizer that is much denser or
+sparser than the teacher's makes the forecast off by that ratio.
+
+Pure: numbers in, numbers out (no config objects, no I/O); `forecast_inputs` in
+workers/ or the CLI turns a config into these arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from omniopd.teachers.pricing import Price, cost_usd
+from omniopd.teachers.prompting import INSTRUCTION_TAIL, instruction_head
+from omniopd.teachers.providers import PROVIDERS
+from omniopd.teachers.tokens import count_tokens
+from omniopd.teachers.types import Usage
+
+CHAT_OVERHEAD_TOKENS = 8
+"""Role markers around a one-turn chat (prefill and raw modes), in teacher tokens."""
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    """How a provider caches prompt prefixes (see the module docstring).
+
+    style none: never; explicit: Anthropic breakpoints; implicit: automatic prefix caching
+    in boundaries min_tokens, min_tokens + granularity, ...
+    """
+
+    style: Literal["none", "explicit", "implicit"]
+    min_tokens: int = 0
+    granularity: int = 1
+
+    def boundary(self, tokens: float) -> float:
+        """The longest cacheable prefix of a `tokens`-long shared prefix (0 if too short)."""
+        if self.style == "none" or tokens < self.min_tokens or tokens <= 0:
+            return 0.0
+        if self.style == "explicit":
+            return tokens
+        steps = math.floor((tokens - self.min_tokens) / self.granularity)
+        return float(self.min_tokens + steps * self.granularity)
+
+
+def cache_rule(kind: str, model: str, enabled: bool = True) -> CacheRule:
+    """The caching rule of a provider kind and model. `enabled` is the teacher's `cache`
+    setting: it switches off Anthropic breakpoints; automatic caching (OpenAI, Gemini,
+    vLLM) happens whatever the client does."""
+    if kind == "anthropic":
+        if not enabled:
+            return CacheRule("none")
+        # Haiku 4.5 caches only prefixes of >= 4,096 tokens, most other Claude models 1,024.
+        return CacheRule("explicit", 4096 if ("haiku-4-5" in model or "haiku-4.5" in model) else 1024)
+    if kind == "gemini":
+        return CacheRule("implicit", 1024, 64)
+    if kind in ("openai", "openai_compat"):
+        return CacheRule("implicit", 1024, 128)
+    raise ValueError(f"unknown provider kind {kind!r}")
+
+
+def requests_per_chunk(kind: str, n: int) -> int:
+    """HTTP requests that return N continuations (no retries)."""
+    if kind not in PROVIDERS:
+        raise ValueError(f"unknown provider kind {kind!r}")
+    return math.ceil(n / PROVIDERS[kind].max_n_per_request)
+
+
+def first_request_alone(kind: str, cache: bool) -> bool:
+    """Whether the other requests of a chunk wait for the first to start (and so hit its cache)."""
+    return cache and kind in ("anthropic", "gemini")
+
+
+def mode_overhead_tokens(mode: str) -> int:
+    """Teacher-side tokens around the prompt and prefix for a continuation mode."""
+    if mode == "instruction":
+        return count_tokens(instruction_head("") + INSTRUCTION_TAIL)
+    return CHAT_OVERHEAD_TOKENS
+
+
+def requested_output_tokens(c: int, max_new_tokens_factor: float) -> int:
+    """What the audit asks the teacher for per continuation of a C-token chunk."""
+    return math.ceil(c * max_new_tokens_factor)
+
+
+def appendix_b_tokens(m: int, n: int, c: int, prompt_tokens: float, trajectory_tokens: float) -> tuple[float, float]:
+    """Appendix B of the paper: (teacher input, teacher output) tokens per trajectory,
+    M x (P + L/2) and M x N x C."""
+    return m * (prompt_tokens + trajectory_tokens / 2), float(m * n * c)
+
+
+@dataclass(frozen=True)
+class TrajectoryForecast:
+    """Teacher tokens and cost of auditing one trajectory (floats: expectations).
+    input + cached_input + cache_write = every input token billed."""
+
+    chunks: int
+    requests: int
+    input_tokens: float
+    cached_input_tokens: float
+    cache_write_tokens: float
+    output_tokens: float
+    cost_usd: float
+    paper_input_tokens: float
+    paper_output_tokens: float
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        total = self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
+        return self.cached_input_tokens / total if total else None
+
+    def times(self, trajectories: float) -> TrajectoryForecast:
+        """The same forecast for `trajectories` trajectories (a run)."""
+        k = trajectories
+        return TrajectoryForecast(
+            self.chunks, self.requests, self.input_tokens * k, self.cached_input_tokens * k, self.cache_write_tokens * k,
+            self.output_tokens * k, self.cost_usd * k, self.paper_input_tokens * k, self.paper_output_tokens * k,
+        )
+
+
+def forecast_trajectory(
+    *,
+    m: int,
+    n: int,
+    c: int,
+    prompt_tokens: float,
+    trajectory_tokens: float,
+    output_tokens: float,
+    kind: str,
+    cache: CacheRule,
+    price: Price,
+    first_alone: bool,
+    overhead_tokens: float = 0.0,
+) -> TrajectoryForecast:
+    """Appendix B's decomposition, billed by a provider's requests and caching rules.
+
+    m, n, c: chunks per trajectory, continuations per chunk, tokens per chunk; prompt_tokens:
+    the task as the teacher sees it; trajectory_tokens: L; output_tokens: per continuation;
+    overhead_tokens: template or instruction framing per request (`mode_overhead_tokens`).
+    A trajectory shorter than M x C holds only floor(L / C) non-overlapping chunks.
+    """
+    if min(m, n, c) < 1 or trajectory_tokens < 0 or prompt_tokens < 0 or output_tokens < 0:
+        raise ValueError("m, n, c must be >= 1 and token counts >= 0")
+    chunks = max(1, min(m, int(trajectory_tokens // c))) if trajectory_tokens >= 1 else 0
+    r = requests_per_chunk(kind, n)
+    uncached = read = written = 0.0
+    previous = 0.0  # the previous chunk's prefix, as the provider saw it
+    for j in range(chunks):
+        x = prompt_tokens + overhead_tokens + trajectory_tokens * (j + 0.5) / chunks
+        # First request: what the previous chunk left in the cache.
+        hit = cache.boundary(previous)
+        write = x - hit if cache.style == "explicit" and x >= cache.min_tokens else 0.0
+        read += hit
+        written += write
+        uncached += x - hit - write
+        # The other requests: the whole prefix once the first one started, else the same as the first.
+        later = cache.boundary(x) if first_alone else hit
+        read += (r - 1) * later
+        uncached += (r - 1) * (x - later)
+        previous = x
+    output = chunks * n * output_tokens
+    usage = Usage(input=round(uncached), cached_input=round(read), cache_write=round(written), output=round(output))
+    paper_in, paper_out = appendix_b_tokens(m, n, c, prompt_tokens, trajectory_tokens)
+    return TrajectoryForecast(
+        chunks=chunks,
+        requests=chunks * r,
+        input_tokens=uncached,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+        output_tokens=output,
+        cost_usd=cost_usd(usage, price),
+        paper_input_tokens=paper_in,
+        paper_output_tokens=paper_out,
+    )
+
+
+def paper_cost_usd(m: int, n: int, c: int, prompt_tokens: float, trajectory_tokens: float, price: Price) -> float:
+    """Appendix B's token counts at the teacher's list prices (no caching, one request per chunk)."""
+    paper_in, paper_out = appendix_b_tokens(m, n, c, prompt_tokens, trajectory_tokens)
+    return cost_usd(Usage(input=round(paper_in), output=round(paper_out)), price)

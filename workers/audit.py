@@ -1,0 +1,46 @@
+"""The audit task: one trajectory per message, on queue `audits.<teacher>` (thread pool).
+
+Glue only; the work is `workers.audit_service.audit_trajectory`. Each worker process
+builds its audit context once (teacher client on its own event loop, price, in-flight
+cap) and shares it between its threads. A delivery that ends with a chunk still pending
+after transient provider errors is sent again after `audit.retry_delay_s`; the last of
+`audit.retries` redeliveries gives such a chunk up as `failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import Celery
+
+from workers.app import AUDIT_TASK, runtime
+from workers.audit_service import AuditContext, audit_trajectory, make_audit_context
+
+_CREATE = threading.Lock()
+
+
+def audit_context(app: Celery) -> AuditContext:
+    """This process's audit context, created once on first use (after a fork, if any)."""
+    with _CREATE:  # the pool's threads start together; one context per process
+        current: AuditContext | None = getattr(app, "omniopd_audit", None)
+        if current is not None and getattr(app, "omniopd_audit_pid", None) == os.getpid():
+            return current
+        from workers.broker import broker_endpoint
+
+        rt = runtime(app)
+        redis_url = broker_endpoint(rt.config).redis_url  # rate-limit buckets live next to the queues
+        current = make_audit_context(rt.config, rt.sessions, redis_url=redis_url, key_prefix=rt.config.broker_key_prefix)
+        app.omniopd_audit, app.omniopd_audit_pid = current, os.getpid()
+        return current
+
+
+def register(app: Celery) -> None:
+    @app.task(name=AUDIT_TASK, bind=True, shared=False, max_retries=None)
+    def audit(self, trajectory_id: int) -> dict:
+        ctx = audit_context(self.app)
+        last = self.request.retries >= ctx.config.audit.retries
+        outcome = audit_trajectory(ctx, trajectory_id, last_delivery=last)
+        if outcome.retry and not last:
+            raise self.retry(countdown=ctx.config.audit.retry_delay_s)
+        return outcome.as_dict()

@@ -1,0 +1,155 @@
+"""The spend report of a run (`omniopd spend`): ledger, budgets, audit telemetry, and the
+cost per trajectory next to the paper's Appendix B estimate for the run's M, N, C.
+
+`forecast_for_config` is the one place a config becomes forecast arguments; `omniopd
+plan` (before a run) and `omniopd spend` (during one) both use it, so they agree by
+construction up to what they are given: the prompt length P and trajectory length L
+(observed here, estimated by plan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db.models import RUN_SCOPE
+from db.repo_budget import budgets, micros_to_usd
+from db.repo_spend import SpendBy, SpendRow, audit_stats, spend_rows
+from omniopd.config import OmniConfig
+from omniopd.teachers.forecast import (
+    TrajectoryForecast,
+    cache_rule,
+    first_request_alone,
+    forecast_trajectory,
+    mode_overhead_tokens,
+    paper_cost_usd,
+    requested_output_tokens,
+)
+from omniopd.teachers.pricing import Price, PricingError, cost_usd
+from omniopd.teachers.types import Usage
+
+
+def forecast_for_config(
+    config: OmniConfig, *, prompt_tokens: float, trajectory_tokens: float, teacher: str | None = None, price: Price | None = None
+) -> TrajectoryForecast:
+    """Forecast of one trajectory's audit with the config's M, N, C, teacher, prices and
+    caching; each continuation is counted at what the audit asks for (C x max_new_tokens_factor)."""
+    name = teacher or config.audit.teacher
+    if name not in config.teachers:
+        raise ValueError(f"teacher {name!r} is not configured (teachers: {', '.join(sorted(config.teachers)) or 'none'})")
+    t = config.teachers[name]
+    if price is None:
+        from omniopd.teachers.build import teacher_price
+
+        price = teacher_price(t, config.audit.prices_file)
+    c = config.chunking.c
+    return forecast_trajectory(
+        m=config.chunking.m, n=config.estimator.n, c=c, prompt_tokens=prompt_tokens, trajectory_tokens=trajectory_tokens,
+        output_tokens=requested_output_tokens(c, t.max_new_tokens_factor), kind=t.kind,
+        cache=cache_rule(t.kind, t.model, t.cache), price=price, first_alone=first_request_alone(t.kind, t.cache),
+        overhead_tokens=mode_overhead_tokens(t.continuation_mode),
+    )
+
+
+def _row_dict(row: SpendRow) -> dict[str, Any]:
+    out = asdict(row)
+    out["cost_usd"] = micros_to_usd(out.pop("cost_micros"))
+    out["reserved_usd"] = micros_to_usd(out.pop("reserved_micros"))
+    out["cache_hit_rate"] = row.cache_hit_rate
+    out["empty_rate"] = row.empty_rate
+    return out
+
+
+def _total(rows: list[SpendRow]) -> SpendRow:
+    fields = [f for f in SpendRow.__dataclass_fields__ if f != "key"]
+    return SpendRow("total", *(sum(getattr(r, f) for r in rows) for f in fields))
+
+
+def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name: str, by: SpendBy = "provider") -> dict[str, Any]:
+    """Everything `omniopd spend` shows, as plain data (also its --json output)."""
+    rows = spend_rows(session, run_id=run_id, by=by)
+    total = _total(rows)
+    stats = audit_stats(session, run_id=run_id)
+    audited = stats.chunks.get("audited", 0)
+    report: dict[str, Any] = {
+        "run": run_name,
+        "by": by,
+        "budgets": [
+            {
+                "provider": "run total" if b.provider == RUN_SCOPE else b.provider,
+                "cap_usd": None if b.cap is None else micros_to_usd(b.cap),
+                "spent_usd": micros_to_usd(b.spent),
+                "reserved_usd": micros_to_usd(b.reserved),
+                "headroom_usd": None if b.headroom is None else micros_to_usd(b.headroom),
+            }
+            for b in budgets(session, run_id=run_id)
+        ],
+        "rows": [_row_dict(r) for r in rows],
+        "total": _row_dict(total),
+        "audit": {
+            **asdict(stats),
+            "cost_per_audited_chunk_usd": micros_to_usd(total.cost_micros) / audited if audited else None,
+            "cost_per_trajectory_usd": (
+                micros_to_usd(total.cost_micros) / stats.trajectories_audited if stats.trajectories_audited else None
+            ),
+        },
+        "estimate": _estimate(config, stats, total),
+    }
+    return report
+
+
+def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:
+    """Per audited trajectory: Appendix B as the paper counts it, our provider-aware
+    forecast, and what the run actually paid; None until a trajectory exists."""
+    name = config.audit.teacher
+    if not name or stats.mean_completion_tokens is None:
+        return None
+    t = config.teachers[name]
+    try:
+        from omniopd.teachers.build import teacher_price
+
+        price = teacher_price(t, config.audit.prices_file)
+    except PricingError as exc:
+        return {"error": str(exc)}
+    prompt, length = stats.mean_prompt_tokens or 0.0, stats.mean_completion_tokens
+    m, n, c = config.chunking.m, config.estimator.n, config.chunking.c
+    fc = forecast_for_config(config, prompt_tokens=prompt, trajectory_tokens=length, price=price)
+    k = stats.trajectories_audited
+    actual = None
+    if k:
+        usage = Usage(total.input_tokens, total.cached_input_tokens, total.cache_write_tokens, total.output_tokens)
+        actual = {
+            "input_tokens": total.input_tokens / k,
+            "cached_input_tokens": total.cached_input_tokens / k,
+            "cache_write_tokens": total.cache_write_tokens / k,
+            "output_tokens": total.output_tokens / k,
+            "cost_usd": micros_to_usd(total.cost_micros) / k,
+            "cost_at_reported_usage_usd": cost_usd(usage, price) / k,  # without unknown outcomes charged at R
+        }
+    return {
+        "teacher": name,
+        "model": t.model,
+        "m": m,
+        "n": n,
+        "c": c,
+        "prompt_tokens": prompt,
+        "trajectory_tokens": length,
+        "output_tokens_per_continuation": requested_output_tokens(c, t.max_new_tokens_factor),
+        "paper": {
+            "input_tokens": fc.paper_input_tokens,
+            "output_tokens": fc.paper_output_tokens,
+            "cost_usd": paper_cost_usd(m, n, c, prompt, length, price),
+        },
+        "forecast": {
+            "input_tokens": fc.input_tokens,
+            "cached_input_tokens": fc.cached_input_tokens,
+            "cache_write_tokens": fc.cache_write_tokens,
+            "output_tokens": fc.output_tokens,
+            "requests": fc.requests,
+            "cost_usd": fc.cost_usd,
+        },
+        "actual": actual,
+        "actual_over_forecast": actual["cost_usd"] / fc.cost_usd if actual and fc.cost_usd else None,
+    }
