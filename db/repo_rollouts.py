@@ -171,7 +171,7 @@ def rollout_work(session: Session, *, batch_id: int) -> RolloutWork:
     filled = existing_slots(session, run_id=batch.run_id, slots=slots)
     pending = tuple(sorted(s for s in slots if s not in filled))
     ids = sorted({s.problem_id for s in pending})
-    questions = dict(session.execute(select(Problem.id, Problem.prompt).where(Problem.id.in_(ids)))) if ids else {}
+    questions = {pid: text for pid, text in session.execute(select(Problem.id, Problem.prompt).where(Problem.id.in_(ids)))}
     return RolloutWork(batch.id, batch.run_id, batch.target_version, batch.state, pending, questions)
 
 
