@@ -67,6 +67,7 @@ from db.repo_runs import PolicyVersionRecord, latest_policy_version
 from db.repo_trajectories import SlotKey, drop_stale
 from omniopd.config import OmniConfig
 from workers.app import ROLLOUT_TASK, enqueue_after_commit
+from workers.rollout import audit_teacher
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ class Driver:
         run_id: int,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        from workers.rollout_records import audit_teacher
-
         audit_teacher(config)  # fail at start, not in every rollout task, if audits have no teacher
         self.app, self.sessions, self.config, self.run_id, self.clock = app, sessions, config, run_id, clock
         with sessions.begin() as session:

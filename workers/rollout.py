@@ -66,7 +66,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=ROLLOUT_TASK, bind=True, shared=False)
     def generate(self, batch_id: int) -> None:
-        from workers.rollout_records import audit_teacher, generate_records
+        from workers.rollout_records import generate_records
 
         rt = runtime(self.app)
         teacher = audit_teacher(rt.config)
@@ -124,6 +124,32 @@ def batch_meta(made: GeneratedRecords, reload: ReloadReport | None, worker: str)
     if reload is not None:
         meta["reload"] = {**asdict(reload), "worker": worker}
     return meta
+
+
+def needs_audit(config: OmniConfig) -> bool:
+    """Does the configured method train on teacher audits of chunks?
+
+    omniopd (Eq. 8) and sft on teacher continuations do; white-box OPD (Eq. 2) takes the
+    teacher's logits in the learner, and sft on given teacher trajectories uses no student
+    chunks, so their trajectories need no chunks and go straight to `ready`.
+    """
+    method = config.loss.method
+    return method == "omniopd" or (method == "sft" and config.loss.sft_source == "continuations")
+
+
+def audit_teacher(config: OmniConfig) -> str | None:
+    """The teacher whose queue gets this run's audits; None when the method needs none.
+
+    Raises ValueError (saying what to set) when audits are needed and no teacher is named.
+    """
+    if not needs_audit(config):
+        return None
+    if not config.audit.teacher:
+        raise ValueError(
+            f"loss.method = {config.loss.method} trains on teacher audits of chunks, but audit.teacher "
+            "is empty: name one of `teachers` in audit.teacher (or use loss.method = opd_whitebox)"
+        )
+    return config.audit.teacher
 
 
 # ------------------------------------------------------------- engine and weight sync

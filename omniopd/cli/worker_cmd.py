@@ -80,8 +80,7 @@ def rollout(
     from db.migrate import SchemaNotCurrent
     from workers.app import ROLLOUT_QUEUE
     from workers.launch import run_worker
-    from workers.rollout import GPUS_ENV
-    from workers.rollout_records import audit_teacher
+    from workers.rollout import GPUS_ENV, audit_teacher
 
     try:
         audit_teacher(cfg)

@@ -3,15 +3,18 @@ that change the store exactly as the real ones do (the real worker: test_rollout
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from typer.testing import CliRunner
 
 from db.models import utcnow
 from db.repo_rollouts import rollout_status
 from db.repo_runs import publish_policy_version
 from db.repo_status import run_status
+from omniopd.cli import app
 from tests.workers.rollout_support import (
     fake_learner_step,
     fake_rollout,
@@ -114,6 +117,11 @@ def test_stale_trajectories_are_dropped_counted_and_their_slots_resampled(tmp_pa
         assert rollout_status(s, run_id=store.run_id).resamples_pending == 0  # all issued again
     (resample,) = open_batch_ids(store)
     assert queued_args(redis_url, redis_prefix, "rollouts") == [[resample]]
+    shown = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "run.yaml"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    shown = json.loads(shown.output)
+    assert shown["dropped"] == {"stale_policy": 2} and shown["broker"]["queues"]["rollouts"] == 1
+    assert (shown["rollouts"]["batches_in_flight"], shown["rollouts"]["batches_recorded"]) == (1, 2)
     fake_rollout(store, resample, version=2)
     slots = slot_states(store)
     dropped = [k for k, rows in slots.items() if rows[0][1] == "dropped"]

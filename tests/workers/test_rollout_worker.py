@@ -24,7 +24,13 @@ from omniopd.models.loading import load_causal_lm, load_tokenizer
 from omniopd.rollout import teacher_context
 from tests.rollout.checkpoints import save_perturbed
 from tests.workers.conftest import wait_for
-from tests.workers.rollout_support import live_per_slot, open_batch_ids, queued_args, rollout_run, slot_states
+from tests.workers.rollout_support import (
+    live_per_slot,
+    open_batch_ids,
+    queued_args,
+    rollout_run,
+    slot_states,
+)
 from workers.app import make_celery
 from workers.driver import Driver
 
