@@ -59,6 +59,8 @@ EXIT_WEIGHT_SYNC = 3
 """Exit code of a rollout worker stopped by a failed weight sync or engine start."""
 GPUS_ENV = "OMNIOPD_ROLLOUT_GPUS"
 """Comma-separated GPU ids for a prefork rollout worker: pool process i gets the i-th."""
+FATAL_FILE_ENV = "OMNIOPD_ROLLOUT_FATAL_FILE"
+"""Prefork: where a pool process writes why it stopped the worker (the command then exits 3)."""
 
 
 def register(app: Celery) -> None:
@@ -203,12 +205,16 @@ def stop_worker(reason: str) -> NoReturn:
 
     Solo pool: WorkerShutdown leaves the task unacknowledged (acks_late), the worker exits
     with EXIT_WEIGHT_SYNC and its connection's unacked messages return to the queue.
-    Prefork pool process: ask the worker's main process for a warm shutdown and requeue.
+    Prefork pool process: note the reason in FATAL_FILE_ENV's file, ask the worker's main
+    process for a warm shutdown and requeue the message.
     """
     log.critical("stopping this rollout worker: %s", reason)
     _close_engine()
     if current_process().name == "MainProcess":
         raise WorkerShutdown(EXIT_WEIGHT_SYNC)
+    if os.environ.get(FATAL_FILE_ENV):
+        with open(os.environ[FATAL_FILE_ENV], "a") as handle:
+            handle.write(reason + "\n")
     os.kill(os.getppid(), signal.SIGTERM)
     raise Reject(reason, requeue=True)
 

@@ -80,7 +80,7 @@ def rollout(
     from db.migrate import SchemaNotCurrent
     from workers.app import ROLLOUT_QUEUE
     from workers.launch import run_worker
-    from workers.rollout import GPUS_ENV, audit_teacher
+    from workers.rollout import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, audit_teacher
 
     try:
         audit_teacher(cfg)
@@ -93,6 +93,10 @@ def rollout(
         if gpus and len(gpus) < concurrency:
             fail(f"--concurrency {concurrency} needs as many GPUs, CUDA_VISIBLE_DEVICES has {len(gpus)}: {','.join(gpus)}")
         os.environ[GPUS_ENV] = ",".join(gpus[:concurrency])
+        fatal = cfg.run.output_dir / "logs" / f"rollout-{os.getpid()}.fatal"
+        fatal.parent.mkdir(parents=True, exist_ok=True)
+        fatal.unlink(missing_ok=True)
+        os.environ[FATAL_FILE_ENV] = str(fatal)
     try:
         code = run_worker(
             cfg, queues=[ROLLOUT_QUEUE], pool="solo" if concurrency == 1 else "prefork", concurrency=concurrency,
@@ -100,4 +104,6 @@ def rollout(
         )
     except SchemaNotCurrent as exc:
         fail(str(exc))
+    if concurrency > 1 and fatal.is_file():  # a pool process stopped the worker
+        fail(f"rollout worker stopped: {fatal.read_text().strip()}", code=EXIT_WEIGHT_SYNC)
     raise typer.Exit(code)
