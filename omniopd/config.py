@@ -131,6 +131,8 @@ class RolloutConfig(Section):
     """Logprobs per token requested from the engine when entropy_source=topk."""
     batch_problems: int = Field(8, ge=1)
     """Problems per rollout task (keeps a GPU busy)."""
+    reissue_after_s: float = Field(3600.0, gt=0)
+    """The driver sends a rollout batch again when it is still unrecorded this long after its last send (lost message); must exceed queue wait + one batch's generation."""
     entropy_slice_tokens: int = Field(512, ge=1)
     """Tokens per slice of the teacher-forced entropy pass (bounds [T, V] memory)."""
     probe_tolerance: float = Field(1e-3, gt=0)

@@ -53,7 +53,7 @@ ROLLOUT_TASK = "omniopd.rollout.generate"
 AUDIT_TASK = "omniopd.audit.trajectory"
 MAINTENANCE_TASK = "omniopd.maintenance.sweep"
 
-TASK_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.audit")
+TASK_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.rollout", "workers.audit")
 """Modules whose `register(app)` adds their tasks to every OmniOPD Celery app."""
 
 

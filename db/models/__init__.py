@@ -16,6 +16,7 @@ from db.models.core import (
     Trajectory,
 )
 from db.models.evals import EVAL_STATUSES, EvalResult, EvalRun
+from db.models.rollouts import BATCH_STATES, RolloutBatch, RolloutSlot
 from db.models.spend import (
     CALL_STATUSES,
     RESERVATION_STATES,
@@ -26,6 +27,7 @@ from db.models.spend import (
 )
 
 __all__ = [
+    "BATCH_STATES",
     "CALL_STATUSES",
     "CHUNK_STATES",
     "CHUNK_TERMINAL",
@@ -45,6 +47,8 @@ __all__ = [
     "PolicyVersion",
     "Problem",
     "Reservation",
+    "RolloutBatch",
+    "RolloutSlot",
     "Run",
     "TeacherCall",
     "TeacherSample",

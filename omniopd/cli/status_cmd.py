@@ -45,6 +45,7 @@ def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: Js
     """
     cfg = load(config, set_)
     from db.migrate import SchemaNotCurrent, open_current
+    from db.repo_rollouts import rollout_status
     from db.repo_runs import RunNotFound, get_run
     from db.repo_status import run_status
     from db.session import make_session_factory
@@ -58,15 +59,38 @@ def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: Js
         with make_session_factory(engine, read_only=True).begin() as session:
             record = get_run(session, name=name)
             st = run_status(session, run_id=record.id, run_name=record.name, run_status=record.status)
+            rollouts = rollout_status(session, run_id=record.id)
     except RunNotFound as exc:
         fail(str(exc))
     finally:
         engine.dispose()
     broker = _broker_view(cfg)
     if json_:
-        console.print_json(json.dumps({**asdict(st), "broker": broker}, default=str))
+        console.print_json(json.dumps({**asdict(st), "rollouts": asdict(rollouts), "broker": broker}, default=str))
         return
     _print(st, broker)
+    _print_rollouts(rollouts)
+
+
+def _print_rollouts(r) -> None:
+    """Rollout batches (the driver's progress) and the last weight reload of a rollout worker."""
+    table = Table(title="rollouts", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("batches in flight (issued, not recorded)", str(r.batches_in_flight))
+    table.add_row("batches recorded", str(r.batches_recorded))
+    table.add_row("batch messages re-sent (presumed lost)", str(r.resends))
+    table.add_row("slots issued", str(r.slots_issued))
+    table.add_row("stale slots waiting to be re-sampled", str(r.resamples_pending))
+    console.print(table)
+    if r.last_reload:
+        x = r.last_reload
+        probe = "-" if x.get("max_abs_diff") is None else f"{x['max_abs_diff']:.2g}"
+        console.print(
+            f"last weight load: policy v{x['version']} by {x.get('worker', '?')} ({x['method']}): "
+            f"{x['seconds']:.3f}s, probe check {x['verify_seconds']:.2f}s, max |Δ logprob| {probe}",
+            soft_wrap=True,
+        )
 
 
 def _print(st, broker: dict[str, Any]) -> None:

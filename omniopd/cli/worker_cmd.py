@@ -109,3 +109,58 @@ def _check_teacher(cfg, name: str) -> None:
         ApiKey.from_env(teacher.api_key_env, required=teacher.kind != "openai_compat")
     except (PricingError, TeacherError) as exc:
         fail(f"teacher {name}: {exc}")
+
+
+@app.command("rollout")
+def rollout(
+    config: ConfigOpt,
+    concurrency: int = typer.Option(
+        1, "--concurrency", min=1,
+        help="Engines in this worker. 1: a solo worker (one process, one model; the usual setup, one worker per GPU). "
+        "K > 1: K pool processes, process i pinned to the i-th GPU of CUDA_VISIBLE_DEVICES.",
+    ),
+    loglevel: LogLevelOpt = "INFO",
+    set_: SetOpt = None,
+) -> None:
+    """Run a rollout worker: generates student trajectories for the run's driver.
+
+    Consumes the `rollouts` queue. Before each batch it loads the newest published
+    policy version (verifying the reload with a probe; a mismatch stops the worker with
+    exit code 3), samples, computes exact per-token entropies, selects chunks and stores
+    the trajectories, then queues their audits. Pin a GPU per worker with
+    CUDA_VISIBLE_DEVICES (scripts/start_workers.sh does). Runs until SIGTERM / Ctrl-C
+    (the batch in progress finishes, or is redelivered if the worker is killed).
+    """
+    cfg = load(config, set_)
+    import os
+
+    from db.migrate import SchemaNotCurrent
+    from workers.app import ROLLOUT_QUEUE
+    from workers.launch import run_worker
+    from workers.rollout import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, audit_teacher
+
+    try:
+        audit_teacher(cfg)
+    except ValueError as exc:
+        fail(str(exc))
+    if not cfg.student.path:
+        fail("student.path is empty: set it to the student model directory (the base of policy version 0)")
+    if concurrency > 1:
+        gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+        if gpus and len(gpus) < concurrency:
+            fail(f"--concurrency {concurrency} needs as many GPUs, CUDA_VISIBLE_DEVICES has {len(gpus)}: {','.join(gpus)}")
+        os.environ[GPUS_ENV] = ",".join(gpus[:concurrency])
+        fatal = cfg.run.output_dir / "logs" / f"rollout-{os.getpid()}.fatal"
+        fatal.parent.mkdir(parents=True, exist_ok=True)
+        fatal.unlink(missing_ok=True)
+        os.environ[FATAL_FILE_ENV] = str(fatal)
+    try:
+        code = run_worker(
+            cfg, queues=[ROLLOUT_QUEUE], pool="solo" if concurrency == 1 else "prefork", concurrency=concurrency,
+            role="rollout", config_path=config, loglevel=loglevel.upper(),
+        )
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    if concurrency > 1 and fatal.is_file():  # a pool process stopped the worker
+        fail(f"rollout worker stopped: {fatal.read_text().strip()}", code=EXIT_WEIGHT_SYNC)
+    raise typer.Exit(code)

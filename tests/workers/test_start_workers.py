@@ -1,0 +1,71 @@
+"""scripts/start_workers.sh: the right workers, pinned to their GPUs, pid files, --stop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from omniopd.cli import app
+from tests.workers.conftest import ROOT, pid_alive, wait_for, write_config
+
+SCRIPT = ROOT / "scripts" / "start_workers.sh"
+
+
+def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMNIOPD_PYTHON": sys.executable, **(env or {})},
+    )
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_start_workers_starts_one_rollout_worker_per_gpu_and_stops_them(tmp_path, redis_url, redis_prefix):
+    config = write_config(
+        tmp_path / "run.yaml", broker={"mode": "redis", "url": redis_url, "key_prefix": redis_prefix},
+        student={"path": str(tmp_path / "no-model-needed-until-a-task")}, workers={"rollout": 2, "audit": 0},
+    )
+    assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    logs = tmp_path / "out" / "logs"
+    started = run_script(str(config), env={"CUDA_VISIBLE_DEVICES": "5,7"})
+    pids = {}
+    try:
+        assert started.returncode == 0, started.stderr
+        pids = {p.stem: int(p.read_text()) for p in logs.glob("*.pid")}
+        assert set(pids) == {"rollout-0", "rollout-1", "maintenance"}  # workers.audit = 0
+        assert [environ_of(pids[f"rollout-{i}"])["CUDA_VISIBLE_DEVICES"] for i in (0, 1)] == ["5", "7"]
+        for name in pids:
+            wait_for(lambda name=name: " ready." in (logs / f"{name}.log").read_text(), 120, f"{name} to be ready")
+        again = run_script(str(config), env={"CUDA_VISIBLE_DEVICES": "5,7"})
+        assert again.returncode == 0 and again.stdout.count("already running") == 3
+        stopped = run_script(str(config), "--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not any(pid_alive(pid) for pid in pids.values()) and not list(logs.glob("*.pid"))
+        assert all("warm shutdown" in (logs / f"{name}.log").read_text().lower() for name in pids)
+    finally:
+        for pid in pids.values():
+            if pid_alive(pid):
+                os.killpg(pid, 9)
+
+
+def test_start_workers_refuses_more_rollout_workers_than_gpus(tmp_path):
+    config = write_config(tmp_path / "run.yaml", workers={"rollout": 3})
+    result = run_script(str(config), env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert result.returncode == 2 and "needs 3 GPUs, found 2" in result.stderr
+    assert not list((tmp_path / "out" / "logs").glob("*.pid"))
+
+
+def test_rollout_worker_command_refuses_a_method_with_audits_but_no_teacher(tmp_path):
+    config = write_config(tmp_path / "run.yaml", audit={"teacher": ""}, student={"path": "x"})
+    result = CliRunner().invoke(app, ["worker", "rollout", "--config", str(config)])
+    assert result.exit_code == 2 and "audit.teacher is empty" in result.output
