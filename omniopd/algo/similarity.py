@@ -323,14 +323,17 @@ def cut_continuation(text: str, reference: str, unit: Literal["words", "chars"] 
       as `reference` (the student chunk), including the spacing before and between them and
       nothing after the last kept word. A shorter continuation is returned unchanged.
     - unit="chars": keep the first len(reference) characters.
+    At least one unit (word or character) of a non-empty continuation is kept: a student
+    chunk that decodes to nothing (it ends the answer, or is all special tokens) where the
+    teacher goes on writing is a disagreement, not a perfect match. Cutting to zero would
+    score phi("", "") = 1 and reward the student for stopping early (a collapse seen in
+    training runs: the policy learned to answer with an empty string).
     """
     if unit == "chars":
-        return text[: len(reference)]
+        return text[: max(len(reference), 1)]
     if unit != "words":
         raise ValueError(f"unit must be 'words' or 'chars', got {unit!r}")
-    n_words = len(reference.split())
-    if n_words == 0:
-        return ""
+    n_words = max(len(reference.split()), 1)
     for i, match in enumerate(_WORD_RE.finditer(text), start=1):
         if i == n_words:
             return text[: match.end()]

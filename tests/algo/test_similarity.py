@@ -117,7 +117,18 @@ def test_cut_continuation_by_words_keeps_spacing_and_drops_the_rest():
         cut_continuation(" hence  x=2, so y is 4. Then", student) == " hence  x=2, so y is"
     )  # 5 words
     assert cut_continuation("short", student) == "short"
-    assert cut_continuation("anything", "   ") == ""
+    assert cut_continuation("anything goes", "   ") == "anything"
+
+
+def test_empty_student_chunk_against_a_writing_teacher_scores_zero_not_one():
+    # A chunk that decodes to "" (the student stopped) while the teacher writes on is a
+    # disagreement; cutting the teacher to zero words would score a perfect match.
+    for unit in ("words", "chars"):
+        cut = cut_continuation("Step 2: 4 + 5 = 9", "", unit=unit)
+        assert cut
+        for name in ("edit", "rouge1", "rougeL", "exact", "jaccard", "bleu1"):
+            assert SIMILARITIES[name]("", cut) == 0.0, (name, unit)
+    assert cut_continuation("", "", unit="words") == ""
 
 
 def test_cut_continuation_by_chars_and_bad_unit():
