@@ -33,6 +33,7 @@ from eval.code_tests import (
 )
 from eval.results import Verdict as GradeVerdict
 from eval.sandbox import Limits, RunResult, Sandbox
+from eval.sandbox_launch import INSTALL_HINT, SandboxUnavailable, find_bwrap, sandbox_python
 from eval.sandbox_slots import DEFAULT_UID_BASE, Slot, acquire_slot
 
 VERDICT_STATUSES = (
@@ -348,6 +349,13 @@ class CodeGrader:
             "memory_mb": memory_limit_mb or base.memory_mb,
         })  # fmt: skip
         self.benchmark = benchmark
+        # Fail before anything is generated (and paid for), not at the first code block.
+        sandbox_python()
+        if find_bwrap() is None and not allow_unsandboxed:
+            raise SandboxUnavailable(
+                f"bubblewrap (bwrap) is not installed, so model-written code cannot be graded safely; install it "
+                f"with `{INSTALL_HINT}` (docs/sandbox.md), or set eval.allow_unsandboxed: true on a machine you can lose"
+            )
         self.pool = GradingPool(workers, allow_unsandboxed=allow_unsandboxed)
 
     def __enter__(self) -> CodeGrader:

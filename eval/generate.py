@@ -89,14 +89,21 @@ class LocalGenerator:
     `max_prompt_tokens` are refused (never cut: a cut problem is another problem)."""
 
     def __init__(self, config: OmniConfig, model_path: str, sampling: SamplingSettings, *, max_prompt_tokens: int) -> None:
-        from omniopd.rollout import build_engine
-
         self.model = str(model_path)
         self.sampling = sampling
         self.max_prompt_tokens = max_prompt_tokens
-        self.engine = build_engine(
-            config, str(model_path), max_model_len=max_prompt_tokens + sampling.max_new_tokens, scoring=False
-        )
+        self._config = config
+        self._engine: Any = None
+
+    @property
+    def engine(self) -> Any:
+        """The engine, started on first use (a fully resumed evaluation never loads the model)."""
+        if self._engine is None:
+            from omniopd.rollout import build_engine
+
+            self._engine = build_engine(self._config, self.model, scoring=False,
+                                        max_model_len=self.max_prompt_tokens + self.sampling.max_new_tokens)
+        return self._engine
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         from omniopd.rollout import Sampling, render_prompts
@@ -118,7 +125,8 @@ class LocalGenerator:
         return [c for c in out if c is not None]
 
     def close(self) -> None:
-        self.engine.close()
+        if self._engine is not None:
+            self._engine.close()
 
 
 # ------------------------------------------------------------------ OpenAI-compatible endpoints

@@ -64,65 +64,42 @@ def evaluate(
     if config is None:
         fail("--config is required (the run's YAML: eval settings, rollout backend, store)")
     cfg = load(config, set_)
-    if (model is not None) + (endpoint is not None) > 1:
-        fail("give either --model or --endpoint, not both")
-    if model is None and endpoint is None and not (run and step is not None):
-        fail("nothing to evaluate: give --model PATH, --endpoint URL, or --run NAME --step S")
-    if step is not None and run is None:
-        fail("--step needs --run (the training run the step belongs to)")
     if endpoint_api is not None:
         cfg.eval.endpoint_api = _choice("--endpoint-api", endpoint_api, ("chat", "completions"))
-    try:
-        header_row = _labels(labels)
-    except ValueError as exc:
-        fail(str(exc))
 
-    from db.migrate import SchemaNotCurrent, open_current
-    from db.session import make_session_factory
-    from eval.benchmarks import parse_benchmarks
-    from eval.evaluate import EvalPlan, GradingSettings, evaluation_tag, run_evaluation
-    from eval.report import report_tables, write_outputs
+    from db.migrate import SchemaNotCurrent
+    from eval.report import report_tables
+    from eval.runner import Target, evaluate_config
     from eval.tables import print_table
 
     try:
-        benches = parse_benchmarks(benchmarks or cfg.eval.benchmarks)
-    except KeyError as exc:
-        fail(str(exc.args[0]))
-    plan = EvalPlan.from_config(cfg.eval, seed=cfg.run.seed, samples=samples, max_items=max_items, data_dir=data_dir)
-    try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
+        header_row = _labels(labels)
+        target = Target(model=model, endpoint=endpoint, endpoint_model=endpoint_model, api_key_env=api_key_env,
+                        run=run, step=step)
+    except ValueError as exc:
         fail(str(exc))
-    sessions = make_session_factory(engine)
-    generator = None
+
+    def started(tag: str, what: str) -> None:
+        err_console.print(f"evaluation [bold]{tag}[/] of {what}: k={samples or cfg.eval.samples}", highlight=False)
+
     try:
-        link, model = _link(sessions, run, step, model)
-        generator = _generator(cfg, plan, model, endpoint, endpoint_model, api_key_env)
-        extra = {"endpoint_api": cfg.eval.endpoint_api} if endpoint else {}
-        tag = name or evaluation_tag(generator.model if model is None else model, plan, extra=extra)
-        out_dir = out or (cfg.eval.output_dir or cfg.run.output_dir / "eval") / tag
-        grading = GradingSettings.from_config(cfg.eval, disagreements=out_dir / "math_disagreements.jsonl")
-        err_console.print(f"evaluation [bold]{tag}[/] of {generator.model}: k={plan.samples}, "
-                          f"{', '.join(b.name for b in benches)}", highlight=False)
         with RichProgress() as progress:
-            report = run_evaluation(benches, generator, plan, sessions=sessions, tag=tag, grading=grading,
-                                    link=link, progress=progress)
+            report, paths = evaluate_config(cfg, config, benchmarks, target, samples=samples, max_items=max_items,
+                                            data_dir=data_dir, out=out, name=name, labels=header_row,
+                                            progress=progress, on_start=started)
     except KeyboardInterrupt:
         fail("interrupted; what was graded is stored — rerun the same command to resume", code=130)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
     except (OSError, ValueError, LookupError, RuntimeError) as exc:
         fail(f"{type(exc).__name__}: {exc}", code=1)
-    finally:
-        if generator is not None:
-            generator.close()
-        engine.dispose()
 
-    headers, row = header_row or (("Model",), (tag,))
-    paths = write_outputs(report, out_dir, labels=row, headers=headers)
     if json_:
         typer.echo(paths["json"].read_text())
         return
+    headers, row = header_row or (("Model",), (report.tag,))
     for _, title, table in report_tables({o.benchmark: o.score for o in report.outcomes}, row, headers):
-        print_table(table, console=console, title=f"{title}: Pass@1 (%) over {plan.samples} samples")
+        print_table(table, console=console, title=f"{title}: Pass@1 (%) over {report.plan.samples} samples")
     for o in report.outcomes:
         console.print(f"{o.key}: {o.generated} generated, {o.reused} from the store", highlight=False)
     console.print(f"results: {paths['json']}  {paths['markdown']}", highlight=False, soft_wrap=True)
@@ -186,36 +163,6 @@ def _labels(spec: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     if any(len(p) != 2 or not p[0].strip() for p in pairs):
         raise ValueError(f"--labels {spec!r}: expected Header=value pairs separated by commas")
     return tuple(p[0].strip() for p in pairs), tuple(p[1].strip() for p in pairs)
-
-
-def _link(sessions: Any, run: str | None, step: int | None, model: str | None) -> tuple[Any, str | None]:
-    """StoreLink for --run/--step, and the model path (the checkpoint of that step if no --model)."""
-    from db.repo_eval import policy_version_at_step
-    from db.repo_runs import RunNotFound, get_run
-    from eval.evaluate import StoreLink
-
-    if run is None:
-        return StoreLink(), model
-    with sessions.begin() as s:
-        try:
-            record = get_run(s, name=run)
-        except RunNotFound as exc:
-            raise LookupError(f"--run {run!r}: {exc}") from None
-        version = None if step is None else policy_version_at_step(s, run_id=record.id, step=step)
-    if version is None and model is None:
-        raise LookupError(f"run {run!r} has no policy version saved at step {step}; give the checkpoint with --model")
-    return StoreLink(record.id, None if version is None else version.version, step), model or version.path
-
-
-def _generator(cfg: Any, plan: Any, model: str | None, endpoint: str | None, endpoint_model: str | None,
-               api_key_env: str | None) -> Any:
-    from eval.generate import EndpointGenerator, LocalGenerator
-
-    if endpoint is not None:
-        e = cfg.eval
-        return EndpointGenerator(endpoint, endpoint_model, plan.sampling, api=e.endpoint_api, api_key_env=api_key_env,
-                                 concurrency=e.endpoint_concurrency, retries=e.endpoint_retries, timeout_s=e.endpoint_timeout_s)
-    return LocalGenerator(cfg, model, plan.sampling, max_prompt_tokens=cfg.eval.max_prompt_tokens)
 
 
 def _store_scores(cfg: Any, config: Path, key: str, loader: Any) -> Any:
