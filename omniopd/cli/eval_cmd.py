@@ -91,6 +91,8 @@ def evaluate(
         fail("interrupted; what was graded is stored — rerun the same command to resume", code=130)
     except SchemaNotCurrent as exc:
         fail(str(exc))
+    except KeyError as exc:  # an unknown benchmark name: the registry lists the known ones
+        fail(str(exc.args[0]))
     except (OSError, ValueError, LookupError, RuntimeError) as exc:
         fail(f"{type(exc).__name__}: {exc}", code=1)
 
