@@ -55,3 +55,13 @@ def test_an_unknown_benchmark_is_refused_with_the_known_ones(config: Path) -> No
 def test_compare_of_a_name_that_is_no_file_needs_the_config() -> None:
     result = omniopd("eval", "compare", "tag-a", "tag-b")
     assert result.exit_code == 2 and "give --config to look it up in the store" in result.output
+
+
+@pytest.mark.parametrize("script", ["eval_math.sh", "eval_code.sh"])
+def test_eval_scripts_print_their_documented_arguments_when_called_without(script: str) -> None:
+    import subprocess
+
+    root = Path(__file__).parents[2]
+    proc = subprocess.run([str(root / "scripts" / script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "CONFIG" in proc.stdout and "MODEL_OR_URL" in proc.stdout and "BENCHMARKS" in proc.stdout
