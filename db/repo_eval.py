@@ -7,7 +7,7 @@ exist, so a crash between grading and recording costs at most the unrecorded bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -144,6 +144,25 @@ def eval_results(session: Session, *, eval_run_id: int) -> list[EvalResultView]:
     return [EvalResultView(r.item_id, r.sample_index, r.correct, r.score, r.completion, r.extracted, r.error, r.detail,
                            r.seed, r.n_tokens)
             for r in session.scalars(stmt)]
+
+
+def result_outcomes(session: Session, *, eval_run_id: int) -> list[tuple[str, int, bool]]:
+    """(item_id, sample_index, correct) of every stored result: what scoring and progress
+    need, without loading completions."""
+    rows = session.execute(
+        select(EvalResult.item_id, EvalResult.sample_index, EvalResult.correct).where(EvalResult.eval_run_id == eval_run_id)
+    )
+    return [(item, k, bool(correct)) for item, k, correct in rows]
+
+
+def iter_eval_results(session: Session, *, eval_run_id: int, chunk: int = 200) -> Iterator[EvalResultView]:
+    """`eval_results` streamed `chunk` rows at a time (16 samples of 32K tokens per item
+    add up: do not hold a whole benchmark's completions in memory to write them out)."""
+    stmt = select(EvalResult).where(EvalResult.eval_run_id == eval_run_id).order_by(EvalResult.item_id, EvalResult.sample_index)
+    for r in session.scalars(stmt.execution_options(yield_per=chunk)):
+        yield EvalResultView(r.item_id, r.sample_index, r.correct, r.score, r.completion, r.extracted, r.error, r.detail,
+                             r.seed, r.n_tokens)
+        session.expunge(r)
 
 
 def finish_eval_run(

@@ -24,15 +24,15 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eval.benchmarks import Benchmark, Grader, make_grader
 from eval.datasets import Item
 from eval.generate import Completion, Generator, Request, SamplingSettings
-from eval.passk import score_benchmark
-from eval.results import BenchmarkScore, SampleResult, Verdict, sample_seed
+from eval.passk import score_items
+from eval.results import BenchmarkScore, ItemScore, SampleResult, Verdict, sample_seed
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -119,8 +119,8 @@ def evaluation_tag(model: str, plan: EvalPlan, *, extra: dict[str, Any] | None =
 class ProgressSink:
     """Receives progress; the CLI draws rich bars. Default: nothing."""
 
-    def start(self, benchmark: str, *, n_items: int, total: int, stored: Sequence[SampleResult]) -> None:
-        """A benchmark begins; `stored` are its samples already in the store."""
+    def start(self, benchmark: str, *, n_items: int, total: int, stored: Sequence[tuple[str, bool]]) -> None:
+        """A benchmark begins; `stored` are (item_id, correct) of its samples already in the store."""
 
     def advance(self, benchmark: str, results: Sequence[SampleResult]) -> None:
         """`results` were graded and stored."""
@@ -131,14 +131,13 @@ class ProgressSink:
 
 @dataclass(frozen=True)
 class BenchmarkOutcome:
-    """One benchmark's evaluation. Invariant: `samples` holds exactly k per item of the
-    evaluated subset; `generated + reused == len(samples)`."""
+    """One benchmark's evaluation. Invariant: the store holds exactly k samples per item
+    of the evaluated subset under `eval_run_id`; `generated + reused` = items x k."""
 
     benchmark: str
     key: str
     eval_run_id: int
     score: BenchmarkScore
-    samples: list[SampleResult] = field(repr=False)
     generated: int
     reused: int
 
@@ -168,10 +167,18 @@ def from_store_row(benchmark: str, row: Any) -> SampleResult:
     )
 
 
-def stored_samples(session: Session, *, eval_run_id: int, benchmark: str) -> list[SampleResult]:
-    from db.repo_eval import eval_results
-
-    return [from_store_row(benchmark, row) for row in eval_results(session, eval_run_id=eval_run_id)]
+def item_counts(items: Sequence[Item], outcomes: Sequence[tuple[str, int, bool]], k: int) -> list[ItemScore]:
+    """Per-item (n, c) over samples 0..k-1, in the items' order; raises if any is missing."""
+    n = {item.id: 0 for item in items}
+    c = dict(n)
+    for item_id, index, correct in outcomes:
+        if item_id in n and index < k:
+            n[item_id] += 1
+            c[item_id] += int(correct)
+    missing = sum(k - v for v in n.values())
+    if missing:
+        raise RuntimeError(f"{missing} samples are missing after generation; rerun to complete them")
+    return [ItemScore(i, n[i], c[i]) for i in n]
 
 
 # ------------------------------------------------------------------ the loop
@@ -191,19 +198,18 @@ def evaluate_benchmark(
     progress: ProgressSink | None = None,
 ) -> BenchmarkOutcome:
     """Evaluate one benchmark under eval-run `key`, resuming from what the store holds."""
-    from db.repo_eval import finish_eval_run, graded_samples, open_eval_run, record_eval_results
+    from db.repo_eval import finish_eval_run, open_eval_run, record_eval_results, result_outcomes
 
     progress = progress or ProgressSink()
     k = plan.samples
     with sessions.begin() as s:
         run = open_eval_run(s, key=key, benchmark=bench.name, model=generator.model, samples=k,
                             config=config or {}, run_id=link.run_id, policy_version=link.policy_version, step=link.step)
-        done = graded_samples(s, eval_run_id=run.id)
-        stored = [r for r in stored_samples(s, eval_run_id=run.id, benchmark=bench.name) if r.sample_index < k]
+        done = {(item_id, index): correct for item_id, index, correct in result_outcomes(s, eval_run_id=run.id)}
     by_id = {item.id: item for item in items}
-    stored = [r for r in stored if r.item_id in by_id]
     todo = [Request(bench.name, item.id, r, bench.prompt(item), sample_seed(plan.seed, item.id, r))
             for item in items for r in range(k) if (item.id, r) not in done]
+    stored = [(i, correct) for (i, r), correct in done.items() if i in by_id and r < k]
     progress.start(bench.name, n_items=len(items), total=len(items) * k, stored=stored)
 
     def grade_and_record(batch: Sequence[Request], completions: Sequence[Completion]) -> list[SampleResult]:
@@ -226,15 +232,11 @@ def evaluate_benchmark(
             progress.advance(bench.name, pending.result())
 
     with sessions.begin() as s:
-        samples = [r for r in stored_samples(s, eval_run_id=run.id, benchmark=bench.name)
-                   if r.item_id in by_id and r.sample_index < k]
-        missing = len(items) * k - len(samples)
-        if missing:
-            raise RuntimeError(f"{key}: {missing} samples are missing after generation; rerun to complete them")
-        score = score_benchmark(bench.name, samples, ks=plan.ks)
+        counts = item_counts(items, result_outcomes(s, eval_run_id=run.id), k)
+        score = score_items(bench.name, counts, ks=plan.ks)
         finish_eval_run(s, eval_run_id=run.id, pass_at_1=score.pass_at_1, metrics=score.to_dict())
     progress.finish(bench.name, score)
-    return BenchmarkOutcome(bench.name, key, run.id, score, samples, generated=len(todo), reused=len(samples) - len(todo))
+    return BenchmarkOutcome(bench.name, key, run.id, score, generated=len(todo), reused=len(items) * k - len(todo))
 
 
 def grade_batch(

@@ -1,6 +1,6 @@
 """Result files of an evaluation and comparisons between two evaluations.
 
-`write_outputs` puts three things in an evaluation's output folder:
+`write_outputs` and `write_samples` put three things in an evaluation's output folder:
 
     results.json          every number: per benchmark its eval-run key, Pass@1, interval,
                           pass@k and per-item (n, c); the tables as eval.tables.to_json
@@ -89,11 +89,26 @@ def write_outputs(
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     paths["json"].write_text(json.dumps(report_json(report, tables), indent=2) + "\n")
     paths["markdown"].write_text(report_markdown(report, tables))
-    (out_dir / "samples").mkdir(exist_ok=True)
+    return paths
+
+
+def write_samples(sessions: Any, report: EvaluationReport, out_dir: Path) -> dict[str, Path]:
+    """samples/<benchmark>.jsonl: every stored sample of the evaluation, one SampleResult
+    per line, streamed from the store (a benchmark's completions can be gigabytes)."""
+    from db.repo_eval import iter_eval_results
+    from eval.evaluate import from_store_row
+
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    paths = {}
     for o in report.outcomes:
-        path = paths[f"samples:{o.benchmark}"] = out_dir / "samples" / f"{o.benchmark}.jsonl"
-        ordered = sorted(o.samples, key=lambda s: (s.item_id, s.sample_index))
-        path.write_text("".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in ordered))
+        path = paths[o.benchmark] = out_dir / "samples" / f"{o.benchmark}.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        evaluated = {it.item_id for it in o.score.items}
+        with sessions.begin() as s, tmp.open("w", encoding="utf-8") as f:
+            for row in iter_eval_results(s, eval_run_id=o.eval_run_id):
+                if row.item_id in evaluated and row.sample_index < report.plan.samples:
+                    f.write(json.dumps(from_store_row(o.benchmark, row).to_dict(), ensure_ascii=False) + "\n")
+        tmp.replace(path)
     return paths
 
 

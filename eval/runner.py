@@ -29,7 +29,7 @@ from eval.evaluate import (
     run_evaluation,
 )
 from eval.generate import EndpointGenerator, Generator, LocalGenerator
-from eval.report import write_outputs
+from eval.report import write_outputs, write_samples
 
 if TYPE_CHECKING:
     from omniopd.config import OmniConfig
@@ -129,9 +129,11 @@ def evaluate_config(
         grading = GradingSettings.from_config(config.eval, disagreements=out_dir / "math_disagreements.jsonl")
         report = run_evaluation(benches, generator, plan, sessions=sessions, tag=tag, grading=grading, link=link,
                                 progress=progress)
+        headers, row = labels or (("Model",), (tag,))
+        paths = write_outputs(report, out_dir, labels=row, headers=headers)
+        paths |= {f"samples:{b}": p for b, p in write_samples(sessions, report, out_dir).items()}
     finally:
         if generator is not None:
             generator.close()
         engine.dispose()
-    headers, row = labels or (("Model",), (tag,))
-    return report, write_outputs(report, out_dir, labels=row, headers=headers)
+    return report, paths

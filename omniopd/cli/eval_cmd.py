@@ -217,24 +217,24 @@ class RichProgress:
         self.state[benchmark] = {"n_items": n_items, "k": k, "done": 0, "correct": 0}
         task = self.bars.add_task(benchmark, total=total, items="", rate="-")
         self.tasks[benchmark] = task
-        self._add(benchmark, stored, resumed=True)
-        # Stored samples are not progress of this process: restart the clock so ETA is honest.
+        for item_id, correct in stored:
+            self._count(benchmark, item_id, correct)
+        # Stored samples are not progress of this process: they start the bar, not its clock.
         self.bars.reset(task, total=total, completed=len(stored), items=self._items(benchmark), rate=self._rate(benchmark))
 
     def advance(self, benchmark: str, results: Any) -> None:
-        self._add(benchmark, results)
+        for r in results:
+            self._count(benchmark, r.item_id, r.correct)
+        self.bars.update(self.tasks[benchmark], advance=len(results), items=self._items(benchmark), rate=self._rate(benchmark))
 
     def finish(self, benchmark: str, score: Any) -> None:
         self.bars.update(self.tasks[benchmark], rate=f"{100 * score.pass_at_1:.1f}%")
 
-    def _add(self, benchmark: str, results: Any, resumed: bool = False) -> None:
+    def _count(self, benchmark: str, item_id: str, correct: bool) -> None:
         st, counts = self.state[benchmark], self.counts[benchmark]
-        for r in results:
-            counts[r.item_id] = counts.get(r.item_id, 0) + 1
-            st["done"] += 1
-            st["correct"] += int(r.correct)
-        if not resumed:
-            self.bars.update(self.tasks[benchmark], advance=len(results), items=self._items(benchmark), rate=self._rate(benchmark))
+        counts[item_id] = counts.get(item_id, 0) + 1
+        st["done"] += 1
+        st["correct"] += int(correct)
 
     def _items(self, benchmark: str) -> str:
         st = self.state[benchmark]
