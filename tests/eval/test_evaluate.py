@@ -101,11 +101,12 @@ def expected_pass_at_1(benchmark: str, k: int, seed: int = SEED) -> float:
 def test_tiny_model_is_evaluated_end_to_end_through_the_transformers_backend(
     tmp_path: Path, tiny_model_dir: str, bwrap: str
 ) -> None:
+    """In this process (eval.runner.evaluate_config, what the CLI calls): the torch and
+    model start-up are paid once per test session, not once more in a subprocess."""
     config = make_config(tmp_path, model=tiny_model_dir, max_new_tokens=12, batch_samples=4)
-    proc = omniopd("eval", "-c", str(config), "-b", "math500,apps", "--model", tiny_model_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = evaluate_here(config, "math500,apps", model=tiny_model_dir)
 
-    report = json.loads(results_json(proc.stdout).read_text())
+    report = json.loads(results.read_text())
     stored = store_view(config)
     assert sorted(stored) == sorted(f"{report['tag']}/{b}" for b in ("math500", "apps"))
     for key, (run, rows) in stored.items():
@@ -124,10 +125,11 @@ def test_tiny_model_is_evaluated_end_to_end_through_the_transformers_backend(
         assert (score.n_items, score.samples_per_item, entry["generated"]) == (3, 2, 6)
         assert score.pass_at_1 == stored[entry["key"]][0].pass_at_1
     assert set(report["tables"]) == {"math", "code"}
-    markdown = results_json(proc.stdout).with_name("results.md").read_text()
+    markdown = results.with_name("results.md").read_text()
     assert "| Model | MATH-500 | Average |" in markdown and "| Model | APPS | Average |" in markdown
-    samples = [json.loads(x) for x in (results_json(proc.stdout).parent / "samples" / "apps.jsonl").read_text().splitlines()]
-    assert len(samples) == 6 and all(s["reason"] for s in samples)
+    samples = [json.loads(x) for x in (results.parent / "samples" / "apps.jsonl").read_text().splitlines()]
+    assert [(s["item_id"], s["sample_index"]) for s in samples] == [(i, r) for i in ITEMS["apps"] for r in range(2)]
+    assert all(s["reason"] and s["seed"] == sample_seed(SEED, s["item_id"], s["sample_index"]) for s in samples)
 
 
 
