@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -206,6 +206,7 @@ def evaluate_benchmark(
         run = open_eval_run(s, key=key, benchmark=bench.name, model=generator.model, samples=k,
                             config=config or {}, run_id=link.run_id, policy_version=link.policy_version, step=link.step)
         done = {(item_id, index): correct for item_id, index, correct in result_outcomes(s, eval_run_id=run.id)}
+    _check_same_evaluation(run, generator.model, config)
     by_id = {item.id: item for item in items}
     todo = [Request(bench.name, item.id, r, bench.prompt(item), sample_seed(plan.seed, item.id, r))
             for item in items for r in range(k) if (item.id, r) not in done]
@@ -237,6 +238,18 @@ def evaluate_benchmark(
         finish_eval_run(s, eval_run_id=run.id, pass_at_1=score.pass_at_1, metrics=score.to_dict())
     progress.finish(bench.name, score)
     return BenchmarkOutcome(bench.name, key, run.id, score, generated=len(todo), reused=len(items) * k - len(todo))
+
+
+def _check_same_evaluation(run: Any, model: str, config: dict[str, Any] | None) -> None:
+    """Samples of another model or other settings must never be mixed into a run (only
+    possible with a reused --name: default tags hash the model and settings)."""
+    identity = ("samples", "sampling", "seed", "max_items")
+    differs = [k for k in identity if config is not None and k in run.config and run.config[k] != config.get(k)]
+    if run.model != model or differs:
+        what = (f"model {run.model!r} (now {model!r})" if run.model != model
+                else ", ".join(f"{k}={run.config[k]} (now {config[k]})" for k in differs))
+        raise ValueError(f"eval run {run.key!r} already holds samples drawn with {what}; "
+                         "evaluate under another --name (or the default tag)")
 
 
 def grade_batch(
@@ -279,7 +292,6 @@ def run_evaluation(
     grading: GradingSettings,
     link: StoreLink = StoreLink(),
     progress: ProgressSink | None = None,
-    on_items: Callable[[Benchmark, list[Item]], None] | None = None,
 ) -> EvaluationReport:
     """Evaluate each benchmark in turn (items loaded and validated first, so a bad file
     fails before anything is generated). Graders are closed on every path."""
@@ -289,8 +301,6 @@ def run_evaluation(
     graders: dict[str, Grader] = {}
     try:
         for bench, items in loaded:
-            if on_items is not None:
-                on_items(bench, items)
             # One math grader serves every math benchmark; code graders carry their benchmark's comparison.
             slot = "math" if bench.grader_kind == "math" else bench.name
             if slot not in graders:

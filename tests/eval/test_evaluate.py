@@ -250,6 +250,8 @@ def test_eval_compare_reports_paired_differences_from_files_and_from_the_store(t
     score_b = BenchmarkScore.from_dict(json.loads(file_b.read_text())["benchmarks"]["math500"]["score"])
     want = paired_difference(score_a, score_b)
     assert score_b.pass_at_1 == pytest.approx(expected_pass_at_1("math500", 4, seed=5))
+    with pytest.raises(ValueError, match=r"already holds samples drawn with seed=5 \(now 11\)"):  # a reused --name never mixes
+        evaluate_here(config, "math500", endpoint=teacher.url, name="seed-b")
 
     by_file = omniopd("eval", "compare", str(file_a), str(file_b))
     assert by_file.returncode == 0, by_file.stderr
