@@ -7,7 +7,7 @@ exist, so a crash between grading and recording costs at most the unrecorded bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import EvalResult, EvalRun, utcnow
+from db.models import EvalResult, EvalRun, PolicyVersion, utcnow
+from db.repo_runs import PolicyVersionRecord, get_policy_version
 from db.session import backend
 
 
@@ -134,12 +135,34 @@ class EvalResultView:
     extracted: str | None
     error: str | None
     detail: dict[str, Any]
+    seed: int | None = None
+    n_tokens: int | None = None
 
 
 def eval_results(session: Session, *, eval_run_id: int) -> list[EvalResultView]:
     stmt = select(EvalResult).where(EvalResult.eval_run_id == eval_run_id).order_by(EvalResult.item_id, EvalResult.sample_index)
-    return [EvalResultView(r.item_id, r.sample_index, r.correct, r.score, r.completion, r.extracted, r.error, r.detail)
+    return [EvalResultView(r.item_id, r.sample_index, r.correct, r.score, r.completion, r.extracted, r.error, r.detail,
+                           r.seed, r.n_tokens)
             for r in session.scalars(stmt)]
+
+
+def result_outcomes(session: Session, *, eval_run_id: int) -> list[tuple[str, int, bool]]:
+    """(item_id, sample_index, correct) of every stored result: what scoring and progress
+    need, without loading completions."""
+    rows = session.execute(
+        select(EvalResult.item_id, EvalResult.sample_index, EvalResult.correct).where(EvalResult.eval_run_id == eval_run_id)
+    )
+    return [(item, k, bool(correct)) for item, k, correct in rows]
+
+
+def iter_eval_results(session: Session, *, eval_run_id: int, chunk: int = 200) -> Iterator[EvalResultView]:
+    """`eval_results` streamed `chunk` rows at a time (16 samples of 32K tokens per item
+    add up: do not hold a whole benchmark's completions in memory to write them out)."""
+    stmt = select(EvalResult).where(EvalResult.eval_run_id == eval_run_id).order_by(EvalResult.item_id, EvalResult.sample_index)
+    for r in session.scalars(stmt.execution_options(yield_per=chunk)):
+        yield EvalResultView(r.item_id, r.sample_index, r.correct, r.score, r.completion, r.extracted, r.error, r.detail,
+                             r.seed, r.n_tokens)
+        session.expunge(r)
 
 
 def finish_eval_run(
@@ -162,11 +185,27 @@ def finish_eval_run(
 
 
 def list_eval_runs(
-    session: Session, *, run_id: int | None = None, benchmark: str | None = None
+    session: Session, *, run_id: int | None = None, benchmark: str | None = None, key_prefix: str | None = None
 ) -> list[EvalRunRecord]:
+    """Eval runs in creation order, optionally of one training run (`run_id`: accuracy
+    against `step` for plots), one benchmark, or keys starting with `key_prefix`."""
     stmt = select(EvalRun).order_by(EvalRun.id)
     if run_id is not None:
         stmt = stmt.where(EvalRun.run_id == run_id)
     if benchmark is not None:
         stmt = stmt.where(EvalRun.benchmark == benchmark)
+    if key_prefix is not None:
+        stmt = stmt.where(EvalRun.key.startswith(key_prefix, autoescape=True))
     return [_record(r) for r in session.scalars(stmt)]
+
+
+def policy_version_at_step(session: Session, *, run_id: int, step: int) -> PolicyVersionRecord | None:
+    """The newest policy version of run `run_id` saved at learner step `step`, if any
+    (what `omniopd eval --run R --step S` evaluates and links its results to)."""
+    version = session.scalars(
+        select(PolicyVersion.version)
+        .where(PolicyVersion.run_id == run_id, PolicyVersion.step == step)
+        .order_by(PolicyVersion.version.desc())
+        .limit(1)
+    ).first()
+    return None if version is None else get_policy_version(session, run_id=run_id, version=version)

@@ -4,6 +4,8 @@ one sandbox, judge each output on the host, stop at the first failure.
     verdict = grade_code(response, row["input_output"], language="python", time_limit_s=4)
     with GradingPool(workers=cfg.eval.grading_workers) as pool:   # a sandbox slot (uid) per worker
         verdicts = pool.grade_many(responses, tests, benchmark="apps", **grading_options(cfg.eval))
+    with CodeGrader(workers=2, benchmark="apps") as grader:          # the benchmark Grader
+        verdicts = grader.grade([(code_item, response), ...])       # eval.results.Verdict
 
 Test formats: see eval/code_tests.py (APPS/TACO incl. call-based, CodeContests, Codeforces).
 """
@@ -15,8 +17,8 @@ import queue
 import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from eval.code_tests import (
@@ -24,11 +26,14 @@ from eval.code_tests import (
     DEFAULT_COMPARISON,
     Comparison,
     TestSuite,
+    from_apps,
     outputs_match,
     parse_tests,
     returns_match,
 )
+from eval.results import Verdict as GradeVerdict
 from eval.sandbox import Limits, RunResult, Sandbox
+from eval.sandbox_launch import INSTALL_HINT, SandboxUnavailable, find_bwrap, sandbox_python
 from eval.sandbox_slots import DEFAULT_UID_BASE, Slot, acquire_slot
 
 VERDICT_STATUSES = (
@@ -263,6 +268,13 @@ class GradingPool:
         finally:
             self._slots.put(slot)
 
+    def submit(self, response: str, tests: Any, **kwargs: Any) -> Future[Verdict]:
+        """grade_code on the next free slot, without waiting: a future of its Verdict.
+
+        Pass a parsed TestSuite when several samples share one problem (parse once).
+        """
+        return self._executor.submit(self.grade, response, tests, **kwargs)
+
     def grade_many(self, responses: Sequence[str], tests: Sequence[Any], **kwargs: Any) -> list[Verdict]:
         """Verdicts for responses[i] against tests[i], in order; kwargs go to grade_code."""
         parsed: dict[int, TestSuite] = {}  # k samples of one problem share one tests object
@@ -270,7 +282,7 @@ class GradingPool:
             if id(t) not in parsed:
                 parsed[id(t)] = parse_tests(t, kwargs.get("benchmark"))
         suites = [parsed[id(t)] for t in tests]
-        futures = [self._executor.submit(self.grade, r, s, **kwargs) for r, s in zip(responses, suites, strict=True)]
+        futures = [self.submit(r, s, **kwargs) for r, s in zip(responses, suites, strict=True)]
         return [f.result() for f in futures]
 
     def close(self) -> None:
@@ -295,3 +307,102 @@ def grade_code_batch(responses: Sequence[str], tests: Sequence[Any], *, workers:
     allow = kwargs.pop("allow_unsandboxed", False)
     with GradingPool(workers, allow_unsandboxed=allow) as pool:
         return pool.grade_many(responses, tests, **kwargs)
+
+
+# ------------------------------------------------------------------ the benchmark grader
+
+_SHORT_DETAIL = 2000  # characters of judge message / compiler output kept per sample
+
+
+class CodeGrader:
+    """The `Grader` of code benchmarks (eval.benchmarks.GRADERS["code"]): (CodeItem, response)
+    pairs -> eval.results.Verdict, one fresh sandbox per sample, on a GradingPool.
+
+    Reasons: `pass`, `wrong_answer: test i`, `time_limit: test i`, `memory_limit: test i`,
+    `output_limit: test i`, `runtime_error: test i`, `compile_error`, `no_code` (i is the
+    0-based index of the first failing test; grading stops there). `score` is the
+    fraction of tests passed before it, `extracted` the program that ran, `detail` the
+    judge's message (expected vs got, exit code, compiler output).
+
+    Limits: an item's own `time_limit_s` / `memory_limit_mb` win; `time_limit_s` /
+    `memory_limit_mb` here are the defaults for items without (config `eval.code_*`).
+    The output comparison is the item's `float_tolerance` when it has one, else the
+    benchmark's (`benchmark`, else the item's `source` when it names one; COMPARISONS).
+    Sandbox infrastructure failures (bubblewrap cannot start) raise SandboxError: they
+    are never scored.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 0,
+        time_limit_s: float | None = None,
+        memory_limit_mb: int | None = None,
+        benchmark: str | None = None,
+        allow_unsandboxed: bool = False,
+        limits: Limits | None = None,
+    ) -> None:
+        base = limits or Limits()
+        self.limits = Limits(**{
+            **asdict(base),
+            "time_s": time_limit_s or base.time_s,
+            "memory_mb": memory_limit_mb or base.memory_mb,
+        })  # fmt: skip
+        self.benchmark = benchmark
+        # Fail before anything is generated (and paid for), not at the first code block.
+        sandbox_python()
+        if find_bwrap() is None and not allow_unsandboxed:
+            raise SandboxUnavailable(
+                f"bubblewrap (bwrap) is not installed, so model-written code cannot be graded safely; install it "
+                f"with `{INSTALL_HINT}` (docs/sandbox.md), or set eval.allow_unsandboxed: true on a machine you can lose"
+            )
+        self.pool = GradingPool(workers, allow_unsandboxed=allow_unsandboxed)
+
+    def __enter__(self) -> CodeGrader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def suite(self, item: Any) -> tuple[TestSuite, Comparison]:
+        """An item's tests as a TestSuite with its own limits, and its output comparison."""
+        suite = from_apps(item.tests.to_dict())
+        suite = replace(suite, time_limit_s=item.time_limit_s, memory_limit_mb=item.memory_limit_mb)
+        benchmark = self.benchmark or (item.source if item.source in COMPARISONS else None)
+        comparison = COMPARISONS.get(benchmark or "", DEFAULT_COMPARISON)
+        if item.tests.float_tolerance is not None:
+            comparison = Comparison("tokens", item.tests.float_tolerance)
+        return suite, comparison
+
+    def grade(self, pairs: Sequence[tuple[Any, str]]) -> list[GradeVerdict]:
+        prepared: dict[int, tuple[TestSuite, Comparison]] = {}  # the k samples of a problem share it
+        futures = []
+        for item, response in pairs:
+            if id(item) not in prepared:
+                prepared[id(item)] = self.suite(item)
+            suite, comparison = prepared[id(item)]
+            futures.append(self.pool.submit(response, suite, comparison=comparison, limits=self.limits))
+        verdicts = []
+        for (_, response), future in zip(pairs, futures, strict=True):
+            program = extract_code(response)
+            verdicts.append(benchmark_verdict(future.result(), None if program is None else program.source))
+        return verdicts
+
+
+def benchmark_verdict(verdict: Verdict, source: str | None) -> GradeVerdict:
+    """A sandbox Verdict in the benchmark vocabulary of eval.results (see CodeGrader)."""
+    reason = verdict.status
+    if verdict.test_index is not None:
+        reason += f": test {verdict.test_index}"
+    total = verdict.tests_total
+    return GradeVerdict(
+        correct=verdict.passed,
+        reason=reason,
+        extracted=source,
+        seconds=verdict.total_time_s,
+        score=verdict.tests_passed / total if total else float(verdict.passed),
+        detail=(verdict.reason + (f"\n{verdict.detail}" if verdict.detail else ""))[:_SHORT_DETAIL],
+    )

@@ -1,6 +1,7 @@
 r"""Math answers: the paper's prompt, answer extraction, and grading with math-verify.
 
-Prompt: Table 7 of the paper, the same template for training and evaluation.
+Prompt: Table 7 of the paper, the same template for training and evaluation (one
+definition, `omniopd.templates.TABLE7_TEMPLATE`, shared with the rollout engines).
 
 Extraction (`extract_answer`): the last line of the form `Answer: ...` (the template's
 directive; `**Answer:**` and `Final Answer:` are accepted), else the content of the last
@@ -44,20 +45,16 @@ from typing import TYPE_CHECKING
 from eval.math_check import simple_equal
 from eval.pool import TimeoutPool
 from eval.results import Verdict
+from omniopd.templates import TABLE7_TEMPLATE as TABLE7_TEMPLATE  # the one definition, re-exported
+from omniopd.templates import table7_prompt
 
 if TYPE_CHECKING:
     from eval.datasets import MathItem
 
-TABLE7_TEMPLATE = (
-    "Solve the following math problem step by step. The last line of your response should be "
-    "of the form Answer: $Answer (without quotes) where $Answer is the answer to the problem."
-    "\n\n{question}"
-)
-
 
 def math_prompt(question: str) -> str:
-    """The paper's Table 7 prompt for one problem."""
-    return TABLE7_TEMPLATE.format(question=question)
+    """The paper's Table 7 prompt for one problem (the template training uses too)."""
+    return table7_prompt(question)
 
 
 # ------------------------------------------------------------------ extraction

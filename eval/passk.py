@@ -77,7 +77,19 @@ def score_benchmark(
     `ks` larger than the smallest number of samples per item are left out of
     `pass_at_k` (the unbiased estimator needs k <= n).
     """
-    items = item_scores(samples)
+    return score_items(benchmark, item_scores(samples), ks=ks, confidence=confidence, n_boot=n_boot, seed=seed)
+
+
+def score_items(
+    benchmark: str,
+    items: Sequence[ItemScore],
+    *,
+    ks: Sequence[int] = (1,),
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> BenchmarkScore:
+    """`score_benchmark` from per-item (n, c) counts (e.g. counted in the store)."""
     if not items:
         raise ValueError(f"no graded samples for benchmark {benchmark!r}")
     rates = [it.c / it.n for it in items]

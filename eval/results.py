@@ -23,13 +23,19 @@ class Verdict:
     """A grader's decision on one response.
 
     Invariant: `correct` is True exactly when `reason` is `correct` (math) or `pass`
-    (code); `seconds` is the wall time the grading took (for a timeout: the limit).
+    (code); `seconds` is the wall time the grading took (for a timeout: the limit);
+    `score` is in [0, 1] and 1.0 exactly when `correct`.
     """
 
     correct: bool
     reason: str
     extracted: str | None
     seconds: float
+    score: float | None = None
+    """Partial credit for the store's `score` column (code: fraction of tests passed,
+    in order until the first failure); None means 1.0 if correct else 0.0."""
+    detail: str = ""
+    """Free text for a reader (code: the judge's message, compiler output or stderr tail)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class SampleResult:
     """Why generation stopped (`stop`, `length`), when the backend reports it."""
     completion_tokens: int | None = None
     """Generated tokens, when the backend reports them."""
+    score: float | None = None
+    """The verdict's partial credit (see Verdict.score)."""
+    detail: str = ""
+    """The verdict's free-text detail."""
 
     @classmethod
     def from_verdict(
@@ -80,6 +90,8 @@ class SampleResult:
             grading_s=verdict.seconds,
             finish_reason=finish_reason,
             completion_tokens=completion_tokens,
+            score=verdict.score,
+            detail=verdict.detail,
         )
 
     def to_dict(self) -> dict[str, Any]:

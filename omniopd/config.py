@@ -369,6 +369,22 @@ class EvalConfig(Section):
     """Per-sample address-space limit in the sandbox, MiB."""
     allow_unsandboxed: bool = False
     """Run code without bubblewrap (weaker isolation, loudly warned). Never on shared machines."""
+    pass_at_k: list[int] = [1, 4, 8, 16]
+    """pass@k values reported besides Pass@1 (unbiased estimator; only those <= samples)."""
+    max_prompt_tokens: int = Field(4096, ge=1)
+    """Local models: longer rendered prompts are graded wrong with reason prompt_too_long (never cut)."""
+    batch_samples: int = Field(64, ge=1)
+    """Samples generated, graded and stored together; an interruption loses at most the batch in flight."""
+    endpoint_api: Literal["chat", "completions"] = "chat"
+    """--endpoint: /chat/completions (the server applies its chat template) or /completions (prompt sent as is)."""
+    endpoint_concurrency: int = Field(16, ge=1)
+    """--endpoint: requests in flight at once."""
+    endpoint_retries: int = Field(6, ge=0)
+    """--endpoint: retries of a request after 429, 5xx, an unreadable body or a connection error (exponential backoff; Retry-After honoured)."""
+    endpoint_timeout_s: float = Field(900.0, gt=0)
+    """--endpoint: seconds one request may take (a long generation is slow)."""
+    output_dir: Path | None = None
+    """Where result files go (one folder per evaluation); default <run.output_dir>/eval."""
 
 
 class WorkersConfig(Section):

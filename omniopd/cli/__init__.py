@@ -15,6 +15,7 @@ from omniopd.cli import (
     config_cmd,
     data_cmd,
     db_cmd,
+    eval_cmd,
     models_cmd,
     sandbox_cmd,
     spend_cmd,
@@ -41,6 +42,7 @@ app.add_typer(teacher_cmd.app, name="teacher")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(worker_cmd.app, name="worker")
+app.add_typer(eval_cmd.app, name="eval")
 app.command("status")(status_cmd.status)
 app.command("spend")(spend_cmd.spend)
 

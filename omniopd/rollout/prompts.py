@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-TABLE7_TEMPLATE = (
-    "Solve the following math problem step by step. The last line of your response should be "
-    "of the form Answer: $Answer (without quotes) where $Answer is the answer to the problem."
-    "\n\n{Question}"
-)
-"""Paper Table 7 (appendix A), verbatim; `{Question}` is replaced by the problem text."""
+# omniopd.templates holds the one definition (evaluation imports it too); re-exported here.
+from omniopd.templates import TABLE7_TEMPLATE as TABLE7_TEMPLATE
+from omniopd.templates import table7_prompt
 
 PromptTemplate = Literal["table7", "none"]
 
@@ -53,8 +50,7 @@ class PromptTooLongError(ValueError):
 def user_message(question: str, template: PromptTemplate) -> str:
     """The user-turn text: Table 7 around the question, or the question as is."""
     if template == "table7":
-        # str.replace, not str.format: questions are full of LaTeX braces.
-        return TABLE7_TEMPLATE.replace("{Question}", question)
+        return table7_prompt(question)
     if template == "none":
         return question
     raise ValueError(f"unknown prompt template {template!r}; use 'table7' or 'none'")

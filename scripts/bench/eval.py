@@ -1,4 +1,7 @@
-"""Benchmark: math answers graded per second, process pool vs one process (issue 8).
+"""Benchmark (issue 8): math answers graded per second, process pool vs one process; code
+samples graded per second, sandboxed grading pool vs one sequential sandbox.
+
+Math (`--part math`):
 
 Both sides grade the same items with the same job (`eval.math.grade_pair`: math-verify
 with our rules plus the second grader). The baseline calls it in this process, one
@@ -7,9 +10,17 @@ item after another, with no timeout protection; OmniOPD's `MathGrader` sends the
 is warmed up on a separate set of items first (math-verify builds its parser on first
 use) and measured on items it has never seen (math-verify caches parses).
 
-    .venv/bin/python scripts/bench/eval.py --items 1000 --workers 2
+    .venv/bin/python scripts/bench/eval.py --part math --items 1000 --workers 2
 
 Goal (issue 8): >= 1.5x items/s with the pool on 2 cores.
+
+Code (`--part code`): the same model responses to stdin problems (several tests each;
+correct, wrong-answer and crashing solutions, as an evaluation sees them) graded by
+`eval.code.CodeGrader` with `--workers` sandbox slots, against the baseline of one
+sandbox slot grading the samples one after another (`grade_code` in a loop). Both sides
+start one fresh bubblewrap sandbox per sample and judge every output on the host.
+
+    .venv/bin/python scripts/bench/eval.py --part code --code-samples 200 --workers 2
 """
 
 from __future__ import annotations
@@ -73,8 +84,86 @@ def machine_state() -> str:
     return state
 
 
+CODE_PROBLEM = "Read n and then n integers; print their sum and their maximum."
+CODE_RESPONSES = (
+    "Sum and max.\n```python\nn = int(input())\nxs = list(map(int, input().split()))\nprint(sum(xs), max(xs))\n```",
+    "```python\nimport sys\ndata = sys.stdin.read().split()\nxs = list(map(int, data[1:]))\nprint(sum(xs), max(xs))\n```",
+    "```python\nn = int(input())\nxs = list(map(int, input().split()))\nprint(sum(xs), min(xs))\n```",  # wrong
+    "```python\nn = int(input())\nxs = input().split()\nprint(sum(xs))\n```",  # TypeError
+)
+
+
+def make_code_pairs(n: int, tests: int, seed: int) -> list:
+    """`n` (CodeItem, response) samples: n/4 problems x 4 responses, `tests` tests each."""
+    from eval.datasets import CodeItem, CodeTests
+
+    rng = random.Random(seed)
+    pairs = []
+    for p in range((n + 3) // 4):
+        inputs, outputs = [], []
+        for _ in range(tests):
+            xs = [rng.randint(-1000, 1000) for _ in range(rng.randint(1, 50))]
+            inputs.append(f"{len(xs)}\n{' '.join(map(str, xs))}\n")
+            outputs.append(f"{sum(xs)} {max(xs)}\n")
+        item = CodeItem(f"p{p}", CODE_PROBLEM, CodeTests(tuple(inputs), tuple(outputs)), time_limit_s=2.0)
+        pairs += [(item, r) for r in CODE_RESPONSES]
+    return pairs[:n]
+
+
+def bench_code(a: argparse.Namespace) -> None:
+    from eval.code import CodeGrader, benchmark_verdict, extract_code, grade_code
+    from eval.sandbox import Limits
+    from eval.sandbox_slots import acquire_slot
+
+    pairs = make_code_pairs(a.code_samples, a.code_tests, a.seed)
+    warm = make_code_pairs(8, a.code_tests, a.seed + 1)
+    limits = Limits(time_s=2.0)
+
+    def sequential(chunk: list, slot) -> list:
+        out = []
+        for item, response in chunk:
+            program = extract_code(response)
+            verdict = grade_code(response, item.tests.to_dict(), slot=slot, limits=limits, benchmark="apps")
+            out.append(benchmark_verdict(verdict, program and program.source))
+        return out
+
+    bounds = [round(i * len(pairs) / a.rounds) for i in range(a.rounds + 1)]
+    base, pool = [], []
+    t_base = t_pool = 0.0
+    before = machine_state()
+    slot = acquire_slot()
+    try:
+        with CodeGrader(workers=a.workers, benchmark="apps") as grader:
+            sequential(warm, slot)
+            grader.grade(warm)
+            for r in range(a.rounds):
+                chunk = pairs[bounds[r] : bounds[r + 1]]
+                for side in (("base", "pool") if r % 2 == 0 else ("pool", "base")):
+                    start = time.perf_counter()
+                    if side == "base":
+                        base += sequential(chunk, slot)
+                        t_base += time.perf_counter() - start
+                    else:
+                        pool += grader.grade(chunk)
+                        t_pool += time.perf_counter() - start
+    finally:
+        slot.release()
+    same = sum(x.reason == y.reason for x, y in zip(base, pool, strict=True))
+    n = len(pairs)
+    print(f"code grading: {n} samples ({n // 4} problems x 4 responses, {a.code_tests} tests each), "
+          f"{sum(v.correct for v in pool)} pass, {os.cpu_count()} CPUs")
+    print(f"machine: before {before}; after {machine_state()}")
+    print(f"{'mode':<44}{'seconds':>10}{'samples/s':>11}")
+    print(f"{'one sandbox slot, sequential':<44}{t_base:>10.2f}{n / t_base:>11.1f}")
+    print(f"{f'CodeGrader, {a.workers} slots':<44}{t_pool:>10.2f}{n / t_pool:>11.1f}")
+    print(f"ratio pool/sequential: {t_base / t_pool:.2f}x; verdict reasons identical: {same}/{n}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("math", "code", "all"), default="all", help="which benchmark to run")
+    p.add_argument("--code-samples", type=int, default=200, help="code samples per side")
+    p.add_argument("--code-tests", type=int, default=5, help="tests per code problem")
     p.add_argument("--items", type=int, default=1000, help="measured items per side")
     p.add_argument("--warmup", type=int, default=50, help="items graded before timing (not counted)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="pool processes")
@@ -82,7 +171,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds the items are split into")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if a.part in ("math", "all"):
+        bench_math(a)
+    if a.part in ("code", "all"):
+        bench_code(a)
 
+
+def bench_math(a: argparse.Namespace) -> None:
     from eval.math import MathGrader
 
     warm_g, warm_r = make_items(a.warmup, a.seed + 1)

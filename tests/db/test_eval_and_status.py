@@ -11,9 +11,12 @@ from db.repo_eval import (
     eval_results,
     finish_eval_run,
     graded_samples,
+    iter_eval_results,
     list_eval_runs,
     open_eval_run,
+    policy_version_at_step,
     record_eval_results,
+    result_outcomes,
 )
 from db.repo_ledger import TokenUsage, close_call, open_call
 from db.repo_runs import get_policy_version, latest_policy_version, publish_policy_version
@@ -47,6 +50,29 @@ def test_an_interrupted_evaluation_resumes_without_regrading(sessions, run_id):
             ("a", 0, True), ("a", 1, False), ("b", 0, True), ("b", 1, True)]
         with pytest.raises(ValueError, match="k=2"):
             open_eval_run(s, key="math500/ckpt-10/t1.0", benchmark="math500", model="x", samples=16, config={})
+
+
+def test_eval_runs_are_found_by_training_run_step_and_key_prefix_and_read_light_or_streamed(sessions, run_id):
+    with sessions.begin() as s:
+        publish_policy_version(s, run_id=run_id, version=1, path="/ckpt/5", step=5)
+        assert policy_version_at_step(s, run_id=run_id, step=5).path == "/ckpt/5"
+        assert policy_version_at_step(s, run_id=run_id, step=0).version == 0
+        assert policy_version_at_step(s, run_id=run_id, step=6) is None
+        for step, tag in ((0, "base_1"), (5, "v1_x")):
+            ev = open_eval_run(s, key=f"{tag}/math500", benchmark="math500", model=tag, samples=2, config={},
+                               run_id=run_id, policy_version=step // 5, step=step)
+            record_eval_results(s, eval_run_id=ev.id, results=[result("a", 0), result("a", 1, step == 5)])
+        open_eval_run(s, key="base%1/math500", benchmark="math500", model="m", samples=2, config={})
+    with sessions.begin() as s:
+        assert [r.step for r in list_eval_runs(s, run_id=run_id, benchmark="math500")] == [0, 5]
+        # the prefix is literal: '_' and '%' are not wildcards
+        assert [r.key for r in list_eval_runs(s, key_prefix="base_1/")] == ["base_1/math500"]
+        assert [r.key for r in list_eval_runs(s, key_prefix="base%")] == ["base%1/math500"]
+        ev = list_eval_runs(s, key_prefix="v1_x/")[0]
+        assert sorted(result_outcomes(s, eval_run_id=ev.id)) == [("a", 0, True), ("a", 1, True)]
+        streamed = list(iter_eval_results(s, eval_run_id=ev.id, chunk=1))
+        assert streamed == eval_results(s, eval_run_id=ev.id)
+        assert [(r.seed, r.completion) for r in streamed] == [(0, "answer a/0"), (1, "answer a/1")]
 
 
 def test_policy_versions_are_unique_per_run_and_version_zero_is_the_base(sessions, run_id):

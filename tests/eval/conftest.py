@@ -77,3 +77,71 @@ def held_slot():
         held.release()
         assert not left, f"processes of sandbox uid {held.uid} survived: {_describe(left)}"
         assert not children, f"child processes of the test survived: {children}"
+
+
+# ------------------------------------------------------------------ a scripted teacher server process
+
+
+class ScriptedTeacher:
+    """A running tests/eval/scripted_teacher.py: `url`, and the (item, seed) of every
+    generation it served so far (`seeds()`)."""
+
+    def __init__(self, proc, port: int, seeds_file) -> None:
+        self.proc, self.port, self.seeds_file = proc, port, seeds_file
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def seeds(self) -> list[tuple[str, int]]:
+        import json
+
+        if not self.seeds_file.exists():
+            return []
+        return [(r["item"], r["seed"]) for r in map(json.loads, self.seeds_file.read_text().splitlines())]
+
+
+@pytest.fixture
+def start_teacher(tmp_path_factory):
+    """Start scripted teacher processes (`start_teacher(ttft_ms=..., faults=..., api_key=...)`);
+    every one is terminated and reaped after the test, whatever happened."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    procs = []
+
+    def start(ttft_ms: float = 0.0, faults: str = "", api_key: str | None = None) -> ScriptedTeacher:
+        folder = tmp_path_factory.mktemp("teacher")
+        ready, seeds = folder / "port", folder / "seeds.jsonl"
+        argv = [sys.executable, str(root / "tests/eval/scripted_teacher.py"), "--ready-file", str(ready),
+                "--seeds-file", str(seeds), "--ttft-ms", str(ttft_ms), "--faults", faults]
+        if api_key:
+            argv += ["--api-key", api_key]
+        proc = subprocess.Popen(argv, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the scripted teacher exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the scripted teacher did not start within 60 s")
+            time.sleep(0.05)
+        return ScriptedTeacher(proc, int(ready.read_text()), seeds)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()

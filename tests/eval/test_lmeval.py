@@ -182,3 +182,43 @@ def test_lm_eval_cli_evaluates_a_tiny_model_offline_on_a_local_math_task(tiny_mo
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert sorted(s["doc"]["id"] for s in samples) == ["m1", "m2", "m3"]
     assert all(len(s["filtered_resps"][0]) == 3 and "pass_at_1" in s for s in samples)
+
+
+# ------------------------------------------------------------------ the documented command against a real server
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_lm_eval_cli_grades_math_and_code_tasks_of_an_emulated_teacher_with_per_request_seeds(
+    tmp_path: Path, start_teacher, bwrap: str
+) -> None:
+    """`python -m eval.lmeval run --model omniopd-completions` against the provider emulator
+    as a server process: every repeat reaches the server with sample_seed(seed, id, r), and
+    the code task grades through the sandboxed CodeGrader (Pass@1 is known exactly)."""
+    from tests.eval.scripted_teacher import expected_correct
+
+    teacher = start_teacher()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "math500.jsonl").write_text((DATA / "ours_math.jsonl").read_text())
+    (data / "apps.jsonl").write_text((DATA / "ours_code.jsonl").read_text())
+    tasks, out, k, seed = tmp_path / "tasks", tmp_path / "out", 3, 7
+    write_task_dir(tasks, samples=k, max_tokens=64, benchmarks=["math500", "apps"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMNIOPD_GRADING_WORKERS": "2", "TOKENIZERS_PARALLELISM": "false"}
+    model_args = (f"base_url={teacher.url}/v1/completions,model=scripted-teacher,tokenizer_backend=none,"
+                  f"tokenized_requests=False,num_concurrent=4,seed={seed}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "eval.lmeval", "run", "--model", "omniopd-completions", "--model_args", model_args,
+         "--tasks", "omniopd_math500,omniopd_apps", "--include_path", str(tasks), "--metadata", f"data_dir={data}",
+         "--output_path", str(out), "--log_samples"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    items = {"math500": ["m1", "m2", "m3"], "apps": ["c1", "c2", "c3"]}
+    assert sorted(teacher.seeds()) == sorted((i, sample_seed(seed, i, r)) for ids in items.values() for i in ids for r in range(k))
+    (results_file,) = out.rglob("results_*.json")
+    results = json.loads(results_file.read_text())["results"]
+    for bench, ids in items.items():
+        expected = sum(expected_correct(i, sample_seed(seed, i, r)) for i in ids for r in range(k)) / (len(ids) * k)
+        assert results[f"omniopd_{bench}"]["pass_at_1,k_samples"] == pytest.approx(expected)

@@ -60,4 +60,4 @@ def test_prompt_is_the_papers_table7_template() -> None:
     prompt = math_prompt("What is $1+1$?")
     assert prompt.startswith("Solve the following math problem step by step. The last line of your response should be of the form Answer: $Answer")
     assert prompt.endswith("answer to the problem.\n\nWhat is $1+1$?")
-    assert "{question}" in TABLE7_TEMPLATE
+    assert "{Question}" in TABLE7_TEMPLATE
