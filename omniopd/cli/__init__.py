@@ -15,7 +15,9 @@ from omniopd.cli import (
     config_cmd,
     data_cmd,
     db_cmd,
+    learner_cmd,
     models_cmd,
+    plot_cmd,
     sandbox_cmd,
     status_cmd,
     teacher_cmd,
@@ -41,6 +43,8 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(worker_cmd.app, name="worker")
 app.command("status")(status_cmd.status)
+app.command("learner")(learner_cmd.learner)
+app.command("plot")(plot_cmd.plot)
 
 
 def _version(value: bool) -> None:
