@@ -69,6 +69,7 @@ log = logging.getLogger("omniopd.learner")
 
 StopReason = Literal["max_steps", "exhausted", "budget", "signal"]
 DEFAULT_DRIVER = "workers.driver:Driver"
+WAIT_WARNING_S = 120.0  # say why the learner idles, every this many seconds of waiting
 
 
 class DriverReport(Protocol):
@@ -244,7 +245,7 @@ class Learner:
         return self._summary(reason, detail, time.perf_counter() - t0)
 
     def _loop(self) -> tuple[StopReason, str]:
-        waiting_since = time.perf_counter()
+        waiting_since, warned = time.perf_counter(), 0
         while True:
             stop = self._stop_reason()
             if stop is not None:
@@ -254,11 +255,16 @@ class Learner:
             if batch:
                 self.wait_s += time.perf_counter() - waiting_since
                 self._train(batch, wait_s=time.perf_counter() - waiting_since)
-                waiting_since = time.perf_counter()
+                waiting_since, warned = time.perf_counter(), 0
                 continue
             if exhausted:
                 return "exhausted", "every problem is sampled and every bundle trained"
             self._show("waiting for bundles")
+            if time.perf_counter() - waiting_since > WAIT_WARNING_S * (1 + warned):
+                warned += 1
+                log.warning("no full batch for %.0fs: %d bundles held, waiting for ready bundles sampled "
+                            "by policy >= v%d (older ones are stale; the driver drops them)",
+                            time.perf_counter() - waiting_since, len(self.pending), self._min_version())
             self.stop.wait(self.cfg.poll_s)
 
     def _stop_reason(self) -> tuple[StopReason, str] | None:

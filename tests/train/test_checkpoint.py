@@ -11,7 +11,13 @@ import torch
 
 from omniopd.models.loading import load_causal_lm
 from omniopd.rollout.weights import check_untied
-from omniopd.train import build_trainer, clean_partial, latest_checkpoint, list_checkpoints, prune_checkpoints
+from omniopd.train import (
+    build_trainer,
+    clean_partial,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+)
 from omniopd.train.checkpoint import checkpoint_path, merged_lora_state, read_checkpoint
 from tests.train.conftest import fixed_examples, make_config
 

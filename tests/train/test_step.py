@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from omniopd.train import AuditedChunk, TrainExample, Trainer, build_trainer
+from omniopd.train import AuditedChunk, Trainer, TrainExample, build_trainer
 from omniopd.train.models import load_policy_models
 from omniopd.train.objectives import LossSettings, OmniOPD, make_objective
 from omniopd.train.optim import lr_multiplier
