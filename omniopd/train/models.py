@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from omniopd.models.loading import load_causal_lm, load_tokenizer, resolve_device
+from omniopd.train.distributed import wrap_model
 from omniopd.train.forward import check_supported
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ def load_policy_models(
         student = _apply_lora(student, spec.lora, None if adapter_from is None else Path(adapter_from))
     else:
         student.requires_grad_(True)
+    student = wrap_model(student)
     student.train()
     reference = None
     if spec.reference_path is not None and spec.lora is None:
