@@ -167,3 +167,30 @@ def test_settings_come_from_the_config_and_objectives_from_the_registry(tiny_mod
     assert isinstance(make_objective("omniopd"), OmniOPD)
     with pytest.raises(ValueError, match="expected one of"):
         make_objective("grpo")
+
+
+def test_a_bf16_autocast_step_keeps_fp32_master_weights_and_matches_fp32(tiny_model_dir, examples):
+    # the GPU recipe (fp32 master weights, bf16 autocast, bf16 frozen reference), on CPU
+    from dataclasses import replace
+
+    from omniopd.train.models import load_policy_models
+
+    config = make_config(tiny_model_dir, reference={"path": tiny_model_dir, "dtype": "bfloat16"})
+    fp32 = build_trainer(make_config(tiny_model_dir)).step(examples)
+    models = load_policy_models(model_spec(config))
+    assert models.reference.dtype == torch.bfloat16
+    settings = train_settings(config, device="cpu")
+    trainer = Trainer(models, replace(settings, loss=replace(settings.loss, autocast=torch.bfloat16)))
+    m = trainer.step(examples)
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert m.loss == pytest.approx(fp32.loss, rel=0.05) and m.kl >= 0
+
+
+def test_the_learner_refuses_to_run_as_several_processes(monkeypatch):
+    from omniopd.train.distributed import is_main_process, wrap_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    with pytest.raises(RuntimeError, match="runs as one process"):
+        wrap_model(torch.nn.Linear(2, 2))
