@@ -437,11 +437,11 @@ def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 def _sinks(config: OmniConfig, *, progress: bool, start_step: int) -> list[MetricsSink]:
     from workers.learner_output import LogSink, RichProgress, TensorBoardSink
 
-    sinks: list[MetricsSink] = [LogSink()]
+    sinks: list[MetricsSink] = []
     if config.learner.tensorboard:
         sinks.append(TensorBoardSink(Path(config.run.output_dir) / "tb"))
-    if progress:
-        sinks.append(RichProgress(config.learner.max_steps, start_step))
+    # A live bar and log lines on the same terminal garble each other: one or the other.
+    sinks.append(RichProgress(config.learner.max_steps, start_step) if progress else LogSink())
     return sinks
 
 

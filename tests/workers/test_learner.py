@@ -17,6 +17,7 @@ from omniopd.train import build_trainer, checkpoint_root, latest_checkpoint
 from tests.workers.conftest import Store, write_config
 from tests.workers.learner_fakes import StoreDriver, insert_bundles
 from workers.learner import Learner, example_from_bundle
+from workers.learner_output import TensorBoardSink
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,14 +39,14 @@ def learner_store(tmp_path, tiny_model_dir, **learner) -> Store:
     return Store(path)
 
 
-def make_learner(store: Store, *, stop: threading.Event | None = None) -> Learner:
+def make_learner(store: Store, *, stop: threading.Event | None = None, sinks=()) -> Learner:
     config = store.config
     root = checkpoint_root(config.run.output_dir)
     resumed = latest_checkpoint(root)
     return Learner(
         config=config, sessions=store.sessions, run_id=store.run_id, trainer=build_trainer(config, resume=resumed),
         driver=StoreDriver(app=None, sessions=store.sessions, config=config, run_id=store.run_id),
-        checkpoint_dir=root, resumed=resumed, stop=stop,
+        checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
     )
 
 
@@ -72,7 +73,9 @@ def test_bundles_become_examples_with_only_their_audited_chunks(tmp_path, tiny_m
 def test_learner_trains_every_bundle_once_checkpoints_and_publishes_versions(tmp_path, tiny_model_dir):
     store = learner_store(tmp_path, tiny_model_dir)
     ids = insert_bundles(store.sessions, store.run_id, 5)  # 2 + 2 + a last partial batch of 1
-    summary = make_learner(store).run()
+    tb = TensorBoardSink(tmp_path / "tb")
+    summary = make_learner(store, sinks=[tb]).run()
+    tb.close()
     assert summary.reason == "exhausted" and summary.steps == 3 and summary.bundles == 5
     assert summary.bundles_ready_left == 0 and summary.last_step == 3
     consumed = consumption(store)
@@ -86,6 +89,12 @@ def test_learner_trains_every_bundle_once_checkpoints_and_publishes_versions(tmp
     assert [tuple(v) for v in versions] == [(0, 0), (1, 2), (2, 3)]  # every K=2 steps, and at the end
     assert latest_checkpoint(checkpoint_root(store.config.run.output_dir)).step == 3
     assert "every problem is sampled" in summary.text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("learner/loss")] == [1, 2, 3]
+    assert "learner/kl" in events.Tags()["scalars"] and "learner/proxy_mean" in events.Tags()["scalars"]
 
 
 def test_learner_waits_for_a_full_batch_and_respects_the_policy_lag(tmp_path, tiny_model_dir):
