@@ -72,8 +72,8 @@ DEFAULT_DRIVER = "workers.driver:Driver"
 WAIT_WARNING_S = 120.0  # say why the learner idles, every this many seconds of waiting
 
 
-class DriverReport(Protocol):
-    """What the driver says after each tick (workers.driver.DriverReport)."""
+class TickReport(Protocol):
+    """What the driver says after each tick (satisfied by workers.driver.DriverReport)."""
 
     enqueued_batches: int
     in_flight_batches: int
@@ -84,7 +84,7 @@ class DriverReport(Protocol):
 class Driver(Protocol):
     """Paces rollouts by policy lag and drops stale trajectories; called once per iteration."""
 
-    def tick(self, *, trained_version: int) -> DriverReport: ...
+    def tick(self, *, trained_version: int) -> TickReport: ...
 
 
 class LearnerError(RuntimeError):
@@ -204,7 +204,7 @@ class Learner:
         self.wait_s = 0.0
         self.started: datetime = utcnow()  # reset in _start; audits refused after it stop the run
         self.budget: BudgetState | None = None
-        self.last_report: DriverReport | None = None
+        self.last_report: TickReport | None = None
 
     # ---------------------------------------------------------------- start-up
 
