@@ -16,7 +16,9 @@ from omniopd.cli import (
     data_cmd,
     db_cmd,
     eval_cmd,
+    learner_cmd,
     models_cmd,
+    plot_cmd,
     sandbox_cmd,
     spend_cmd,
     status_cmd,
@@ -45,6 +47,8 @@ app.add_typer(worker_cmd.app, name="worker")
 app.add_typer(eval_cmd.app, name="eval")
 app.command("status")(status_cmd.status)
 app.command("spend")(spend_cmd.spend)
+app.command("learner")(learner_cmd.learner)
+app.command("plot")(plot_cmd.plot)
 
 
 def _version(value: bool) -> None:

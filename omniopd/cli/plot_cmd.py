@@ -1,0 +1,68 @@
+"""`omniopd plot`: training curves of a run as a PNG (the paper's Fig. 3 panels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omniopd.cli.common import ConfigOpt, SetOpt, console, fail, load
+
+RunOpt = Annotated[
+    str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="PNG to write (default: <run.output_dir>/plots/<run>-training.png).",
+                 show_default=False),
+]
+
+
+def plot(config: ConfigOpt, run: RunOpt = None, out: OutOpt = None, set_: SetOpt = None) -> None:
+    """Plot a run's training curves (the paper's Fig. 3 panels) as a PNG.
+
+    Against learner step: on-policy loss (and its chunk term), KL to the base model per
+    un-audited token, and Pass@1 per benchmark of the run's evaluated checkpoints. Reads the store only (learner_steps and eval_runs); works while the run is training.
+    """
+    cfg = load(config, set_)
+    from db.migrate import SchemaNotCurrent, open_current
+    from db.repo_bundles import learner_steps
+    from db.repo_eval import list_eval_runs
+    from db.repo_runs import RunNotFound, get_run
+    from db.session import make_session_factory
+    from omniopd.train.plot import Curve, plot_training
+
+    name = run or cfg.run.name
+    try:
+        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    try:
+        with make_session_factory(engine, read_only=True).begin() as session:
+            record = get_run(session, name=name)
+            steps = learner_steps(session, run_id=record.id)
+            evals = list_eval_runs(session, run_id=record.id)
+    except RunNotFound as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    if not steps:
+        fail(f"run {name!r} has no learner steps yet; start `omniopd learner --config {config}` first", code=1)
+
+    def curve(key: str) -> Curve:
+        points = [(s.step, s.metrics.get(key)) for s in steps if s.metrics.get(key) is not None]
+        return Curve([p[0] for p in points], [float(p[1]) for p in points])
+
+    by_benchmark: dict[str, list[tuple[int, float]]] = {}
+    for e in evals:
+        if e.status == "finished" and e.pass_at_1 is not None and e.step is not None:
+            by_benchmark.setdefault(e.benchmark, []).append((e.step, e.pass_at_1))
+    eval_curves = {b: Curve(*zip(*sorted(points), strict=True)) for b, points in by_benchmark.items()}
+    target = out or Path(cfg.run.output_dir) / "plots" / f"{name}-training.png"
+    written = plot_training(
+        target, title=f"run {name}: {cfg.loss.method}, {len(steps)} steps",
+        loss=Curve([s.step for s in steps], [float(s.loss if s.loss is not None else "nan") for s in steps]),
+        chunk_loss=curve("chunk_loss"), kl=curve("kl"), evals=eval_curves,
+    )
+    console.print(f"wrote {written}", highlight=False, soft_wrap=True)

@@ -1,0 +1,511 @@
+"""The learner process: claim audit bundles, train on them, record, checkpoint, publish.
+
+    run_learner(config)  ->  store + run + checkpoint resume + Trainer + broker + driver
+                             -> Learner(...).run() -> LearnerSummary
+
+One loop iteration (Learner.run):
+
+1. stop? (SIGTERM/Ctrl-C, max steps, teacher budget spent);
+2. `driver.tick(trained_version=v)` keeps rollouts `pipeline_depth` batches ahead and drops
+   stale trajectories (workers/driver.py; any object with that method will do);
+3. claim up to B ready bundles sampled by a policy >= v - max_policy_lag (claims are
+   leases; bundles are accumulated across polls until B are held);
+4. train one step on them while a thread renews the leases, then record the step and
+   mark its bundles consumed in ONE transaction (`record_step_and_consume`);
+5. every K steps: checkpoint (atomic, HF layout, untied) and publish policy version v + 1.
+
+Exactly once over the run. A step's weights exist only in memory until the next checkpoint,
+so on start-up the learner resumes from its latest checkpoint at step S and calls
+`rewind_to_step(S)`: steps recorded after S are deleted and their bundles become ready
+again, to be trained on by the resumed weights; `release_claims` returns the bundles it held
+when it died (a step in flight was never recorded, so they are still ready). Every bundle
+thus contributes to the final weights exactly once: it is consumed by a step whose update
+reached a checkpoint, or it is claimable again. The order inside a step (update in memory,
+then record+consume, then checkpoint) means a crash at any point leaves the store ahead of
+or equal to the checkpoint, never behind it.
+
+Stopping: SIGTERM or Ctrl-C finish the current step, record it, checkpoint, publish and
+exit 0 (a second signal aborts at once; the store stays consistent, the step is redone).
+The run also stops at learner.max_steps, when the driver reports the problems exhausted and
+nothing is left in flight, or when the teacher budget is spent (ready bundles then stay in
+the store: a run resumed with a higher cap trains on them first).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import utcnow
+from db.repo_bundles import (
+    Bundle,
+    ClaimLost,
+    claim_ready_bundles,
+    count_claimable,
+    latest_step,
+    record_step_and_consume,
+    release_claims,
+    renew_claims,
+    rewind_to_step,
+)
+from db.repo_learner import BudgetState, budget_state, consumed_bundles, unfinished_trajectories
+from db.repo_runs import latest_policy_version, publish_policy_version
+from omniopd.config import OmniConfig
+from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
+from omniopd.train.checkpoint import prune_checkpoints
+from workers.learner_output import MetricsSink, ProgressView
+
+log = logging.getLogger("omniopd.learner")
+
+StopReason = Literal["max_steps", "exhausted", "budget", "signal"]
+DEFAULT_DRIVER = "workers.driver:Driver"
+WAIT_WARNING_S = 120.0  # say why the learner idles, every this many seconds of waiting
+
+
+class TickReport(Protocol):
+    """What the driver says after each tick (satisfied by workers.driver.DriverReport)."""
+
+    enqueued_batches: int
+    in_flight_batches: int
+    dropped_stale: int
+    exhausted: bool  # no problems left to sample and none in flight
+
+
+class Driver(Protocol):
+    """Paces rollouts by policy lag and drops stale trajectories; called once per iteration."""
+
+    def tick(self, *, trained_version: int) -> TickReport: ...
+
+
+class LearnerError(RuntimeError):
+    """The learner cannot continue; the message says what to do."""
+
+
+def example_from_bundle(bundle: Bundle) -> TrainExample:
+    """A store bundle as a training example. Only `audited` chunks are kept: chunks that ended
+    skipped_budget or failed have no k_sem, so their tokens are un-audited (U of Eq. 8)."""
+    chunks = tuple(
+        AuditedChunk(
+            start=c.start, end=c.end, k_sem=float(c.k_sem), n=c.n_target,
+            teacher_texts=tuple(s.text for s in c.samples) if c.samples else (),
+        )
+        for c in bundle.chunks
+        if c.state == "audited"
+    )
+    return TrainExample(
+        key=bundle.trajectory_id,
+        prompt_ids=bundle.prompt_token_ids.tolist(),
+        completion_ids=bundle.completion_token_ids.tolist(),
+        chunks=chunks,
+    )
+
+
+@dataclass(frozen=True)
+class LearnerSummary:
+    """How a learner session ended. steps/bundles count this session; `last_step` is the run's."""
+
+    reason: StopReason
+    detail: str
+    steps: int
+    last_step: int
+    max_steps: int
+    resumed_from_step: int
+    bundles: int
+    bundles_consumed_total: int
+    bundles_ready_left: int
+    spend_usd: float
+    cap_usd: float | None
+    policy_version: int
+    checkpoint: str | None
+    wall_s: float
+    wait_s: float
+
+    def text(self) -> str:
+        cap = f" of ${self.cap_usd:,.2f} cap" if self.cap_usd is not None else " (no run cap)"
+        resumed = f", resumed from checkpoint step {self.resumed_from_step}" if self.resumed_from_step else ""
+        waiting = f"{100 * self.wait_s / self.wall_s:.1f}%" if self.wall_s > 0 else "-"
+        return "\n".join([
+            f"learner stopped: {self.detail}",
+            f"  steps:      {self.steps} this session, run at step {self.last_step} of {self.max_steps}{resumed}",
+            f"  bundles:    {self.bundles} trained this session, {self.bundles_consumed_total} consumed in the run, "
+            f"{self.bundles_ready_left} ready and untrained",
+            f"  spend:      ${self.spend_usd:,.4f}{cap}",
+            f"  checkpoint: {self.checkpoint or 'none'} (policy version {self.policy_version})",
+            f"  wall time:  {self.wall_s:,.1f}s, {waiting} of it waiting for bundles",
+        ])
+
+
+class LeaseKeeper:
+    """Renews this learner's claims every lease/3 while a step runs (a step longer than the
+    lease would otherwise let another learner take its bundles); a no-op for short steps."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, run_id: int, learner_id: str, lease_s: float) -> None:
+        self.sessions, self.run_id, self.learner_id, self.lease_s = sessions, run_id, learner_id, lease_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.lease_s / 3):
+            try:
+                with self.sessions.begin() as s:
+                    renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.lease_s)
+            except Exception:  # the step goes on; a lost lease surfaces as ClaimLost at record time
+                log.exception("could not renew bundle leases")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class Learner:
+    """The loop of one learner process (module docstring). `trainer` is already resumed from
+    `resumed` (or fresh when None); `stop` is set by signal handlers to end after the step."""
+
+    def __init__(
+        self,
+        *,
+        config: OmniConfig,
+        sessions: sessionmaker[Session],
+        run_id: int,
+        trainer: Trainer,
+        driver: Driver,
+        checkpoint_dir: Path,
+        resumed: CheckpointInfo | None = None,
+        stop: threading.Event | None = None,
+        sinks: Sequence[MetricsSink] = (),
+    ) -> None:
+        self.config, self.sessions, self.run_id = config, sessions, run_id
+        self.trainer, self.driver, self.checkpoint_dir = trainer, driver, Path(checkpoint_dir)
+        self.resumed = resumed
+        self.stop = stop or threading.Event()
+        self.sinks = list(sinks)
+        self.cfg = config.learner
+        self.learner_id = config.learner.learner_id
+        self.providers = [config.audit.teacher] if config.audit.teacher else []
+        self.version = 0
+        self.checkpointed_step = trainer.steps_done
+        self.last_checkpoint: CheckpointInfo | None = resumed
+        self.pending: list[Bundle] = []
+        self.steps = self.bundles = 0
+        self.wait_s = 0.0
+        self.started: datetime = utcnow()  # reset in _start; audits refused after it stop the run
+        self.budget: BudgetState | None = None
+        self.last_report: TickReport | None = None
+
+    # ---------------------------------------------------------------- start-up
+
+    def _start(self) -> None:
+        self.started = utcnow()
+        step = self.trainer.steps_done
+        with self.sessions.begin() as s:
+            recorded = latest_step(s, run_id=self.run_id)
+            if recorded < step:
+                raise LearnerError(
+                    f"the latest checkpoint is at step {step} but the store has steps only up to {recorded}: "
+                    f"the checkpoints in {self.checkpoint_dir} belong to another store or run; point "
+                    "run.output_dir or store.url at the matching pair"
+                )
+            rewound = rewind_to_step(s, run_id=self.run_id, step=step)
+            released = release_claims(s, run_id=self.run_id, learner_id=self.learner_id)
+            if self.resumed is not None:
+                publish_policy_version(s, run_id=self.run_id, version=self.resumed.policy_version,
+                                       path=str(self.resumed.path), step=self.resumed.step)
+            self.version = latest_policy_version(s, run_id=self.run_id).version
+        expected = self.resumed.policy_version if self.resumed is not None else 0
+        if self.version != expected:
+            raise LearnerError(
+                f"the store has policy version {self.version} but the latest checkpoint is version {expected}; "
+                f"its checkpoint directory is missing from {self.checkpoint_dir}"
+            )
+        if rewound or released or step:
+            log.info("resumed at step %d (policy v%d): %d bundles of unsaved steps trained again, %d claims released",
+                     step, self.version, rewound, released)
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> LearnerSummary:
+        t0 = time.perf_counter()
+        self._start()
+        reason, detail = self._loop()
+        self._finish()
+        return self._summary(reason, detail, time.perf_counter() - t0)
+
+    def _loop(self) -> tuple[StopReason, str]:
+        waiting_since, warned = time.perf_counter(), 0
+        while True:
+            stop = self._stop_reason()
+            if stop is not None:
+                return stop
+            self.last_report = self.driver.tick(trained_version=self.version)
+            batch, exhausted = self._gather()
+            if batch:
+                self.wait_s += time.perf_counter() - waiting_since
+                self._train(batch, wait_s=time.perf_counter() - waiting_since)
+                waiting_since, warned = time.perf_counter(), 0
+                continue
+            if exhausted:
+                return "exhausted", "every problem is sampled and every bundle trained"
+            self._show("waiting for bundles")
+            if time.perf_counter() - waiting_since > WAIT_WARNING_S * (1 + warned):
+                warned += 1
+                log.warning("no full batch for %.0fs: %d bundles held, waiting for ready bundles sampled "
+                            "by policy >= v%d (older ones are stale; the driver drops them)",
+                            time.perf_counter() - waiting_since, len(self.pending), self._min_version())
+            self.stop.wait(self.cfg.poll_s)
+
+    def _stop_reason(self) -> tuple[StopReason, str] | None:
+        if self.stop.is_set():
+            return "signal", "stop requested (SIGTERM / Ctrl-C)"
+        if self.trainer.steps_done >= self.cfg.max_steps:
+            return "max_steps", f"reached learner.max_steps = {self.cfg.max_steps}"
+        with self.sessions.begin() as s:
+            self.budget = budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
+        if self.budget.exhausted:
+            return "budget", f"teacher budget spent: {self.budget.reason}"
+        return None
+
+    def _min_version(self) -> int:
+        return max(0, self.version - self.cfg.max_policy_lag)
+
+    def _gather(self) -> tuple[list[Bundle], bool]:
+        """(bundles to train on now, or [] to wait; whether nothing more will ever come)."""
+        need = self.cfg.batch_size - len(self.pending)
+        with self.sessions.begin() as s:
+            if need > 0:
+                self.pending += claim_ready_bundles(
+                    s, run_id=self.run_id, limit=need, min_policy_version=self._min_version(),
+                    learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
+                    with_samples=self.trainer.needs_teacher_text,
+                )
+            if len(self.pending) >= self.cfg.batch_size:
+                return self._take(), False
+            if self.pending:  # keep partial claims alive while waiting for the rest
+                renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s)
+            more_coming = not (self.last_report is not None and self.last_report.exhausted) or (
+                count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
+                + unfinished_trajectories(s, run_id=self.run_id)
+            ) > 0
+        if more_coming:
+            return [], False
+        return self._take(), not self.pending  # the last, partial batch; then exhausted
+
+    def _take(self) -> list[Bundle]:
+        batch, self.pending = self.pending, []
+        return batch
+
+    # ---------------------------------------------------------------- one step
+
+    def _train(self, bundles: list[Bundle], *, wait_s: float) -> None:
+        examples = [example_from_bundle(b) for b in bundles]
+        self._show("training")
+        with LeaseKeeper(self.sessions, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s):
+            metrics = self.trainer.step(examples)
+        record = self._record(metrics, bundles, wait_s)
+        self.steps += 1
+        self.bundles += len(bundles)
+        for sink in self.sinks:
+            sink.step(metrics.step, record)
+        self._show("trained", metrics)
+        if metrics.step % self.cfg.checkpoint_every == 0:
+            self._checkpoint()
+
+    def _record(self, metrics: StepMetrics, bundles: list[Bundle], wait_s: float) -> dict[str, Any]:
+        report = self.last_report
+        record = {
+            **metrics.as_dict(),
+            "wait_s": wait_s,
+            "resumed_from_step": self.resumed.step if self.resumed else 0,
+            "sampled_versions": sorted({b.policy_version for b in bundles}),
+            "spend_usd": self.budget.spent / 1e6 if self.budget else 0.0,
+            "driver_enqueued_batches": getattr(report, "enqueued_batches", None),
+            "driver_in_flight_batches": getattr(report, "in_flight_batches", None),
+            "driver_dropped_stale": getattr(report, "dropped_stale", None),
+        }
+        try:
+            with self.sessions.begin() as s:
+                record_step_and_consume(
+                    s, run_id=self.run_id, step=metrics.step, learner_id=self.learner_id,
+                    trajectory_ids=[b.trajectory_id for b in bundles], policy_version=self.version,
+                    metrics=record, loss=metrics.loss, n_tokens=metrics.loss_tokens, wall_s=metrics.timings.total_s,
+                )
+        except ClaimLost as exc:
+            raise LearnerError(
+                f"{exc}. The step's update is in memory only: restart the learner; it resumes from its "
+                f"last checkpoint (step {self.checkpointed_step}) and trains those steps again. If this "
+                "repeats, raise learner.claim_lease_s or give each learner its own learner.learner_id"
+            ) from exc
+        return record
+
+    def _checkpoint(self) -> None:
+        """Save the weights after `steps_done` updates and publish them as the next version."""
+        step = self.trainer.steps_done
+        if step == self.checkpointed_step:
+            return
+        self._show("checkpointing")
+        info = self.trainer.save(self.checkpoint_dir, policy_version=self.version + 1)
+        with self.sessions.begin() as s:
+            publish_policy_version(s, run_id=self.run_id, version=info.policy_version, path=str(info.path),
+                                   step=info.step, meta={"learner_id": self.learner_id})
+        self.version, self.checkpointed_step, self.last_checkpoint = info.policy_version, step, info
+        for path in prune_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints):
+            log.info("deleted old checkpoint %s", path)
+        log.info("checkpoint %s published as policy version %d", info.path, info.policy_version)
+
+    # ---------------------------------------------------------------- the end
+
+    def _finish(self) -> None:
+        if self.pending:
+            with self.sessions.begin() as s:
+                release_claims(s, run_id=self.run_id, learner_id=self.learner_id)
+            self.pending = []
+        self._checkpoint()
+
+    def _show(self, state: str, metrics: StepMetrics | None = None) -> None:
+        budget = self.budget
+        with self.sessions.begin() as s:
+            waiting = count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
+        view = ProgressView(
+            step=self.trainer.steps_done, max_steps=self.cfg.max_steps,
+            loss=metrics.loss if metrics else None, kl=metrics.kl if metrics else None,
+            bundles_waiting=waiting, spend_usd=budget.spent / 1e6 if budget else 0.0,
+            cap_usd=budget.cap / 1e6 if budget and budget.cap is not None else None, state=state,
+        )
+        for sink in self.sinks:
+            sink.progress(view)
+
+    def _summary(self, reason: StopReason, detail: str, wall_s: float) -> LearnerSummary:
+        with self.sessions.begin() as s:
+            budget = budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
+            consumed = consumed_bundles(s, run_id=self.run_id)
+            ready = count_claimable(s, run_id=self.run_id)
+            last = latest_step(s, run_id=self.run_id)
+        ckpt = self.last_checkpoint
+        return LearnerSummary(
+            reason=reason, detail=detail, steps=self.steps, last_step=last, max_steps=self.cfg.max_steps,
+            resumed_from_step=self.resumed.step if self.resumed else 0, bundles=self.bundles,
+            bundles_consumed_total=consumed, bundles_ready_left=ready, spend_usd=budget.spent / 1e6,
+            cap_usd=None if budget.cap is None else budget.cap / 1e6, policy_version=self.version,
+            checkpoint=str(ckpt.path) if ckpt else None, wall_s=wall_s, wait_s=self.wait_s,
+        )
+
+
+# -------------------------------------------------------------------- the process
+
+
+def load_driver_factory(spec: str) -> Callable[..., Driver]:
+    """`module:attribute` -> the driver class or factory, called as
+    factory(app=, sessions=, config=, run_id=)."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"--driver {spec!r}: expected MODULE:CALLABLE, e.g. {DEFAULT_DRIVER}")
+    return getattr(importlib.import_module(module), attr)
+
+
+def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM / SIGINT set `stop` (finish the step, checkpoint, exit); a second one aborts.
+    Returns a function that restores the previous handlers."""
+
+    def handler(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"signal {signum} again: aborting without a checkpoint")
+        stop.set()
+        log.warning("signal %d: finishing the current step, then checkpointing (send it again to abort)", signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _sinks(config: OmniConfig, *, progress: bool, start_step: int) -> list[MetricsSink]:
+    from workers.learner_output import LogSink, RichProgress, TensorBoardSink
+
+    sinks: list[MetricsSink] = []
+    if config.learner.tensorboard:
+        sinks.append(TensorBoardSink(Path(config.run.output_dir) / "tb"))
+    # A live bar and log lines on the same terminal garble each other: one or the other.
+    sinks.append(RichProgress(config.learner.max_steps, start_step) if progress else LogSink())
+    return sinks
+
+
+def run_learner(
+    config: OmniConfig,
+    *,
+    config_path: str | Path | None = None,
+    driver_factory: Callable[..., Driver] | None = None,
+    progress: bool = False,
+    stop: threading.Event | None = None,
+) -> LearnerSummary:
+    """Run the learner of `config` until it stops (module docstring); owns the embedded broker.
+
+    `driver_factory` defaults to workers.driver.Driver (imported here, lazily)."""
+    from db.repo_runs import set_run_status
+    from db.session import make_session_factory
+    from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
+    from workers.app import make_celery
+    from workers.broker import broker_for
+    from workers.store import ensure_run, store_engine
+
+    stop = stop or threading.Event()
+    restore = install_stop_signals(stop) if threading.current_thread() is threading.main_thread() else (lambda: None)
+    engine = store_engine(config, config_path)
+    sessions = make_session_factory(engine)
+    sinks: list[MetricsSink] = []
+    try:
+        with sessions.begin() as s:
+            run_id = ensure_run(s, config).id
+            set_run_status(s, run_id=run_id, status="running")
+        root = checkpoint_root(config.run.output_dir)
+        for path in clean_partial(root):
+            log.warning("removed an incomplete checkpoint %s (a save was interrupted)", path)
+        resumed = latest_checkpoint(root)
+        trainer = build_trainer(config, resume=resumed)
+        if driver_factory is None:
+            driver_factory = load_driver_factory(DEFAULT_DRIVER)
+        with broker_for(config) as endpoint:
+            app = make_celery(config, broker_url=endpoint.url, config_path=config_path)
+            driver = driver_factory(app=app, sessions=sessions, config=config, run_id=run_id)
+            sinks = _sinks(config, progress=progress, start_step=trainer.steps_done)
+            summary = Learner(
+                config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
+                checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
+            ).run()
+        with sessions.begin() as s:
+            set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
+        return summary
+    except BaseException:
+        _mark_failed(sessions, config)
+        raise
+    finally:
+        for sink in sinks:
+            sink.close()
+        engine.dispose()
+        restore()
+
+
+def _mark_failed(sessions: sessionmaker[Session], config: OmniConfig) -> None:
+    """Best effort: the run's status says the learner died (the real error is re-raised)."""
+    from db.repo_runs import get_run, set_run_status
+
+    try:
+        with sessions.begin() as s:
+            set_run_status(s, run_id=get_run(s, name=config.run.name).id, status="failed")
+    except Exception:
+        log.debug("could not mark the run failed", exc_info=True)
