@@ -15,6 +15,7 @@ from omniopd.cli import (
     config_cmd,
     data_cmd,
     db_cmd,
+    demo_cmd,
     eval_cmd,
     learner_cmd,
     models_cmd,
@@ -49,6 +50,7 @@ app.command("status")(status_cmd.status)
 app.command("spend")(spend_cmd.spend)
 app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
+app.command("demo")(demo_cmd.demo)
 
 
 def _version(value: bool) -> None:

@@ -72,7 +72,7 @@ def emulate(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config: take the model name and rate limits from its teacher of this provider kind.")] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", help="With --config: which teacher to emulate (default: the audit teacher, else the first of this kind).")] = None,
     emulator_config: Annotated[Path | None, typer.Option("--emulator-config", help="YAML with EmulatorConfig fields (limits, cache, latency, faults, ...).")] = None,
-    generator: Annotated[str | None, typer.Option("--generator", help="echo, lorem, scripted:FILE, or hf:MODEL_DIR (a local causal LM).")] = None,
+    generator: Annotated[str | None, typer.Option("--generator", help="echo, lorem, scripted:FILE, hf:MODEL_DIR (a local causal LM) or py:MODULE:FACTORY (a Python generator).")] = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="Accept only the key in this environment variable (default: any non-empty key).")] = None,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Requests per minute.")] = None,
     itpm: Annotated[float | None, typer.Option("--itpm", help="Input tokens per minute.")] = None,

@@ -87,7 +87,7 @@ class EmulatorConfig(_Section):
     seed: int = 0
     """Seed of fault draws, latency jitter and the lorem generator."""
     generator: str = "lorem"
-    """Text generator: echo, lorem, scripted:FILE (JSON list or one text per line), hf:MODEL_DIR."""
+    """Text generator: echo, lorem, scripted:FILE (JSON list or one text per line), hf:MODEL_DIR, py:MODULE:FACTORY."""
     models: list[str] = []
     """Model names the models endpoint lists (requests for any name are served)."""
     context_window: int = Field(131072, ge=1)

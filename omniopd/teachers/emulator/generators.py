@@ -96,8 +96,14 @@ def transformers_model(model_dir: str, device: str = "cpu") -> Generate:
 
 
 def from_spec(spec: str, seed: int = 0) -> Generate:
-    """echo | lorem | scripted:FILE (a JSON list, else one text per line) | hf:MODEL_DIR."""
+    """echo | lorem | scripted:FILE (a JSON list, else one text per line) | hf:MODEL_DIR |
+    py:MODULE:FACTORY (a zero-argument factory returning a generator)."""
     name, _, arg = spec.partition(":")
+    if name == "py" and ":" in arg:
+        import importlib
+
+        module, _, factory = arg.partition(":")
+        return getattr(importlib.import_module(module), factory)()
     if name == "echo":
         return echo
     if name == "lorem":
@@ -111,4 +117,4 @@ def from_spec(spec: str, seed: int = 0) -> Generate:
         return scripted(texts)
     if name == "hf" and arg:
         return transformers_model(arg)
-    raise ValueError(f"unknown generator {spec!r}: use echo, lorem, scripted:FILE or hf:MODEL_DIR")
+    raise ValueError(f"unknown generator {spec!r}: use echo, lorem, scripted:FILE, hf:MODEL_DIR or py:MODULE:FACTORY")

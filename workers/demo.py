@@ -1,0 +1,214 @@
+"""`omniopd demo`: the whole system on one CPU machine, end to end, with real processes.
+
+For each variant (the full method, or a Table 6 ablation) in its own run directory:
+
+1. prepare (cached per seed): training / held-out problems and a tiny student that has
+   half-learned the task (`omniopd.demo.prepare`);
+2. the store (SQLite) at the current schema, the problems imported, the embedded broker
+   started and owned by this process;
+3. Pass@1 of the base student on the held-out problems (`omniopd eval`, linked to step 0);
+4. the teacher served by the provider emulator in the Gemini wire format with rate limits
+   and prices (`omniopd teacher emulate`, shared by the variants), a rollout worker and an
+   audit worker (`omniopd worker ...`), and the learner (`omniopd learner`), all real
+   processes talking through Celery and the store;
+5. Pass@1 of the final checkpoint, the spend table (`omniopd spend`) and the training plot
+   (`omniopd plot`).
+
+Ctrl-C stops every process cleanly (the learner checkpoints); `--resume` continues: the
+learner resumes from its checkpoint, evaluations skip what they already graded, finished
+variants are not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omniopd.config import OmniConfig, dump_config, load_config
+from omniopd.demo.prepare import PrepareSpec, prepare
+from workers.supervise import Children, omniopd_command, run_command, wait_for_port
+
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "no-kl": ["loss.beta=0"],  # Table 6 "w/o KL anchoring"
+    "no-bayes": ["estimator.alpha=0"],  # "w/o Bayesian smoothing": the frequentist ratio
+    "uniform": ["chunking.placement=uniform"],  # "w/o entropy selection"
+}
+TEACHER = "emulated"
+KEY_ENV = "OMNIOPD_DEMO_KEY"
+
+
+@dataclass
+class VariantResult:
+    """Outcome of one variant: Pass@1 before/after training, steps, spend, wall time."""
+
+    variant: str
+    seed: int
+    pass_before: float
+    pass_after: float
+    steps: int
+    spend_usd: float
+    train_s: float
+    total_s: float
+    output_dir: str
+
+    @property
+    def delta(self) -> float:
+        return self.pass_after - self.pass_before
+
+
+@dataclass
+class DemoSettings:
+    """Where the demo works and which runs it makes."""
+
+    config_path: Path
+    workdir: Path
+    seed: int
+    variants: list[str]
+    resume: bool
+    overrides: list[str]
+    log: Callable[[str], None] = print
+
+
+def run_demo(settings: DemoSettings) -> list[VariantResult]:
+    """Prepare once, then run every requested variant; returns their results in order."""
+    started = time.monotonic()
+    prepared = prepare(settings.workdir / f"prepared-s{settings.seed}", PrepareSpec(seed=settings.seed), settings.log)
+    settings.log(f"student ready: {prepared.student} ({'cached' if prepared.cached else f'{prepared.seconds:.0f} s'})")
+    env = {**os.environ, KEY_ENV: os.environ.get(KEY_ENV) or "demo-" + secrets.token_hex(8),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    children = Children(env)
+    results = []
+    try:
+        port = _start_teacher(children, settings)
+        for variant in settings.variants:
+            results.append(_run_variant(variant, prepared, port, children, settings, started))
+    finally:
+        children.stop()
+    return results
+
+
+def _variant_config(variant: str, prepared, port: int, settings: DemoSettings) -> tuple[OmniConfig, Path]:
+    out = settings.workdir / f"{variant}-s{settings.seed}"
+    overrides = [
+        f"run.name=demo-{variant}-s{settings.seed}", f"run.output_dir={out}", f"run.seed={settings.seed}",
+        f"student.path={prepared.student}", f"data.train={prepared.train_file}", f"eval.data_dir={prepared.eval_dir}",
+        f"teachers.{TEACHER}.base_url=http://127.0.0.1:{port}", *VARIANTS[variant], *settings.overrides,
+    ]
+    cfg = load_config(settings.config_path, overrides)
+    return cfg, out
+
+
+def _start_teacher(children: Children, settings: DemoSettings) -> int:
+    from workers.supervise import free_port
+
+    port = free_port()
+    log = settings.workdir / "logs" / "teacher-emulator.log"
+    child = children.start("teacher emulator", omniopd_command(
+        "teacher", "emulate", "--provider", "gemini", "--port", str(port), "--config", str(settings.config_path),
+        "--teacher", TEACHER, "--generator", "py:omniopd.demo.expert:generator", "--api-key-env", KEY_ENV,
+    ), log)
+    wait_for_port(port, child)
+    settings.log(f"teacher: scripted expert behind an emulated Gemini API on 127.0.0.1:{port}")
+    return port
+
+
+def _run_variant(variant: str, prepared, port: int, children: Children, settings: DemoSettings,
+                 started: float) -> VariantResult:
+    from workers.broker import broker_for
+
+    cfg, out = _variant_config(variant, prepared, port, settings)
+    result_file = out / "demo-result.json"
+    if settings.resume and result_file.is_file():
+        settings.log(f"[{variant}] finished earlier: {result_file}")
+        return VariantResult(**json.loads(result_file.read_text()))
+    if not settings.resume and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    config_file.write_text(dump_config(cfg))
+    c = str(config_file)
+    env = children.env
+    settings.log(f"[{variant}] run directory {out}")
+    run_command(omniopd_command("db", "upgrade", "-c", c), env, what="db upgrade")
+    run_command(omniopd_command("data", "import", "-c", c), env, what="data import")
+    _open_run(cfg, config_file)
+    with broker_for(cfg):
+        before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant)
+        variant_children = Children(env)
+        try:
+            logs = out / "logs"
+            variant_children.start("rollout worker", omniopd_command("worker", "rollout", "-c", c), logs / "rollout.log")
+            variant_children.start("audit worker", omniopd_command("worker", "audit", "-c", c), logs / "audit.log")
+            train_start = time.monotonic()
+            settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
+            learner = variant_children.start("learner", omniopd_command("learner", "-c", c))
+            code = learner.process.wait()
+            if code != 0:
+                raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
+            train_s = time.monotonic() - train_start
+        finally:
+            variant_children.stop()
+        steps = _status(c, env)["latest_step"]
+        after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant)
+    run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
+    run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
+    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(_status(c, env)), train_s,
+                           time.monotonic() - started, str(out))
+    result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def _open_run(cfg: OmniConfig, config_file: Path) -> None:
+    """Create the run row now, so the base model's evaluation links to it (step 0)."""
+    from db.session import make_session_factory
+    from workers.store import ensure_run, store_engine
+
+    engine = store_engine(cfg, config_file)
+    try:
+        with make_session_factory(engine).begin() as session:
+            ensure_run(session, cfg)
+    finally:
+        engine.dispose()
+
+
+def _evaluate(config: str, cfg: OmniConfig, *, step: int, env, label: str, settings: DemoSettings, variant: str) -> float:
+    settings.log(f"[{variant}] Pass@1 {label} training: {cfg.eval.samples} samples x held-out problems")
+    out = Path(cfg.run.output_dir) / "eval" / f"step-{step}"
+    run_command(omniopd_command("eval", "-c", config, "--benchmarks", "demo", "--run", cfg.run.name,
+                                "--step", str(step), "--out", str(out), "--name", f"{cfg.run.name}-step{step}"),
+                env, what=f"evaluation at step {step}", capture=False)
+    report = json.loads((out / "results.json").read_text())
+    return _pass_at_1(report)
+
+
+def _pass_at_1(report: dict) -> float:
+    """Pass@1 of the `demo` benchmark in an `omniopd eval` results.json."""
+    return float(report["benchmarks"]["demo"]["score"]["pass_at_1"])
+
+
+def _status(config: str, env) -> dict:
+    return json.loads(run_command(omniopd_command("status", "-c", config, "--json"), env, what="status"))
+
+
+def _spent_usd(status: dict) -> float:
+    """Spend of the whole run (the '*' budget row), in USD."""
+    from db.repo_budget import micros_to_usd
+
+    return sum(micros_to_usd(b["spent"]) for b in status["budgets"] if b["provider"] == "*")
+
+
+def summary_table(results: list[VariantResult]) -> str:
+    """Markdown table of the variants side by side (the paper's Table 6 shape)."""
+    lines = ["| variant | Pass@1 before | Pass@1 after | change | steps | teacher spend | train time |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.variant} | {100 * r.pass_before:.1f}% | {100 * r.pass_after:.1f}% | "
+                     f"{100 * r.delta:+.1f} pts | {r.steps} | ${r.spend_usd:.4f} | {r.train_s:.0f} s |")
+    return "\n".join(lines)
