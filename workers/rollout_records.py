@@ -95,7 +95,12 @@ def chunk_records(
     """The audited chunks of one trajectory (Eq. 7 on its exact entropies)."""
     ids = record.token_ids
     ch = config.chunking
-    selection = select_chunks(record.entropies, ch.m, ch.c, ch.overlap, ch.placement, rng=rng_seed)
+    # Special tokens (the closing EOS / end-of-turn) are never audited: the teacher answers in
+    # text, so a chunk that starts at the end of the answer has no continuation to compare (an
+    # empty one, which providers also send as a glitch and the client retries).
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    valid = [t not in special for t in ids]
+    selection = select_chunks(record.entropies, ch.m, ch.c, ch.overlap, ch.placement, rng=rng_seed, valid_mask=valid)
     chunks = []
     for (start, end), anchor_entropy in zip(selection.spans, selection.anchor_entropies, strict=True):
         before = tokenizer.decode(ids[:start], skip_special_tokens=True)

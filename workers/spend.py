@@ -96,8 +96,35 @@ def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name:
             ),
         },
         "estimate": _estimate(config, stats, total),
+        "plan": _plan_vs_actual(config, stats, total),
     }
     return report
+
+
+def _plan_vs_actual(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:
+    """The forecast `omniopd plan` saved for this run (plan.json) next to what was paid."""
+    from workers.plan import plan_path, read_plan
+
+    plan = read_plan(config)
+    if plan is None:
+        return None
+    k = stats.trajectories_audited
+    actual_usd = micros_to_usd(total.cost_micros)
+    per_trajectory = plan["per_trajectory"]["cost_usd"]
+    return {
+        "file": str(plan_path(config)),
+        "trajectory_tokens": plan["trajectory_tokens"],
+        "trajectory_source": plan["trajectory_source"],
+        "forecast_per_trajectory_usd": per_trajectory,
+        "forecast_run_usd": plan["run"]["cost_usd"],
+        "forecast_run_trajectories": plan["trajectories"],
+        "actual_usd": actual_usd,
+        "actual_trajectories": k,
+        "actual_per_trajectory_usd": actual_usd / k if k else None,
+        # The plan priced at the trajectories actually audited: the like-for-like comparison.
+        "forecast_for_actual_usd": per_trajectory * k,
+        "actual_over_forecast": actual_usd / (per_trajectory * k) if k and per_trajectory else None,
+    }
 
 
 def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:

@@ -98,6 +98,7 @@ def _print(report: dict[str, Any]) -> None:
         soft_wrap=True, highlight=False,
     )
     _print_estimate(report["estimate"])
+    _print_plan(report["plan"])
     if a["budget_stop"]:
         console.print(f"[yellow]budget:[/] {a['budget_stop']}", soft_wrap=True, highlight=False)
 
@@ -130,3 +131,17 @@ def _print_estimate(est: dict[str, Any] | None) -> None:
     console.print(table)
     if est["actual_over_forecast"] is not None:
         console.print(f"actual / forecast: {est['actual_over_forecast']:.2f}")
+
+
+def _print_plan(plan: dict[str, Any] | None) -> None:
+    if plan is None:
+        console.print("plan: none saved for this run (`omniopd plan --config X` before a run forecasts it)")
+        return
+    line = (f"plan ({plan['file']}; L {plan['trajectory_tokens']:.0f}, {plan['trajectory_source']}): "
+            f"{_usd(plan['forecast_run_usd'])} for {plan['forecast_run_trajectories']:,} trajectories, "
+            f"{_usd(plan['forecast_per_trajectory_usd'], 6)} each; actual {_usd(plan['actual_usd'])} for "
+            f"{plan['actual_trajectories']:,} audited trajectories")
+    if plan["actual_over_forecast"] is not None:
+        line += (f", {_usd(plan['actual_per_trajectory_usd'], 6)} each: actual / plan "
+                 f"{plan['actual_over_forecast']:.2f} (plan at the audited count: {_usd(plan['forecast_for_actual_usd'])})")
+    console.print(line, highlight=False, soft_wrap=True)

@@ -111,7 +111,8 @@ def expert_continuation(start: int, ops: tuple[tuple[str, int], ...], prefix: st
     open_step = _OPEN_STEP.match(partial)
     if partial.startswith("Answer:"):
         head = f"Answer: {value}"
-        return head[len(partial) :] if head.startswith(partial) else ""
+        # A wrong answer already written: the expert writes the right one on a new line.
+        return head[len(partial) :] if head.startswith(partial) else "\n" + head
     if open_step:
         a, sign, b = int(open_step.group(1)), open_step.group(2), int(open_step.group(3))
         result = str(_apply(a, [(sign, b)]))

@@ -69,3 +69,21 @@ def test_topk_scores_accept_short_rows_and_need_engine_logprobs():
     assert scores.entropies[1] == pytest.approx(-0.9 * math.log(0.9) - 0.1 * math.log(0.1))
     with pytest.raises(ValueError, match="needs engine logprobs"):
         topk_scores(Generation(0, 0, 1, [1], [2], "x", "stop"))
+
+
+def test_chunks_never_start_at_the_closing_special_token(tiny_model_dir):
+    """The EOS has the highest entropy here, but a teacher answers in text: no chunk covers it."""
+    from omniopd.config import OmniConfig
+    from omniopd.models.loading import load_tokenizer
+    from workers.rollout_records import chunk_records
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    text_ids = tokenizer("12 + 3 = 15", add_special_tokens=False)["input_ids"]
+    ids = [*text_ids, tokenizer.eos_token_id]
+    entropies = [0.1] * len(text_ids) + [9.0]
+    record = TrajectoryRecord("p", 0, 0, 1, [1], ids, [-1.0] * len(ids), entropies,
+                              tokenizer.decode(ids, skip_special_tokens=True), "stop", False, "exact")
+    config = OmniConfig.model_validate({"chunking": {"m": 2, "c": 2}, "estimator": {"n": 2}, "data": {"prompt_template": "none"}})
+    chunks = chunk_records(tokenizer, record, "q", config, rng_seed=0)
+    assert chunks and all(c.end <= len(text_ids) for c in chunks)
+    assert all(c.student_text for c in chunks)
