@@ -41,6 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "uniform": ["chunking.placement=uniform"],  # "w/o entropy selection"
 }
 TEACHER = "emulated"
+PLAN_SAMPLE = 64  # student samples `omniopd plan` measures the trajectory length on
 KEY_ENV = "OMNIOPD_DEMO_KEY"
 
 
@@ -54,6 +55,8 @@ class VariantResult:
     pass_after: float
     steps: int
     spend_usd: float
+    plan_usd: float
+    plan_ratio: float | None
     train_s: float
     total_s: float
     output_dir: str
@@ -141,6 +144,8 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
     _open_run(cfg, config_file)
     with broker_for(cfg):
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant)
+        settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
+        run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE)), env, what="plan", capture=False)
         variant_children = Children(env)
         try:
             logs = out / "logs"
@@ -148,7 +153,7 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             variant_children.start("audit worker", omniopd_command("worker", "audit", "-c", c), logs / "audit.log")
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
-            learner = variant_children.start("learner", omniopd_command("learner", "-c", c))
+            learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))
             code = learner.process.wait()
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
@@ -158,8 +163,10 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
         steps = _status(c, env)["latest_step"]
         after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant)
     run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
+    plan = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))["plan"]
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
-    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(_status(c, env)), train_s,
+    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(_status(c, env)),
+                           plan["forecast_run_usd"], plan["actual_over_forecast"], train_s,
                            time.monotonic() - started, str(out))
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
@@ -206,9 +213,11 @@ def _spent_usd(status: dict) -> float:
 
 def summary_table(results: list[VariantResult]) -> str:
     """Markdown table of the variants side by side (the paper's Table 6 shape)."""
-    lines = ["| variant | Pass@1 before | Pass@1 after | change | steps | teacher spend | train time |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | Pass@1 before | Pass@1 after | change | steps | teacher spend | plan | train time |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        ratio = "" if r.plan_ratio is None else f" (actual/plan per trajectory {r.plan_ratio:.2f})"
         lines.append(f"| {r.variant} | {100 * r.pass_before:.1f}% | {100 * r.pass_after:.1f}% | "
-                     f"{100 * r.delta:+.1f} pts | {r.steps} | ${r.spend_usd:.4f} | {r.train_s:.0f} s |")
+                     f"{100 * r.delta:+.1f} pts | {r.steps} | ${r.spend_usd:.4f} | ${r.plan_usd:.4f}{ratio} | "
+                     f"{r.train_s:.0f} s |")
     return "\n".join(lines)

@@ -6,8 +6,8 @@ bills that decomposition the way the configured provider does (requests per chun
 caching, template overhead, the audit's output allowance); this module supplies what it
 needs before any trajectory exists:
 
-- P: the mean prompt length of the training problems, rendered and tokenised exactly as
-  the rollout worker renders them (up to `prompt_sample` problems of data.train);
+- P: the mean prompt length of the training problems as the teacher sees them (the Table 7
+  user message without the student's chat markup; up to `prompt_sample` problems);
 - L: given (`trajectory_tokens`), measured by sampling the student on `sample` training
   problems with the configured engine, or, with neither, rollout.max_new_tokens (an upper
   bound: real trajectories stop earlier, so the forecast is pessimistic);
@@ -150,16 +150,17 @@ def in_flight_trajectories(config: OmniConfig) -> int:
 
 
 def measure_prompts(config: OmniConfig, questions: list[str]) -> float:
-    """Mean student prompt tokens (Table 7 / chat template as the rollout worker renders them)."""
+    """Mean prompt tokens as the teacher sees the task: the Table 7 user message (or the bare
+    question) without the student's chat markup, counted with the student's tokenizer (the
+    teacher adds its own framing: `mode_overhead_tokens`)."""
     from omniopd.models.loading import load_tokenizer
-    from omniopd.rollout.prompts import render_text
+    from omniopd.rollout.prompts import user_message
 
     tokenizer = load_tokenizer(str(config.student.path))
-    lengths = [
-        len(tokenizer(render_text(tokenizer, q, config.data.prompt_template), add_special_tokens=False)["input_ids"])
-        for q in questions
-    ]
-    return statistics.fmean(lengths)
+    template = config.data.prompt_template
+    return statistics.fmean(
+        len(tokenizer(user_message(q, template), add_special_tokens=False)["input_ids"]) for q in questions
+    )
 
 
 def measure_trajectories(config: OmniConfig, questions: list[str]) -> float:
@@ -198,7 +199,7 @@ def make_plan(
     questions = training_questions(config)
     if prompt_tokens is None:
         prompt_tokens = measure_prompts(config, questions[:prompt_sample])
-        prompt_source = f"mean of {min(len(questions), prompt_sample)} training prompts"
+        prompt_source = f"mean of {min(len(questions), prompt_sample)} training prompts, as the teacher sees them"
     else:
         prompt_source = "given"
     if trajectory_tokens is not None:

@@ -35,7 +35,8 @@ def forecast_for_config(
     config: OmniConfig, *, prompt_tokens: float, trajectory_tokens: float, teacher: str | None = None, price: Price | None = None
 ) -> TrajectoryForecast:
     """Forecast of one trajectory's audit with the config's M, N, C, teacher, prices and
-    caching; each continuation is counted at what the audit asks for (C x max_new_tokens_factor)."""
+    caching; each continuation is counted at what the audit asks for (C x max_new_tokens_factor),
+    fewer near the end of the trajectory, where the teacher's answer ends too."""
     name = teacher or config.audit.teacher
     if name not in config.teachers:
         raise ValueError(f"teacher {name!r} is not configured (teachers: {', '.join(sorted(config.teachers)) or 'none'})")
@@ -49,7 +50,7 @@ def forecast_for_config(
         m=config.chunking.m, n=config.estimator.n, c=c, prompt_tokens=prompt_tokens, trajectory_tokens=trajectory_tokens,
         output_tokens=requested_output_tokens(c, t.max_new_tokens_factor), kind=t.kind,
         cache=cache_rule(t.kind, t.model, t.cache), price=price, first_alone=first_request_alone(t.kind, t.cache),
-        overhead_tokens=mode_overhead_tokens(t.continuation_mode),
+        overhead_tokens=mode_overhead_tokens(t.continuation_mode), ends_with_answer=True,
     )
 
 
@@ -127,6 +128,17 @@ def _plan_vs_actual(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any
     }
 
 
+def _teacher_prompt_tokens(config: OmniConfig, student_prompt_tokens: float) -> float:
+    """P as the teacher sees it (without the student's chat markup), measured as `omniopd plan`
+    measures it; the student's mean prompt length when the training file is not at hand."""
+    from workers.plan import measure_prompts, training_questions
+
+    try:
+        return measure_prompts(config, training_questions(config, limit=256))
+    except Exception:  # a report must not fail for want of the data file or the tokenizer
+        return student_prompt_tokens
+
+
 def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:
     """Per audited trajectory: Appendix B as the paper counts it, our provider-aware
     forecast, and what the run actually paid; None until a trajectory exists."""
@@ -140,7 +152,7 @@ def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | No
         price = teacher_price(t, config.audit.prices_file)
     except PricingError as exc:
         return {"error": str(exc)}
-    prompt, length = stats.mean_prompt_tokens or 0.0, stats.mean_completion_tokens
+    prompt, length = _teacher_prompt_tokens(config, stats.mean_prompt_tokens or 0.0), stats.mean_completion_tokens
     m, n, c = config.chunking.m, config.estimator.n, config.chunking.c
     fc = forecast_for_config(config, prompt_tokens=prompt, trajectory_tokens=length, price=price)
     k = stats.trajectories_audited

@@ -75,6 +75,15 @@ class RetryPolicy:
     max_retries: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+    empty_stop_retries: int = 2
+    """Responses whose every text is empty although the model ended its turn normally are
+    retried this many times in a row; after that the end of turn is the teacher's answer
+    (empty continuations: the prefix is complete as it stands, e.g. a student chunk written
+    after the final answer). Empty texts cut by the length limit are always retried."""
+
+
+# Finish reasons of a model that ended its turn by itself (OpenAI / vLLM, Anthropic, Gemini).
+NATURAL_STOPS = frozenset({"stop", "end_turn", "stop_sequence", "STOP"})
 
 
 @dataclass
@@ -108,6 +117,8 @@ class _Outcome:
     retry_after_s: float | None = None
     mode_switched: bool = False
     stopped: bool = False
+    empty_stops: list[str] = field(default_factory=list)
+    """Finish reasons of the empty texts that ended their turn normally (see RetryPolicy)."""
     limiter_actual: RateCost = field(default_factory=lambda: RateCost(0.0))
     """What the rate limiter keeps of the attempt's debit once it is over."""
 
@@ -274,7 +285,8 @@ class TeacherClient:
     ) -> Continuations:
         """N continuations of `prompt` + `prefix`, each up to `max_new_tokens` tokens.
 
-        Returns exactly n non-empty texts, or raises a `TeacherError` whose `partial`
+        Returns exactly n texts, non-empty unless the model ended its turn at once
+        repeatedly (`RetryPolicy.empty_stop_retries`), or raises a `TeacherError` whose `partial`
         holds the texts obtained and every attempt made. `call_key` (unique per call, e.g.
         `chunk-17-<uuid>`) prefixes the attempts' idempotency keys `<call_key>/<seq>`."""
         if n < 1 or max_new_tokens < 1:
@@ -333,7 +345,7 @@ class TeacherClient:
 
     async def _run_request(self, call: _Call, want: int, started: asyncio.Event | None) -> None:
         """One logical request: attempts until `want` texts are in or the retries run out."""
-        retries = 0
+        retries = empty_streak = 0
         while want > 0:
             if call.stop_event.is_set():
                 return
@@ -343,6 +355,13 @@ class TeacherClient:
             want -= outcome.accepted
             if want <= 0 or outcome.mode_switched:
                 continue
+            empty_streak = empty_streak + 1 if outcome.accepted == 0 and len(outcome.empty_stops) >= want else 0
+            if empty_streak > self.retry.empty_stop_retries:
+                log.info("%s %s: the model ends its turn here %d times in a row; keeping %d empty continuation(s)",
+                         self.kind, self.model, empty_streak, want)
+                call.texts += [""] * want
+                call.reasons += outcome.empty_stops[:want]
+                return
             retries += 1
             if retries > self.retry.max_retries:
                 raise RetriesExhausted(
@@ -484,6 +503,7 @@ class TeacherClient:
             call.texts.append(text)
             call.reasons.append(reason)
         outcome.accepted = len(good)
+        outcome.empty_stops = [r for t, r in zip(texts, parsed.finish_reasons, strict=True) if not t.strip() and r in NATURAL_STOPS]
         if parsed.usage is None:
             record.update(status="unknown", error_class="malformed", error="200 without usage: billing unknown")
             usage = None

@@ -157,12 +157,17 @@ def forecast_trajectory(
     price: Price,
     first_alone: bool,
     overhead_tokens: float = 0.0,
+    ends_with_answer: bool = False,
 ) -> TrajectoryForecast:
     """Appendix B's decomposition, billed by a provider's requests and caching rules.
 
     m, n, c: chunks per trajectory, continuations per chunk, tokens per chunk; prompt_tokens:
     the task as the teacher sees it; trajectory_tokens: L; output_tokens: per continuation;
     overhead_tokens: template or instruction framing per request (`mode_overhead_tokens`).
+    ends_with_answer: a teacher continuing the trajectory stops where the answer ends, so a
+    continuation from chunk j (at L x (j + 0.5) / chunks) writes about the L x (1 - (j + 0.5)
+    / chunks) tokens left, capped by `output_tokens` and at least C; False: every
+    continuation writes its full allowance (a teacher that never ends early).
     A trajectory shorter than M x C holds only floor(L / C) non-overlapping chunks.
     """
     if min(m, n, c) < 1 or trajectory_tokens < 0 or prompt_tokens < 0 or output_tokens < 0:
@@ -171,7 +176,12 @@ def forecast_trajectory(
     r = requests_per_chunk(kind, n)
     uncached = read = written = 0.0
     previous = 0.0  # the previous chunk's prefix, as the provider saw it
+    output = 0.0
     for j in range(chunks):
+        per = output_tokens
+        if ends_with_answer:
+            per = min(output_tokens, max(trajectory_tokens * (1 - (j + 0.5) / chunks), min(c, output_tokens)))
+        output += n * per
         x = prompt_tokens + overhead_tokens + trajectory_tokens * (j + 0.5) / chunks
         # First request: what the previous chunk left in the cache.
         hit = cache.boundary(previous)
@@ -184,7 +194,6 @@ def forecast_trajectory(
         read += (r - 1) * later
         uncached += (r - 1) * (x - later)
         previous = x
-    output = chunks * n * output_tokens
     usage = Usage(input=round(uncached), cached_input=round(read), cache_write=round(written), output=round(output))
     paper_in, paper_out = appendix_b_tokens(m, n, c, prompt_tokens, trajectory_tokens)
     return TrajectoryForecast(

@@ -54,8 +54,9 @@ def test_run_forecast_is_the_trajectory_forecast_times_the_trained_trajectories(
     assert plan.per_trajectory == one
     assert plan.run.cost_usd == pytest.approx(40 * one.cost_usd)
     assert plan.per_step.cost_usd == pytest.approx(8 * one.cost_usd)
+    # Each continuation writes at most what the audit asks for, fewer near the end of the answer.
     per_continuation = requested_output_tokens(4, cfg.teachers["flash"].max_new_tokens_factor)
-    assert plan.run.output_tokens == pytest.approx(40 * 3 * 4 * per_continuation)  # trajectories x M x N x output
+    assert 40 * 3 * 4 * 4 <= plan.run.output_tokens < 40 * 3 * 4 * per_continuation
     assert plan.in_flight == in_flight_trajectories(cfg) > 0
     assert not plan.over_cap and plan.steps_within_cap == 20
 

@@ -260,3 +260,18 @@ def test_cancelled_call_reports_the_in_flight_attempt_as_unknown(emulator):
     run(cancel_midway())
     [attempt] = hooks.ended
     assert (attempt.status, attempt.error_class) == ("unknown", "cancelled")
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_a_model_that_keeps_ending_its_turn_at_once_gives_empty_continuations(emulator, kind):
+    """Repeated empty end-of-turn answers are the teacher's answer (the prefix is complete),
+    after RetryPolicy.empty_stop_retries retries; a one-off empty answer is retried."""
+    from omniopd.teachers.client import RetryPolicy
+
+    emu = emulator(kind, generator=scripted(lambda prompt, n: [""] * n))
+    policy = RetryPolicy(max_retries=6, backoff_base_s=0.01, backoff_max_s=0.02, empty_stop_retries=2)
+    result = run(call(make_client(kind, emu.url, retry=policy), n=2))
+    assert result.texts == ["", ""]
+    assert len(result.attempts) == 3 * (2 if kind == "anthropic" else 1)  # anthropic: one request per sample
+    assert all(a.error_class == "empty" and a.status == "ok" for a in result.attempts)
+    assert_billed_once(result.attempts, emu)
