@@ -43,6 +43,7 @@ VARIANTS: dict[str, list[str]] = {
 TEACHER = "emulated"
 PLAN_SAMPLE = 64  # student samples `omniopd plan` measures the trajectory length on
 KEY_ENV = "OMNIOPD_DEMO_KEY"
+SMOKE_OVERRIDES = ["learner.max_steps=8", "learner.checkpoint_every=2", "learner.batch_size=8", "eval.samples=1"]
 
 
 @dataclass
@@ -77,12 +78,25 @@ class DemoSettings:
     resume: bool
     overrides: list[str]
     log: Callable[[str], None] = print
+    smoke: bool = False
+    """A one-minute check that every part runs (a smaller student, 8 steps); the numbers mean nothing."""
+
+    @property
+    def prepare_spec(self) -> PrepareSpec:
+        if self.smoke:
+            return PrepareSpec(seed=self.seed, train_problems=300, eval_problems=50, sft_steps=120)
+        return PrepareSpec(seed=self.seed)
+
+    @property
+    def all_overrides(self) -> list[str]:
+        return [*SMOKE_OVERRIDES, *self.overrides] if self.smoke else list(self.overrides)
 
 
 def run_demo(settings: DemoSettings) -> list[VariantResult]:
     """Prepare once, then run every requested variant; returns their results in order."""
     started = time.monotonic()
-    prepared = prepare(settings.workdir / f"prepared-s{settings.seed}", PrepareSpec(seed=settings.seed), settings.log)
+    kind = "smoke-" if settings.smoke else ""
+    prepared = prepare(settings.workdir / f"{kind}prepared-s{settings.seed}", settings.prepare_spec, settings.log)
     settings.log(f"student ready: {prepared.student} ({'cached' if prepared.cached else f'{prepared.seconds:.0f} s'})")
     env = {**os.environ, KEY_ENV: os.environ.get(KEY_ENV) or "demo-" + secrets.token_hex(8),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -98,11 +112,12 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
 
 
 def _variant_config(variant: str, prepared, port: int, settings: DemoSettings) -> tuple[OmniConfig, Path]:
-    out = settings.workdir / f"{variant}-s{settings.seed}"
+    tag = f"{'smoke-' if settings.smoke else ''}{variant}-s{settings.seed}"
+    out = settings.workdir / tag
     overrides = [
-        f"run.name=demo-{variant}-s{settings.seed}", f"run.output_dir={out}", f"run.seed={settings.seed}",
+        f"run.name=demo-{tag}", f"run.output_dir={out}", f"run.seed={settings.seed}",
         f"student.path={prepared.student}", f"data.train={prepared.train_file}", f"eval.data_dir={prepared.eval_dir}",
-        f"teachers.{TEACHER}.base_url=http://127.0.0.1:{port}", *VARIANTS[variant], *settings.overrides,
+        f"teachers.{TEACHER}.base_url=http://127.0.0.1:{port}", *VARIANTS[variant], *settings.all_overrides,
     ]
     cfg = load_config(settings.config_path, overrides)
     return cfg, out

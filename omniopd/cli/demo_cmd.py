@@ -22,6 +22,8 @@ def demo(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted demo where it stopped.")] = False,
     workdir: Annotated[Path, typer.Option(help="Where prepared models, runs, logs and plots go.")] = Path("runs/demo"),
+    smoke: Annotated[bool, typer.Option("--smoke", help="A one-minute check that every part runs on this machine "
+                                        "(a smaller student, 8 steps, 1 sample per problem); its numbers mean nothing.")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Run OmniOPD end to end on a synthetic step-by-step arithmetic task, in embedded mode.
@@ -38,7 +40,7 @@ def demo(
         fail(f"--config {config}: no such file (run from the repository root, or pass the demo config)")
     extra = list(ABLATIONS) if ablation == "all" else [ablation] if ablation else []
     settings = DemoSettings(config_path=config, workdir=workdir, seed=seed, variants=["full", *extra],
-                            resume=resume, overrides=set_ or [],
+                            resume=resume, overrides=set_ or [], smoke=smoke,
                             log=lambda m: console.print(f"[bold cyan]demo[/] {m}", highlight=False, soft_wrap=True))
     try:
         results = run_demo(settings)

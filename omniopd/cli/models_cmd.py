@@ -58,3 +58,40 @@ def make_tiny(
         f"[green]wrote[/] {path}: qwen3, {layers} layers, hidden {hidden}, vocab {vocab}",
         soft_wrap=True,
     )
+
+
+@app.command("untie")
+def untie(
+    src: Annotated[str, typer.Argument(help="Model directory (or a hub name already in the local cache), e.g. Qwen/Qwen3-4B.")],
+    out: Annotated[Path, typer.Argument(help="Directory to write the untied copy to (Hugging Face layout).")],
+) -> None:
+    """Write a copy of a model whose output layer is its own tensor (tie_word_embeddings: false).
+
+    Needed once per student with tied embeddings (Qwen3-4B and smaller, Llama-3.2-1B/3B, ...):
+    vLLM's in-place weight reload keeps the old output layer of a tied checkpoint, so rollout
+    workers refuse one. The copy computes exactly the same function (checked on a short
+    input); point student.path at it. Costs one extra vocab x hidden matrix.
+    """
+    import torch
+
+    from omniopd.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
+    from omniopd.rollout.weights import check_untied
+    from omniopd.train.checkpoint import untied_state, write_model_dir
+
+    if out.exists() and any(out.iterdir()):
+        fail(f"{out} exists and is not empty: choose a new directory")
+    try:
+        model = load_causal_lm(src, dtype="auto", device="cpu")
+        tokenizer = load_tokenizer(src)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    state, config = untied_state(model)
+    write_model_dir(out, state, config, generation_config=getattr(model, "generation_config", None), tokenizer=tokenizer)
+    check_untied(out)
+    copy = load_causal_lm(str(out), dtype="auto", device="cpu")
+    ids = torch.tensor([tokenizer("Untie check: 1 + 1 = 2", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        same = torch.equal(model(ids).logits, copy(ids).logits)
+    if not same:
+        fail(f"the untied copy in {out} does not reproduce the logits of {src}; do not use it")
+    console.print(f"untied copy of {src} written to {out} (identical logits); set student.path: {out}", highlight=False)
