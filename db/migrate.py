@@ -15,6 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from db.session import make_engine
 
@@ -23,6 +24,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 class SchemaNotCurrent(RuntimeError):
     """The store's schema is not the revision this code was written for; the message says what to run."""
+
+
+class StoreUnreachable(SchemaNotCurrent):
+    """The store cannot be reached at all (server down, wrong host, credentials); a kind of
+    SchemaNotCurrent, so every command that checks the schema reports it cleanly."""
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -68,10 +74,17 @@ def downgrade(engine: Engine, revision: str) -> None:
 def require_current_schema(engine: Engine, config_path: str | Path | None = None) -> str:
     """Return the head revision, or raise SchemaNotCurrent saying what to run."""
     head = head_revision()
-    current = current_revision(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0] if (exc.orig or exc) else "unknown error"
+        raise StoreUnreachable(
+            f"cannot reach the store at {where}: {reason}. Check store.url, that the database server runs "
+            "and accepts this host, and the credentials (PGPASSWORD or ~/.pgpass; never in the URL)"
+        ) from None
     if current == head:
         return head
-    where = engine.url.render_as_string(hide_password=True)
     fix = f"omniopd db upgrade --config {config_path if config_path else '<your config.yaml>'}"
     if current is None:
         raise SchemaNotCurrent(f"the store at {where} has no OmniOPD schema yet; run: {fix}")

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omniopd.config import OmniConfig, dump_config, load_config
@@ -80,6 +80,12 @@ class DemoSettings:
     log: Callable[[str], None] = print
     smoke: bool = False
     """A one-minute check that every part runs (a smaller student, 8 steps); the numbers mean nothing."""
+    evaluate: bool = True
+    """Measure Pass@1 before and after (benchmarks of the pipeline itself turn it off)."""
+    emulator_args: list[str] = field(default_factory=list)
+    """Extra `omniopd teacher emulate` options, e.g. ["--ttft-ms", "400"] for a realistic latency."""
+    prepared_root: Path | None = None
+    """Where the prepared student and data live (default <workdir>/[smoke-]prepared-s<seed>)."""
 
     @property
     def prepare_spec(self) -> PrepareSpec:
@@ -96,7 +102,8 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     """Prepare once, then run every requested variant; returns their results in order."""
     started = time.monotonic()
     kind = "smoke-" if settings.smoke else ""
-    prepared = prepare(settings.workdir / f"{kind}prepared-s{settings.seed}", settings.prepare_spec, settings.log)
+    root = settings.prepared_root or settings.workdir / f"{kind}prepared-s{settings.seed}"
+    prepared = prepare(root, settings.prepare_spec, settings.log)
     settings.log(f"student ready: {prepared.student} ({'cached' if prepared.cached else f'{prepared.seconds:.0f} s'})")
     env = {**os.environ, KEY_ENV: os.environ.get(KEY_ENV) or "demo-" + secrets.token_hex(8),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -131,6 +138,7 @@ def _start_teacher(children: Children, settings: DemoSettings) -> int:
     child = children.start("teacher emulator", omniopd_command(
         "teacher", "emulate", "--provider", "gemini", "--port", str(port), "--config", str(settings.config_path),
         "--teacher", TEACHER, "--generator", "py:omniopd.demo.expert:generator", "--api-key-env", KEY_ENV,
+        *settings.emulator_args,
     ), log)
     wait_for_port(port, child)
     settings.log(f"teacher: scripted expert behind an emulated Gemini API on 127.0.0.1:{port}")
@@ -158,7 +166,8 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
     run_command(omniopd_command("data", "import", "-c", c), env, what="data import")
     _open_run(cfg, config_file)
     with broker_for(cfg):
-        before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant)
+        before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
+            if settings.evaluate else float("nan")
         settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
         run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE)), env, what="plan", capture=False)
         variant_children = Children(env)
@@ -176,7 +185,8 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
         finally:
             variant_children.stop()
         steps = _status(c, env)["latest_step"]
-        after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant)
+        after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant) \
+            if settings.evaluate else float("nan")
     run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
     plan = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))["plan"]
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
