@@ -75,7 +75,7 @@ class RetryPolicy:
     max_retries: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
-    empty_stop_retries: int = 2
+    empty_stop_retries: int = 1
     """Responses whose every text is empty although the model ended its turn normally are
     retried this many times in a row; after that the end of turn is the teacher's answer
     (empty continuations: the prefix is complete as it stands, e.g. a student chunk written
