@@ -51,7 +51,7 @@ def demo(
     except (RuntimeError, ValueError, TimeoutError) as exc:
         fail(f"{exc}\nFix the cause and continue with `omniopd demo --resume`.", code=1)
     console.print()
-    console.print(summary_table(results), highlight=False, markup=False)
+    console.print(summary_table(results), highlight=False, markup=False, soft_wrap=True)
     full = results[0]
     console.print(
         f"\nPass@1 on held-out problems: {100 * full.pass_before:.1f}% -> {100 * full.pass_after:.1f}% "
