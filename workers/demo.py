@@ -188,10 +188,10 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
         after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant) \
             if settings.evaluate else float("nan")
     run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
-    plan = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))["plan"]
+    plan = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))["plan"] or {}
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
     result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(_status(c, env)),
-                           plan["forecast_run_usd"], plan["actual_over_forecast"], train_s,
+                           plan.get("forecast_run_usd", float("nan")), plan.get("actual_over_forecast"), train_s,
                            time.monotonic() - started, str(out))
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
