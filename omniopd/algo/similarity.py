@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from itertools import count, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,15 @@ _KEEP = frozenset(range(ord("0"), ord("9") + 1)) | frozenset(range(ord("a"), ord
 _SEPARATOR = b"\xff"
 _TABLE = bytes(c if c in _KEEP or c == _SEPARATOR[0] else ord(" ") for c in range(256))
 _WORD_RE = re.compile(r"\S+")
+# ROUGE-1's fast path (_rouge1_batch): texts joined around NUL, kept as a separator token;
+# byte ids: student words < 252, unknown words 252, two paddings that never match, 255 = NUL.
+_NUL = b"\x00"
+_NUL_JOIN = " \x00 "
+_NUL_TABLE = bytes(c if c in _KEEP or c == 0 else ord(" ") for c in range(256))
+_MAX_STUDENT_WORDS = 252
+_UNKNOWN_ID = 252
+_STUDENT_PAD, _TEACHER_PAD = b"\xfd", b"\xfe"
+_lcs = LCSseq.similarity
 
 
 def _token_bytes(text: str) -> list[bytes]:
@@ -128,10 +138,58 @@ def _lcs_lengths(student: list[int], rows: list[list[int]]) -> list[int]:
 
 
 def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
+    """ROUGE-1 F1 of the student chunk against every continuation (the hot path of Eq. 3).
+
+    The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
+    multiset intersection, which equals the LCS of the two *sorted* token sequences. Here
+    every token becomes one byte: each student word gets a distinct id below 252, every
+    other word 252. All N + 1 texts are joined around NUL separators, lowercased, encoded,
+    translated and split in one C-level call each, mapped to ids in one itemgetter call
+    (defaultdict: unknown words are inserted once), padded to a common length (student with
+    253, continuations with 254, so padding never matches), sorted row-wise by numpy, and
+    compared with rapidfuzz's bit-parallel LCS on bytes. Lowercasing the joined text equals
+    lowercasing each text: the only context-dependent rule of str.lower (final sigma)
+    yields a non-ASCII letter, which is a separator either way. Texts containing NUL, or a
+    student with more than 252 distinct words, take the general integer-id path.
+    """
+    joined = _NUL_JOIN.join([student, *continuations])
+    if joined.count("\x00") != len(continuations):  # a text contains NUL itself
+        return _rouge1_batch_general(student, continuations)
+    tokens = joined.lower().encode("ascii", "replace").translate(_NUL_TABLE).split()
+    n_student = tokens.index(_NUL)
+    # A word's id is the position of its last occurrence: distinct per word, < n_student.
+    vocab = dict(zip(tokens[:n_student], count()))
+    if n_student > _MAX_STUDENT_WORDS:
+        vocab = dict(zip(vocab, count()))  # distinct words only
+        if len(vocab) > _MAX_STUDENT_WORDS:
+            return _rouge1_batch_general(student, continuations)
+    vocab[_NUL] = _SEPARATOR[0]
+    lookup = defaultdict(repeat(_UNKNOWN_ID).__next__, vocab)
+    ids = itemgetter(*tokens)(lookup) if len(tokens) > 1 else [lookup[tokens[0]]]
+    rows = bytes(ids).split(_SEPARATOR)
+    width = max(map(len, rows))
+    padded = b"".join(
+        [rows[0].ljust(width, _STUDENT_PAD), *[r.ljust(width, _TEACHER_PAD) for r in rows[1:]]]
+    )
+    ordered = np.sort(np.frombuffer(padded, np.uint8).reshape(len(rows), width), axis=1).tobytes()
+    s_sorted = ordered[:width]
+    n_s = n_student or 1
+    scores, start = [], 0
+    for row in rows[1:]:
+        start += width
+        overlap = _lcs(s_sorted, ordered[start : start + width])
+        if overlap:  # F1 in rouge-score's float order: 2 * p * r / (p + r)
+            precision, recall = overlap / n_s, overlap / (len(row) or 1)
+            scores.append(2 * precision * recall / (precision + recall))
+        else:
+            scores.append(0.0 if n_student or row else 1.0)
+    return scores
+
+
+def _rouge1_batch_general(student: str, continuations: list[str]) -> list[float]:
+    """_rouge1_batch for any vocabulary size: exact integer ids, LCS of sorted id lists."""
     unknown, ids = _encode_batch(student, continuations)
     s_ids, *rows = _split_rows(ids, unknown + 1)
-    # The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
-    # multiset intersection, which equals the LCS of the two sorted id lists.
     overlap = _lcs_lengths(sorted(s_ids), [sorted(r) for r in rows])
     return [_f1(o, len(s_ids), len(r)) for o, r in zip(overlap, rows, strict=True)]
 
