@@ -46,11 +46,9 @@ _KEEP = frozenset(range(ord("0"), ord("9") + 1)) | frozenset(range(ord("a"), ord
 _SEPARATOR = b"\xff"
 _TABLE = bytes(c if c in _KEEP or c == _SEPARATOR[0] else ord(" ") for c in range(256))
 _WORD_RE = re.compile(r"\S+")
-# ROUGE-1's fast path (_rouge1_batch): texts joined around NUL, kept as a separator token;
-# byte ids: student words < 252, unknown words 252, two paddings that never match, 255 = NUL.
-_NUL = b"\x00"
-_NUL_JOIN = " \x00 "
-_NUL_TABLE = bytes(c if c in _KEEP or c == 0 else ord(" ") for c in range(256))
+_JOIN = b" " + _SEPARATOR + b" "
+# ROUGE-1's byte ids (_rouge1_batch): student words < 252, unknown words 252, two paddings
+# that never match each other or a word, 255 = the separator.
 _MAX_STUDENT_WORDS = 252
 _UNKNOWN_ID = 252
 _STUDENT_PAD, _TEACHER_PAD = b"\xfd", b"\xfe"
@@ -73,9 +71,7 @@ def _encode_batch(student: str, continuations: list[str]) -> tuple[int, list[int
     gets id U, which no student token has, so it never counts as overlap or LCS match; id
     U + 1 separates the texts. Returns (U, ids of student + U+1 + continuation 1 + ...).
     """
-    joined = (b" " + _SEPARATOR + b" ").join(
-        [t.lower().encode("ascii", "replace") for t in [student, *continuations]]
-    )
+    joined = _JOIN.join([t.lower().encode("ascii", "replace") for t in [student, *continuations]])
     tokens = joined.translate(_TABLE).split()
     n_student = tokens.index(_SEPARATOR) if continuations else len(tokens)
     vocab = dict(zip(dict.fromkeys(tokens[:n_student]), count()))
@@ -142,29 +138,24 @@ def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
 
     The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
     multiset intersection, which equals the LCS of the two *sorted* token sequences. Here
-    every token becomes one byte: each student word gets a distinct id below 252, every
-    other word 252. All N + 1 texts are joined around NUL separators, lowercased, encoded,
-    translated and split in one C-level call each, mapped to ids in one itemgetter call
-    (defaultdict: unknown words are inserted once), padded to a common length (student with
-    253, continuations with 254, so padding never matches), sorted row-wise by numpy, and
-    compared with rapidfuzz's bit-parallel LCS on bytes. Lowercasing the joined text equals
-    lowercasing each text: the only context-dependent rule of str.lower (final sigma)
-    yields a non-ASCII letter, which is a separator either way. Texts containing NUL, or a
-    student with more than 252 distinct words, take the general integer-id path.
+    every token becomes one byte: each student word gets a distinct id below 252 (the
+    position of its last occurrence), every other word 252. The N + 1 texts are tokenised
+    in one pass (as in _encode_batch), mapped to ids in one C-level itemgetter call over a
+    defaultdict (an unknown word costs one insertion), padded to a common length (student
+    with 253, continuations with 254, so padding never matches), sorted row-wise in one
+    numpy call and compared with rapidfuzz's bit-parallel LCS on bytes. A student with more
+    than 252 distinct words takes the general integer-id path.
     """
-    joined = _NUL_JOIN.join([student, *continuations])
-    if joined.count("\x00") != len(continuations):  # a text contains NUL itself
-        return _rouge1_batch_general(student, continuations)
-    tokens = joined.lower().encode("ascii", "replace").translate(_NUL_TABLE).split()
-    n_student = tokens.index(_NUL)
-    # A word's id is the position of its last occurrence: distinct per word, < n_student.
-    vocab = dict(zip(tokens[:n_student], count()))
+    joined = _JOIN.join([t.lower().encode("ascii", "replace") for t in [student, *continuations]])
+    tokens = joined.translate(_TABLE).split()
+    n_student = tokens.index(_SEPARATOR)
+    student_words = tokens[:n_student]
     if n_student > _MAX_STUDENT_WORDS:
-        vocab = dict(zip(vocab, count()))  # distinct words only
-        if len(vocab) > _MAX_STUDENT_WORDS:
+        student_words = list(dict.fromkeys(student_words))  # distinct words only
+        if len(student_words) > _MAX_STUDENT_WORDS:
             return _rouge1_batch_general(student, continuations)
-    vocab[_NUL] = _SEPARATOR[0]
-    lookup = defaultdict(repeat(_UNKNOWN_ID).__next__, vocab)
+    lookup = defaultdict(repeat(_UNKNOWN_ID).__next__, zip(student_words, count()))
+    lookup[_SEPARATOR] = _SEPARATOR[0]
     ids = itemgetter(*tokens)(lookup) if len(tokens) > 1 else [lookup[tokens[0]]]
     rows = bytes(ids).split(_SEPARATOR)
     width = max(map(len, rows))
