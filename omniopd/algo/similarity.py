@@ -139,7 +139,8 @@ def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
     The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
     multiset intersection, which equals the LCS of the two *sorted* token sequences. Here
     every token becomes one byte: each student word gets a distinct id below 252 (the
-    position of its last occurrence), every other word 252. The N + 1 texts are tokenised
+    position of its last occurrence; for chunks over 252 tokens its rank among the distinct
+    words), every other word 252. The N + 1 texts are tokenised
     in one pass (as in _encode_batch), mapped to ids in one C-level itemgetter call over a
     defaultdict (an unknown word costs one insertion), padded to a common length (student
     with 253, continuations with 254, so padding never matches), sorted row-wise in one
