@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from itertools import count, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,13 @@ _KEEP = frozenset(range(ord("0"), ord("9") + 1)) | frozenset(range(ord("a"), ord
 _SEPARATOR = b"\xff"
 _TABLE = bytes(c if c in _KEEP or c == _SEPARATOR[0] else ord(" ") for c in range(256))
 _WORD_RE = re.compile(r"\S+")
+_JOIN = b" " + _SEPARATOR + b" "
+# ROUGE-1's byte ids (_rouge1_batch): student words < 252, unknown words 252, two paddings
+# that never match each other or a word, 255 = the separator.
+_MAX_STUDENT_WORDS = 252
+_UNKNOWN_ID = 252
+_STUDENT_PAD, _TEACHER_PAD = b"\xfd", b"\xfe"
+_lcs = LCSseq.similarity
 
 
 def _token_bytes(text: str) -> list[bytes]:
@@ -63,9 +71,7 @@ def _encode_batch(student: str, continuations: list[str]) -> tuple[int, list[int
     gets id U, which no student token has, so it never counts as overlap or LCS match; id
     U + 1 separates the texts. Returns (U, ids of student + U+1 + continuation 1 + ...).
     """
-    joined = (b" " + _SEPARATOR + b" ").join(
-        [t.lower().encode("ascii", "replace") for t in [student, *continuations]]
-    )
+    joined = _JOIN.join([t.lower().encode("ascii", "replace") for t in [student, *continuations]])
     tokens = joined.translate(_TABLE).split()
     n_student = tokens.index(_SEPARATOR) if continuations else len(tokens)
     vocab = dict(zip(dict.fromkeys(tokens[:n_student]), count()))
@@ -128,10 +134,54 @@ def _lcs_lengths(student: list[int], rows: list[list[int]]) -> list[int]:
 
 
 def _rouge1_batch(student: str, continuations: list[str]) -> list[float]:
+    """ROUGE-1 F1 of the student chunk against every continuation (the hot path of Eq. 3).
+
+    The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
+    multiset intersection, which equals the LCS of the two *sorted* token sequences. Here
+    every token becomes one byte: each student word gets a distinct id below 252 (the
+    position of its last occurrence; for chunks over 252 tokens its rank among the distinct
+    words), every other word 252. The N + 1 texts are tokenised
+    in one pass (as in _encode_batch), mapped to ids in one C-level itemgetter call over a
+    defaultdict (an unknown word costs one insertion), padded to a common length (student
+    with 253, continuations with 254, so padding never matches), sorted row-wise in one
+    numpy call and compared with rapidfuzz's bit-parallel LCS on bytes. A student with more
+    than 252 distinct words takes the general integer-id path.
+    """
+    joined = _JOIN.join([t.lower().encode("ascii", "replace") for t in [student, *continuations]])
+    tokens = joined.translate(_TABLE).split()
+    n_student = tokens.index(_SEPARATOR)
+    student_words = tokens[:n_student]
+    if n_student > _MAX_STUDENT_WORDS:
+        student_words = list(dict.fromkeys(student_words))  # distinct words only
+        if len(student_words) > _MAX_STUDENT_WORDS:
+            return _rouge1_batch_general(student, continuations)
+    lookup = defaultdict(repeat(_UNKNOWN_ID).__next__, zip(student_words, count()))
+    lookup[_SEPARATOR] = _SEPARATOR[0]
+    ids = itemgetter(*tokens)(lookup) if len(tokens) > 1 else [lookup[tokens[0]]]
+    rows = bytes(ids).split(_SEPARATOR)
+    width = max(map(len, rows))
+    padded = b"".join(
+        [rows[0].ljust(width, _STUDENT_PAD), *[r.ljust(width, _TEACHER_PAD) for r in rows[1:]]]
+    )
+    ordered = np.sort(np.frombuffer(padded, np.uint8).reshape(len(rows), width), axis=1).tobytes()
+    s_sorted = ordered[:width]
+    n_s = n_student or 1
+    scores, start = [], 0
+    for row in rows[1:]:
+        start += width
+        overlap = _lcs(s_sorted, ordered[start : start + width])
+        if overlap:  # F1 in rouge-score's float order: 2 * p * r / (p + r)
+            precision, recall = overlap / n_s, overlap / (len(row) or 1)
+            scores.append(2 * precision * recall / (precision + recall))
+        else:
+            scores.append(0.0 if n_student or row else 1.0)
+    return scores
+
+
+def _rouge1_batch_general(student: str, continuations: list[str]) -> list[float]:
+    """_rouge1_batch for any vocabulary size: exact integer ids, LCS of sorted id lists."""
     unknown, ids = _encode_batch(student, continuations)
     s_ids, *rows = _split_rows(ids, unknown + 1)
-    # The clipped unigram overlap sum_w min(count_s(w), count_t(w)) is the size of the
-    # multiset intersection, which equals the LCS of the two sorted id lists.
     overlap = _lcs_lengths(sorted(s_ids), [sorted(r) for r in rows])
     return [_f1(o, len(s_ids), len(r)) for o, r in zip(overlap, rows, strict=True)]
 

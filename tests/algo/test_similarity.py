@@ -1,6 +1,7 @@
 """phi (Eq. 3): hand cases, [0, 1] range, phi(a, a) = 1, agreement with rouge-score and NLTK."""
 
 import math
+import random
 import warnings
 
 import pytest
@@ -85,6 +86,66 @@ def test_rouge1_and_rougeL_equal_rouge_score_f1(a, b):
         return
     assert SIMILARITIES["rouge1"](a, b) == scores["rouge1"].fmeasure
     assert SIMILARITIES["rougeL"](a, b) == scores["rougeL"].fmeasure
+
+
+def _rouge_score_f1(metric: str, student: str, teacher: str) -> float:
+    """rouge-score's F1 (no stemming), with the documented exception: no tokens on either side = 1."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    if not words(student) and not words(teacher):
+        return 1.0
+    return RougeScorer([metric], use_stemmer=False).score(teacher, student)[metric].fmeasure
+
+
+# Many distinct words (the ROUGE-1 fast path gives each student word one byte id, < 252).
+vocabulary = st.lists(
+    st.sampled_from(["the", "x", "2", "root", "Sum", "+", "-", "=", "naïve", "İf", "a_b"])
+    | st.integers(0, 400).map(lambda i: f"w{i}"),
+    max_size=80,
+).map(" ".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    student=st.one_of(texts, wordy, vocabulary),
+    continuations=st.lists(st.one_of(texts, wordy, vocabulary), min_size=1, max_size=8),
+)
+def test_rouge1_batch_equals_rouge_score_on_every_continuation(student, continuations):
+    # The batch path (shared tokenisation, byte ids, row-wise sort, LCS) is what Eq. 3 uses.
+    assert phi_batch("rouge1", student, continuations) == [
+        _rouge_score_f1("rouge1", student, c) for c in continuations
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n_words", "n_distinct"),
+    [(251, 251), (252, 252), (253, 253), (400, 100), (400, 252), (400, 253), (600, 600)],
+)
+def test_rouge1_batch_at_the_byte_id_limit(n_words, n_distinct):
+    # Up to 252 distinct student words take the one-byte path (ids by position while the
+    # student has <= 252 tokens, by distinct word above); more take the general path.
+    rng = random.Random(n_words * 1000 + n_distinct)
+    student = " ".join(
+        f"w{rng.randrange(n_distinct) if i >= n_distinct else i}" for i in range(n_words)
+    )
+    continuations = [
+        " ".join(
+            f"w{rng.randrange(n_distinct + 50)}" for _ in range(rng.randrange(0, n_words + 20))
+        )
+        for _ in range(5)
+    ] + ["", student, "W0 w0 w0!"]
+    assert len(set(words(student))) == n_distinct
+    assert phi_batch("rouge1", student, continuations) == [
+        _rouge_score_f1("rouge1", student, c) for c in continuations
+    ]
+
+
+def test_rouge1_batch_edge_cases():
+    assert phi_batch("rouge1", "", ["", "!!", "a"]) == [1.0, 1.0, 0.0]
+    assert phi_batch("rouge1", "a", ["", "a", "A a"]) == [0.0, 1.0, 2 / 3]
+    assert phi_batch("rouge1", "x\x00y \xff z", ["x y z", "x\x00y"]) == [
+        _rouge_score_f1("rouge1", "x\x00y \xff z", c) for c in ["x y z", "x\x00y"]
+    ]
 
 
 @settings(max_examples=200, deadline=None)
