@@ -150,7 +150,9 @@ def shard_model(model: torch.nn.Module) -> HiddenStatesRoot:
     root = fully_shard(HiddenStatesRoot(model))
     for module in root.modules():
         if isinstance(module, FSDPModule):
+            # a plain SUM: gloo has no PREMUL_SUM, and with factor 1 nothing is scaled after
             module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
     return root
 
 
