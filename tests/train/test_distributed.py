@@ -158,24 +158,61 @@ def test_rank_zero_alone_writes_the_gathered_checkpoint_in_the_one_process_forma
     assert read_checkpoint(info.path).meta["method"] == "omniopd"
 
 
-def _resume_and_step(rank: int, port: int, model_dir: str, ckpt: str, out: str) -> None:
+def _resume_then_tied(rank: int, port: int, model_dir: str, ckpt: str, tied_dir: str, out: str) -> None:
+    """Second round of two ranks: (1) resume the two-rank checkpoint and step; (2) one step of a
+    tied student (Qwen3-0.6B/1.7B/4B layout: lm_head IS the embedding) and its checkpoint."""
     from omniopd.train.distributed import close_process_group
 
     _join(rank, port)
     trainer = build_trainer(make_config(model_dir, learner={"grad_accum": 2}), resume=latest_checkpoint(ckpt))
     m = trainer.step(fixed_examples(4, seed=1))
     torch.save({"metrics": m, "after": _full_params(trainer)}, Path(out) / f"resumed{rank}.pt")
+    tied = build_trainer(make_config(tied_dir))
+    m = tied.step(fixed_examples(3))
+    tied.save(Path(out) / "tied-ckpt", policy_version=1)
+    torch.save({"metrics": m, "after": _full_params(tied)}, Path(out) / f"tied{rank}.pt")
     close_process_group()
 
 
-def test_two_ranks_resume_a_checkpoint_and_step_as_one_process_would(two_ranks, one_process, tiny_model_dir):
+@pytest.fixture(scope="module")
+def tied_dir(tmp_path_factory) -> Path:
+    from omniopd.models.tiny import make_tiny_model
+    from tests.rollout.checkpoints import save_perturbed
+
+    base = tmp_path_factory.mktemp("tied")
+    return save_perturbed(make_tiny_model(base / "base"), base / "tied", seed=1, scale=0.0, tied=True)
+
+
+@pytest.fixture(scope="module")
+def second_round(two_ranks, tiny_model_dir, tied_dir) -> Path:
+    _spawn(_resume_then_tied, tiny_model_dir, str(two_ranks / "ckpt"), str(tied_dir), str(two_ranks))
+    return two_ranks
+
+
+def test_two_ranks_resume_a_checkpoint_and_step_as_one_process_would(second_round, tiny_model_dir):
     # the checkpoint written by two ranks, resumed by two ranks (optimizer state cut to shards)
     # and by one process: the next update is the same
-    ckpt = two_ranks / "ckpt"
-    _spawn(_resume_and_step, tiny_model_dir, str(ckpt), str(two_ranks))
-    single = build_trainer(make_config(tiny_model_dir, learner={"grad_accum": 2}), resume=latest_checkpoint(ckpt))
+    single = build_trainer(make_config(tiny_model_dir, learner={"grad_accum": 2}),
+                           resume=latest_checkpoint(second_round / "ckpt"))
     m = single.step(fixed_examples(4, seed=1))
     for r in range(WORLD):
-        got = torch.load(two_ranks / f"resumed{r}.pt", weights_only=False)
+        got = torch.load(second_round / f"resumed{r}.pt", weights_only=False)
         assert got["metrics"].step == 3 and got["metrics"].loss == pytest.approx(m.loss, rel=1e-5)
         _close(got["after"], single.models.student.state_dict(), atol=WEIGHTS_ATOL)
+
+
+def test_a_tied_student_trains_tied_on_two_ranks_and_is_saved_untied(second_round, tied_dir):
+    from omniopd.rollout.weights import check_untied
+
+    single = build_trainer(make_config(str(tied_dir)))
+    m = single.step(fixed_examples(3))
+    want = single.models.student.state_dict()
+    for r in range(WORLD):
+        got = torch.load(second_round / f"tied{r}.pt", weights_only=False)
+        assert got["metrics"].loss == pytest.approx(m.loss, rel=1e-5)
+        _close(got["after"], want, atol=WEIGHTS_ATOL)
+        torch.testing.assert_close(got["after"]["lm_head.weight"], got["after"]["model.embed_tokens.weight"])
+    info = latest_checkpoint(second_round / "tied-ckpt")
+    check_untied(info.path)
+    saved = load_file(str(info.path / "model.safetensors"))
+    torch.testing.assert_close(saved["lm_head.weight"], want["model.embed_tokens.weight"], atol=WEIGHTS_ATOL, rtol=1e-5)
