@@ -453,7 +453,12 @@ def install_follower_signals() -> Callable[[], None]:
         log.warning("signal %d: this rank waits for rank 0 to finish the step and checkpoint", signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def _follow_rank_zero(config: OmniConfig) -> None:
