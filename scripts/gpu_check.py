@@ -1,7 +1,7 @@
 """Run a short real learner step on a GPU and report tokens/s and memory.
 
     .venv/bin/python scripts/gpu_check.py [--model DIR] [--tokens 4096] [--batch 2] [--steps 3]
-        [--method omniopd|sft|opd_whitebox] [--lora] [--cpu]
+        [--method omniopd|sft|opd_whitebox] [--lora] [--cpu] [--gpus N]
 
 What it does: builds the configured learner (fp32 master weights, bf16 autocast, frozen bf16
 reference; LoRA with --lora), makes `--batch` random trajectories of `--tokens` completion
@@ -12,6 +12,11 @@ model is built offline, which exercises the code path but says little about spee
 `--model` at a real student (e.g. a local Qwen3-1.7B directory) for real numbers.
 
 Without a CUDA GPU it exits with status 2 and says so (`--cpu` runs the same check on CPU).
+
+`--gpus N` (N > 1) re-runs itself under torchrun as N processes: the multi-GPU learner step
+(FSDP2 over the student and the reference, docs/learner.md "Scale-out") on the same batches;
+rank 0 prints tokens/s of the whole step and its own peak memory. With `--cpu`, N gloo
+processes on CPU.
 """
 
 from __future__ import annotations
@@ -35,9 +40,15 @@ def main() -> int:
     parser.add_argument("--method", default="omniopd", choices=["omniopd", "sft", "opd_whitebox"])
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (reference = adapters disabled)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU instead (checks the script, not a GPU)")
+    parser.add_argument("--gpus", type=int, default=1, help="processes under torchrun (FSDP across them)")
     args = parser.parse_args()
 
+    import os
+
     import torch
+
+    if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args)
 
     if not args.cpu and not torch.cuda.is_available():
         print(f"no CUDA GPU is visible to torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}); "
@@ -59,7 +70,8 @@ def main() -> int:
                     "lora": {"enabled": args.lora}},
         "loss": loss,
     })
-    trainer = build_trainer(config)
+    trainer = build_trainer(config)  # under torchrun: joins the process group, shards with FSDP2
+    main_rank = trainer.world is None or trainer.world.is_main
     vocab = trainer.models.student.get_output_embeddings().weight.shape[0]
     texts = ("Step 1: 2 + 2 = 4. Then we add the next term.",) * 2  # what sft trains on
     batches = [examples(args.batch, args.tokens, vocab, seed=s, teacher_texts=texts) for s in range(args.steps + 1)]
@@ -71,8 +83,11 @@ def main() -> int:
     metrics = [trainer.step(batch) for batch in batches[1:]]
     seconds = (time.perf_counter() - t0) / args.steps
     tokens = sum(m.forward_tokens for m in metrics) / args.steps
-    params = sum(p.numel() for p in trainer.models.student.parameters())
-    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; model {model} ({params:,} parameters)")
+    params = sum(p.numel() for p in trainer.models.student.parameters())  # DTensor: the full count
+    if not main_rank:
+        return 0
+    world = f", {trainer.world.size} processes (FSDP2)" if trainer.world else ""
+    print(f"device: {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; model {model} ({params:,} parameters){world}")
     print(f"method {args.method}{' + LoRA' if args.lora else ''}, autocast {trainer.settings.loss.autocast}, "
           f"batch {args.batch} x {args.tokens} completion tokens")
     last = metrics[-1]
@@ -83,6 +98,24 @@ def main() -> int:
               f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
     print(f"loss {last.loss:.5f}  kl {last.kl}  grad norm {last.grad_norm:.4f}")
     return 0
+
+
+def _relaunch(args) -> int:
+    """Build the default model once (every rank must load the same weights), then run this
+    script as `args.gpus` processes under torchrun."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:] if not a.startswith("--gpus")]
+    if "--gpus" in sys.argv:
+        i = sys.argv.index("--gpus")
+        argv = [a for j, a in enumerate(sys.argv[1:], 1) if j not in (i, i + 1)]
+    if args.model is None:
+        from scripts.bench.learner import build_model
+
+        argv += ["--model", str(build_model("13m", Path(tempfile.mkdtemp(prefix="omniopd-gpu-check-"))))]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
+               __file__, *argv]
+    return subprocess.call(command)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ exit 0 (a second signal aborts at once; the store stays consistent, the step is 
 The run also stops at learner.max_steps, when the driver reports the problems exhausted and
 nothing is left in flight, or when the teacher budget is spent (ready bundles then stay in
 the store: a run resumed with a higher cap trains on them first).
+
+Several processes (torchrun --nproc-per-node N -m omniopd learner ...): rank 0 alone runs
+everything above — store, driver, broker, checkpoint directory — with a lockstep `Leader`
+in place of its Trainer, which broadcasts each claimed batch and each checkpoint save to
+the other ranks; they only `follow` (omniopd/train/lockstep.py) and never open the store.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from db.repo_runs import latest_policy_version, publish_policy_version
 from omniopd.config import OmniConfig
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
+from omniopd.train.lockstep import Leader, Start
 from workers.learner_output import MetricsSink, ProgressView
 
 log = logging.getLogger("omniopd.learner")
@@ -181,7 +187,7 @@ class Learner:
         config: OmniConfig,
         sessions: sessionmaker[Session],
         run_id: int,
-        trainer: Trainer,
+        trainer: Trainer | Leader,
         driver: Driver,
         checkpoint_dir: Path,
         resumed: CheckpointInfo | None = None,
@@ -434,6 +440,44 @@ def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+def install_follower_signals() -> Callable[[], None]:
+    """A non-zero rank ignores the first SIGTERM / SIGINT (torchrun and Ctrl-C signal every
+    rank; rank 0 decides when to stop, and the final checkpoint needs every rank); a
+    second one aborts."""
+    seen = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        if seen.is_set():
+            raise KeyboardInterrupt(f"signal {signum} again: aborting")
+        seen.set()
+        log.warning("signal %d: this rank waits for rank 0 to finish the step and checkpoint", signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _follow_rank_zero(config: OmniConfig) -> None:
+    """A non-zero rank of a multi-process learner: build the same Trainer from the checkpoint
+    rank 0 chose, then run rank 0's steps and saves until it stops. No store, no broker."""
+    from omniopd.train import build_trainer
+    from omniopd.train.lockstep import follow, wait_for_start
+
+    restore = install_follower_signals() if threading.current_thread() is threading.main_thread() else (lambda: None)
+    try:
+        started, resumed = wait_for_start()
+        if not started:  # rank 0 failed before training began; its own error says why
+            return
+        steps = follow(build_trainer(config, resume=resumed))
+        log.info("rank 0 stopped the learner after %d steps", steps)
+    finally:
+        restore()
+
+
 def _sinks(config: OmniConfig, *, progress: bool, start_step: int) -> list[MetricsSink]:
     from workers.learner_output import LogSink, RichProgress, TensorBoardSink
 
@@ -452,10 +496,42 @@ def run_learner(
     driver_factory: Callable[..., Driver] | None = None,
     progress: bool = False,
     stop: threading.Event | None = None,
-) -> LearnerSummary:
+) -> LearnerSummary | None:
     """Run the learner of `config` until it stops (module docstring); owns the embedded broker.
 
-    `driver_factory` defaults to workers.driver.Driver (imported here, lazily)."""
+    `driver_factory` defaults to workers.driver.Driver (imported here, lazily). Launched by
+    torchrun as N processes: rank 0 does all of this and returns the summary; the other
+    ranks follow it (`_follow_rank_zero`) and return None."""
+    from omniopd.models.loading import resolve_device
+    from omniopd.train.distributed import close_process_group, init_process_group
+
+    world = init_process_group(resolve_device(config.student.device))
+    if not world.is_main:
+        try:
+            _follow_rank_zero(config)
+            return None
+        finally:
+            close_process_group()
+    start = Start(world.distributed)
+    try:
+        return _lead(config, config_path=config_path, driver_factory=driver_factory, progress=progress,
+                     stop=stop, start=start)
+    finally:
+        start.cancel()  # rank 0 failed before a Leader took the followers over: release them
+        close_process_group()
+
+
+def _lead(
+    config: OmniConfig,
+    *,
+    config_path: str | Path | None,
+    driver_factory: Callable[..., Driver] | None,
+    progress: bool,
+    stop: threading.Event | None,
+    start: Start,
+) -> LearnerSummary:
+    """The learner proper: one process, or rank 0 of several (its followers are told to
+    start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
     from db.repo_runs import set_run_status
     from db.session import make_session_factory
     from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
@@ -464,6 +540,7 @@ def run_learner(
     from workers.store import ensure_run, store_engine
 
     stop = stop or threading.Event()
+    leader: Leader | None = None
     restore = install_stop_signals(stop) if threading.current_thread() is threading.main_thread() else (lambda: None)
     engine = store_engine(config, config_path)
     sessions = make_session_factory(engine)
@@ -476,7 +553,9 @@ def run_learner(
         for path in clean_partial(root):
             log.warning("removed an incomplete checkpoint %s (a save was interrupted)", path)
         resumed = latest_checkpoint(root)
-        trainer = build_trainer(config, resume=resumed)
+        start.send(resumed)  # several processes: every rank now builds the same trainer
+        trainer = start.lead(build_trainer(config, resume=resumed))
+        leader = trainer if isinstance(trainer, Leader) else None
         if driver_factory is None:
             driver_factory = load_driver_factory(DEFAULT_DRIVER)
         with broker_for(config) as endpoint:
@@ -494,6 +573,8 @@ def run_learner(
         _mark_failed(sessions, config)
         raise
     finally:
+        if leader is not None:
+            leader.close()
         for sink in sinks:
             sink.close()
         engine.dispose()

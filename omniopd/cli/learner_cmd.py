@@ -62,4 +62,5 @@ def learner(
         )
     except (SchemaNotCurrent, LearnerError, ModelLoadError) as exc:
         fail(str(exc), code=1)
-    console.print(summary.text(), highlight=False, soft_wrap=True)
+    if summary is not None:  # None: a non-zero rank of a torchrun launch (rank 0 reports)
+        console.print(summary.text(), highlight=False, soft_wrap=True)

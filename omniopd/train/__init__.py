@@ -11,6 +11,8 @@ AdamW update, plus checkpoints rollout workers can reload. See docs/learner.md.
     checkpoint.py  atomic HF-layout (untied) checkpoints + optimizer / scheduler / RNG state
     settings.py    config -> plain arguments
     trainer.py     Trainer, build_trainer
+    distributed.py several processes (torchrun): process group, FSDP2 shards, batch shares
+    lockstep.py    rank 0 leads the loop, the other ranks follow its steps and saves
 """
 
 from omniopd.train.checkpoint import (

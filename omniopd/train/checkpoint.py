@@ -77,10 +77,14 @@ def _param_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str |
     return None if name is None else (f"{name}.weight" if name else "weight")
 
 
-def untied_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], Any]:
+def untied_state(
+    model: torch.nn.Module, *, state: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], Any]:
     """(state dict, config) of a transformers model with the output layer as its own tensor
-    and `tie_word_embeddings: false`; tensors on CPU, detached, contiguous, unshared."""
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    and `tie_word_embeddings: false`; tensors on CPU, detached, contiguous, unshared.
+    `state`: the model's state already on CPU (gathered from shards), else read from `model`."""
+    if state is None:
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     out_name = _param_name(model, model.get_output_embeddings())
     in_name = _param_name(model, model.get_input_embeddings())
     tied = out_name is not None and model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -186,6 +190,7 @@ def save_checkpoint(
     model_config,
     optimizer: torch.optim.Optimizer,
     scheduler,
+    optimizer_state: dict[str, Any] | None = None,
     generation_config=None,
     tokenizer=None,
     adapter_model: torch.nn.Module | None = None,
@@ -195,7 +200,8 @@ def save_checkpoint(
     """Write checkpoint `step` atomically (module docstring); returns it.
 
     `model_state`/`model_config`: from `untied_state` or `merged_lora_state`;
-    `adapter_model`: the peft model of a LoRA run (its adapters are saved for resume).
+    `adapter_model`: the peft model of a LoRA run (its adapters are saved for resume);
+    `optimizer_state`: the optimizer's state gathered from shards (default: `optimizer`'s).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +214,8 @@ def save_checkpoint(
     if adapter_model is not None:
         adapter_model.save_pretrained(tmp / ADAPTER_DIR, safe_serialization=True)
     (tmp / TRAINER_DIR).mkdir()
-    torch.save(optimizer.state_dict(), tmp / TRAINER_DIR / "optimizer.pt")
+    torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state,
+               tmp / TRAINER_DIR / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / TRAINER_DIR / "scheduler.pt")
     torch.save(capture_rng(), tmp / TRAINER_DIR / "rng.pt")
     state = {
@@ -284,10 +291,21 @@ def prune_checkpoints(root: str | Path, keep: int) -> list[Path]:
     return doomed
 
 
-def load_trainer_state(info: CheckpointInfo, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    """Restore optimizer, schedule and RNG state from `info` (weights are loaded with the models)."""
-    device = next((p.device for g in optimizer.param_groups for p in g["params"]), torch.device("cpu"))
+def load_trainer_state(info: CheckpointInfo, optimizer: torch.optim.Optimizer, scheduler, *,
+                       shard: bool = False) -> None:
+    """Restore optimizer, schedule and RNG state from `info` (weights are loaded with the models).
+
+    The optimizer state is saved whole whatever the number of processes; `shard`: cut it to
+    this rank's shards of the (FSDP) parameters, so any world size resumes any checkpoint."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    device = params[0].device if params else torch.device("cpu")
     directory = info.path / TRAINER_DIR
-    optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=device, weights_only=True))
+    state = torch.load(directory / "optimizer.pt", map_location=device, weights_only=True)
+    if shard:
+        from omniopd.train.distributed import local_state
+
+        # state["state"] is keyed by the parameter's index in param_groups order
+        state["state"] = {i: {k: local_state(v, params[i]) for k, v in s.items()} for i, s in state["state"].items()}
+    optimizer.load_state_dict(state)
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
     restore_rng(torch.load(directory / "rng.pt", weights_only=True))

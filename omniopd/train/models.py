@@ -10,6 +10,9 @@
   or a method without a KL anchor).
 - Teacher (white-box OPD only, Eq. 2): a frozen open-weight model that must share the
   student's tokenizer (checked here, token by token).
+- Several processes (torchrun): every network is loaded whole on each rank, then sharded
+  with FSDP2 (distributed.py); the step reaches them through `student_states` /
+  `frozen_states`, which call the sharded root's forward instead of the body directly.
 """
 
 from __future__ import annotations
@@ -17,14 +20,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from omniopd.algo.sliced import HiddenStates
 from omniopd.models.loading import load_causal_lm, load_tokenizer, resolve_device
-from omniopd.train.distributed import wrap_model
-from omniopd.train.forward import check_supported
+from omniopd.train.collate import Batch
+from omniopd.train.distributed import (
+    HiddenStatesRoot,
+    current,
+    init_process_group,
+    local_device,
+    shard_model,
+)
+from omniopd.train.forward import check_supported, final_hidden, logit_source
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,8 @@ class PolicyModels:
     """student: trainable (a peft model under LoRA); reference: frozen model, or None (not
     needed, or LoRA: the student with adapters disabled — see `reference_model`); teacher:
     frozen white-box teacher or None. `student_tied`: the student's output layer is its input
-    embedding (saved untied)."""
+    embedding (saved untied). `roots`: under several processes, the FSDP root of each
+    sharded network by role (student / reference / teacher); empty in one process."""
 
     student: torch.nn.Module
     tokenizer: object
@@ -68,6 +80,11 @@ class PolicyModels:
     lora: bool
     reference_needed: bool
     student_tied: bool
+    roots: dict[str, HiddenStatesRoot] = field(default_factory=dict)
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.roots)
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +108,26 @@ class PolicyModels:
                 yield self.student
         else:
             yield self.reference
+
+    def student_states(self, batch: Batch, *, autocast: torch.dtype | None) -> HiddenStates:
+        """The student's hidden states + output layer for `batch`, with gradients."""
+        return self._states("student", self.student, batch, autocast)
+
+    @torch.no_grad()
+    def frozen_states(self, role: str, batch: Batch, *, autocast: torch.dtype | None) -> HiddenStates:
+        """pi_ref (`reference`) or the white-box teacher (`teacher`) for `batch`, no gradients."""
+        if role == "teacher":
+            if self.teacher is None:
+                raise RuntimeError("no white-box teacher was loaded (loss.whitebox_teacher)")
+            return self._states("teacher", self.teacher, batch, autocast)
+        with self.reference_model() as ref:
+            return self._states("reference", ref, batch, autocast)
+
+    def _states(self, role: str, model: torch.nn.Module, batch: Batch, autocast) -> HiddenStates:
+        root = self.roots.get(role)
+        if root is None:  # one process: the body and the output layer directly (forward.py)
+            return logit_source(model, final_hidden(model, batch, autocast=autocast))
+        return HiddenStates(*root(batch, autocast))
 
 
 def _is_tied(model: torch.nn.Module) -> bool:
@@ -164,7 +201,15 @@ def load_policy_models(
 ) -> PolicyModels:
     """Load the networks of `spec`. Resuming: `weights_from` = a full fine-tuning checkpoint
     (student weights), `adapter_from` = a LoRA checkpoint's adapter directory."""
-    device = resolve_device(spec.device)
+    size = current().size
+    if size > 1 and spec.lora is not None:
+        raise ValueError(
+            f"this learner is one of {size} processes, and LoRA training runs as one process in this "
+            "version: set learner.lora.enabled: false to shard the full student with FSDP, or launch "
+            "one process (LoRA already fits large students on one GPU)"
+        )
+    world = init_process_group(resolve_device(spec.device))
+    device = local_device(resolve_device(spec.device))
     student_dtype = "float32" if spec.student_dtype == "auto" else spec.student_dtype
     if student_dtype != "float32":
         log.warning("student weights in %s: AdamW updates below its precision are lost; "
@@ -179,7 +224,6 @@ def load_policy_models(
         student = _apply_lora(student, spec.lora, None if adapter_from is None else Path(adapter_from))
     else:
         student.requires_grad_(True)
-    student = wrap_model(student)
     student.train()
     reference = None
     if spec.reference_path is not None and spec.lora is None:
@@ -189,6 +233,10 @@ def load_policy_models(
         teacher = load_causal_lm(spec.teacher_path, dtype=spec.frozen_dtype, device=device)
         check_supported(teacher)
         _check_shared_vocabulary(tokenizer, spec.teacher_path, student, teacher)
+    roots = {}
+    if world.distributed:  # every rank loaded the same weights; now each keeps 1/N of them
+        roots = {role: shard_model(m) for role, m in
+                 (("student", student), ("reference", reference), ("teacher", teacher)) if m is not None}
     return PolicyModels(
         student=student,
         tokenizer=tokenizer,
@@ -197,6 +245,7 @@ def load_policy_models(
         lora=spec.lora is not None,
         reference_needed=spec.reference_path is not None,
         student_tied=tied,
+        roots=roots,
     )
 
 

@@ -33,7 +33,6 @@ from omniopd.algo.estimator import chunk_proxies
 from omniopd.algo.losses import Normalisation, omniopd_loss, opd_whitebox_loss, sft_loss
 from omniopd.train.collate import Padding, collate
 from omniopd.train.examples import Row, TrainExample
-from omniopd.train.forward import final_hidden, logit_source
 from omniopd.train.models import PolicyModels
 
 
@@ -102,12 +101,11 @@ def normaliser(rows: Sequence[Row], how: Normalisation) -> float:
 
 
 def _student(models: PolicyModels, batch, s: LossSettings):
-    return logit_source(models.student, final_hidden(models.student, batch, autocast=s.autocast))
+    return models.student_states(batch, autocast=s.autocast)
 
 
-@torch.no_grad()
-def _frozen(model: torch.nn.Module, batch, s: LossSettings):
-    return logit_source(model, final_hidden(model, batch, autocast=s.autocast))
+def _frozen(models: PolicyModels, role: str, batch, s: LossSettings):
+    return models.frozen_states(role, batch, autocast=s.autocast)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -143,8 +141,7 @@ class OmniOPD:
         student = _student(models, batch, s)
         reference = None
         if s.beta > 0:
-            with models.reference_model() as ref:
-                reference = _frozen(ref, batch, s)
+            reference = _frozen(models, "reference", batch, s)
         est = chunk_proxies(student, targets, layout, k_sem, n, s.alpha, **slices)  # Eq. 4-5, detached
         out = omniopd_loss(
             student, reference, targets, layout, est.proxy, beta=s.beta, normalisation="sum", **slices
@@ -256,12 +253,10 @@ class WhiteboxOPD:
     def micro_loss(self, models: PolicyModels, rows: Sequence[Row], s: LossSettings) -> MicroLoss:
         if not rows:
             return MicroLoss(None, Stats(), 0)
-        if models.teacher is None:
-            raise RuntimeError("opd_whitebox needs the teacher model (loss.whitebox_teacher)")
         batch = collate(rows, pad_id=s.pad_id, padding=s.padding)
         mask = batch.response_mask().to(models.device)  # [B, L] the student's own tokens
         out = opd_whitebox_loss(
-            _student(models, batch, s), _frozen(models.teacher, batch, s), mask,
+            _student(models, batch, s), _frozen(models, "teacher", batch, s), mask,
             forward_weight=self.forward_weight, normalisation="sum",
             token_slice=s.token_slice, vocab_slice=s.vocab_slice,
         )

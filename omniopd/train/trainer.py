@@ -3,6 +3,10 @@
     trainer = build_trainer(config, resume=latest_checkpoint(root))   # or Trainer(...)
     metrics = trainer.step(examples)            # one optimizer update (StepMetrics)
     info = trainer.save(root, policy_version=v) # atomic HF-layout checkpoint + state
+
+Under several processes (distributed.py) every rank builds the same Trainer over its shards
+and calls `step` with the same examples (each trains on its share) and `save` at the same
+time (the state is gathered collectively; rank 0 writes it). lockstep.py keeps them in step.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from omniopd.train.checkpoint import (
     save_checkpoint,
     untied_state,
 )
+from omniopd.train.distributed import current, full_state
 from omniopd.train.examples import TrainExample
 from omniopd.train.models import PolicyModels, load_policy_models, pad_token_id
 from omniopd.train.objectives import Objective, make_objective
@@ -30,6 +35,8 @@ from omniopd.train.step import (
     accumulate_gradients,
     apply_update,
     build_rows,
+    merge_ranks,
+    rank_rows,
     sync_device,
 )
 
@@ -57,6 +64,7 @@ class Trainer:
             schedule=settings.schedule,
         )
         self.steps_done = steps_done
+        self.world = current() if models.sharded else None  # None: one process
 
     @property
     def needs_teacher_text(self) -> bool:
@@ -68,8 +76,18 @@ class Trainer:
             raise ValueError("a learner step needs at least one example")
         t0 = time.perf_counter()
         s = self.settings
-        micro_rows = build_rows(self.objective, examples, self.models.tokenizer, s.grad_accum)
-        acc = accumulate_gradients(self.objective, self.models, micro_rows, s.loss, s.normalisation)
+        if self.world is None:
+            micro_rows = build_rows(self.objective, examples, self.models.tokenizer, s.grad_accum)
+            acc = accumulate_gradients(self.objective, self.models, micro_rows, s.loss, s.normalisation)
+        else:  # this rank's share; the normaliser and the statistics are the whole batch's
+            micro_rows, every_row = rank_rows(
+                self.objective, examples, self.models.tokenizer, s.grad_accum, self.world.rank, self.world.size
+            )
+            acc = accumulate_gradients(
+                self.objective, self.models, micro_rows, s.loss, s.normalisation,
+                batch_rows=every_row, filler=every_row[0] if every_row else None,
+            )
+            acc = merge_ranks(acc)
         sync_device(self.models)
         t1 = time.perf_counter()
         grad_norm, lr = apply_update(self.params, self.optimizer, self.scheduler, s.grad_clip)
@@ -93,10 +111,21 @@ class Trainer:
             timings=StepTimings(acc.forward_s, acc.backward_s, t2 - t1, t2 - t0),
         )
 
-    def save(self, root: str | Path, *, policy_version: int, meta: dict | None = None) -> CheckpointInfo:
-        """Checkpoint after `steps_done` updates, to be published as `policy_version`."""
+    def save(self, root: str | Path, *, policy_version: int, meta: dict | None = None) -> CheckpointInfo | None:
+        """Checkpoint after `steps_done` updates, to be published as `policy_version`.
+        Several processes: collective (every rank calls it); rank 0 writes and returns the
+        checkpoint, the others return None."""
         m = self.models
-        state, config = merged_lora_state(m.student) if m.lora else untied_state(m.student)
+        optimizer_state = None
+        if self.world is None:
+            state, config = merged_lora_state(m.student) if m.lora else untied_state(m.student)
+        else:  # full tensors gathered onto rank 0's CPU, one at a time; the format of one process
+            keep = self.world.is_main
+            gathered = full_state(m.student.state_dict(), keep=keep)
+            optimizer_state = full_state(self.optimizer.state_dict(), keep=keep)
+            if not keep:
+                return None
+            state, config = untied_state(m.student, state=gathered)
         base = m.base_model()
         return save_checkpoint(
             root,
@@ -105,6 +134,7 @@ class Trainer:
             model_state=state,
             model_config=config,
             optimizer=self.optimizer,
+            optimizer_state=optimizer_state,
             scheduler=self.scheduler,
             generation_config=getattr(base, "generation_config", None),
             tokenizer=m.tokenizer,
@@ -115,7 +145,7 @@ class Trainer:
 
     def restore(self, info: CheckpointInfo) -> None:
         """Optimizer, schedule, RNG and step count from `info` (weights: load_policy_models)."""
-        load_trainer_state(info, self.optimizer, self.scheduler)
+        load_trainer_state(info, self.optimizer, self.scheduler, shard=self.world is not None)
         self.steps_done = info.step
 
 

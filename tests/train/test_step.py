@@ -186,11 +186,12 @@ def test_a_bf16_autocast_step_keeps_fp32_master_weights_and_matches_fp32(tiny_mo
     assert m.loss == pytest.approx(fp32.loss, rel=0.05) and m.kl >= 0
 
 
-def test_the_learner_refuses_to_run_as_several_processes(monkeypatch):
-    from omniopd.train.distributed import is_main_process, wrap_model
+def test_lora_is_refused_under_several_processes_before_anything_loads(monkeypatch, tiny_model_dir):
+    from omniopd.train.distributed import is_main_process
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()
-    with pytest.raises(RuntimeError, match="runs as one process"):
-        wrap_model(torch.nn.Linear(2, 2))
+    config = make_config(tiny_model_dir, learner={"lora": {"enabled": True}})
+    with pytest.raises(ValueError, match="LoRA training runs as one process"):
+        load_policy_models(model_spec(config))
