@@ -40,9 +40,13 @@ if ! [[ "$gpus" =~ ^[1-9][0-9]*$ ]]; then
 fi
 python=${OMNIOPD_PYTHON:-.venv/bin/python}
 "$python" -m omniopd db upgrade --config "$config"
-if ! "$python" -m omniopd plan --config "$config" --sample "${OMNIOPD_PLAN_SAMPLE:-0}" "${sets[@]}" "${force[@]}"; then
-    echo "start_learner: not starting the run (see the plan above); pass --force to start anyway" >&2
+plan_status=0
+"$python" -m omniopd plan --config "$config" --sample "${OMNIOPD_PLAN_SAMPLE:-0}" "${sets[@]}" "${force[@]}" || plan_status=$?
+if [[ $plan_status -eq 3 ]]; then
+    echo "start_learner: not starting the run: its forecast exceeds a budget cap (see above); pass --force to start anyway" >&2
     exit 3
+elif [[ $plan_status -ne 0 ]]; then  # e.g. no teacher to plan for (loss.method: sft)
+    echo "start_learner: no spend forecast (see above); starting the learner anyway" >&2
 fi
 if [[ "$gpus" -eq 1 ]]; then
     exec "$python" -m omniopd learner --config "$config" "${rest[@]}"

@@ -87,8 +87,13 @@ class DemoSettings:
     prepared_root: Path | None = None
     """Where the prepared student and data live (default <workdir>/[smoke-]prepared-s<seed>)."""
 
+    spec: PrepareSpec | None = None
+    """The prepared student and data (default: the demo's, or the smoke test's)."""
+
     @property
     def prepare_spec(self) -> PrepareSpec:
+        if self.spec is not None:
+            return self.spec
         if self.smoke:
             return PrepareSpec(seed=self.seed, train_problems=300, eval_problems=50, sft_steps=120)
         return PrepareSpec(seed=self.seed)
@@ -174,7 +179,9 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
         try:
             logs = out / "logs"
             variant_children.start("rollout worker", omniopd_command("worker", "rollout", "-c", c), logs / "rollout.log")
-            variant_children.start("audit worker", omniopd_command("worker", "audit", "-c", c), logs / "audit.log")
+            for i in range(max(1, cfg.workers.audit)):
+                variant_children.start(f"audit worker {i}", omniopd_command("worker", "audit", "-c", c),
+                                       logs / f"audit{'' if i == 0 else i}.log")
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
             learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))

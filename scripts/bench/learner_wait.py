@@ -65,27 +65,36 @@ def main() -> None:
     parser.add_argument("--per-token-ms", type=float, default=8.0, help="teacher decode time per output token")
     parser.add_argument("--audit-threads", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the prepared student between runs")
+    parser.add_argument("--hidden", type=int, default=128, help="student hidden size (demo: 128)")
+    parser.add_argument("--layers", type=int, default=2, help="student layers (demo: 2)")
+    parser.add_argument("--audit-workers", type=int, default=1)
     args = parser.parse_args()
 
+    from omniopd.demo.prepare import PrepareSpec
     from workers.demo import DemoSettings, run_demo
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="omniopd-learner-wait-"))
-    prepared = workdir / "prepared-s0"
+    spec = PrepareSpec()
+    if (args.hidden, args.layers) != (spec.hidden_size, spec.layers):  # a bigger student: a slower learner step
+        spec = PrepareSpec(hidden_size=args.hidden, layers=args.layers, heads=args.hidden // 32, kv_heads=args.hidden // 64,
+                           train_problems=1000, eval_problems=50, sft_steps=150)
+    prepared = workdir / f"prepared-h{args.hidden}-l{args.layers}"
     results = {}
     for name, overrides in PIPELINES.items():
         settings = DemoSettings(
             config_path=ROOT / "configs" / "demo.yaml", workdir=workdir / name, seed=0, variants=["full"], resume=False,
             overrides=[f"learner.max_steps={args.steps}", f"learner.batch_size={args.batch}",
-                       f"workers.audit_threads={args.audit_threads}", "teachers.emulated.concurrency=8", *overrides],
-            evaluate=False, prepared_root=prepared,
+                       f"workers.audit_threads={args.audit_threads}", f"workers.audit={args.audit_workers}", "teachers.emulated.concurrency=8", *overrides],
+            evaluate=False, prepared_root=prepared, spec=spec,
             emulator_args=["--ttft-ms", str(args.ttft_ms), "--per-token-ms", str(args.per_token_ms)],
             log=lambda m, name=name: print(f"[{name}] {m}", file=sys.stderr),
         )
         (result,) = run_demo(settings)
         results[name] = {**waiting(Path(result.output_dir) / "omniopd.db"), "spend_usd": result.spend_usd}
 
-    print(f"\nteacher latency: {args.ttft_ms:.0f} ms to first token + {args.per_token_ms:.0f} ms/token; "
-          f"{args.steps} steps of {args.batch}; audit threads {args.audit_threads}\n")
+    print(f"\nstudent hidden {args.hidden} x {args.layers} layers; teacher latency: {args.ttft_ms:.0f} ms to first "
+          f"token + {args.per_token_ms:.0f} ms/token; {args.steps} steps of {args.batch}; "
+          f"{args.audit_workers} audit worker(s) x {args.audit_threads} threads\n")
     print("| pipeline | steps | waiting (steps 2..) | s/step | wait s | step s | first batch wait s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
