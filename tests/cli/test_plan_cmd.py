@@ -89,3 +89,19 @@ def test_plan_refuses_above_the_cap_unless_forced_and_saves_the_plan(config_file
 def test_plan_explains_a_config_without_a_teacher(config_file):
     result = omniopd("plan", "-c", config_file, "--set", "audit.teacher=", "-L", 10)
     assert result.exit_code == 2 and "audit.teacher is not set" in result.output
+
+
+def test_start_learner_refuses_an_over_cap_run_before_starting_it(config_file):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMNIOPD_PYTHON": sys.executable, "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [str(root / "scripts" / "start_learner.sh"), str(config_file), "--set", "audit.budget_usd=0.0001", "--no-progress"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "exceeds the run cap" in result.stderr and "pass --force" in result.stderr
+    assert "learner stopped" not in result.stdout  # the learner never ran
