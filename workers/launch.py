@@ -50,6 +50,10 @@ def run_worker(
     open_current(config.store_url, config_path).dispose()  # SchemaNotCurrent says what to run
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's context chatter
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    logging.getLogger("omniopd.worker").info(
+        "%s worker: queues %s, CUDA_VISIBLE_DEVICES=%s", role, ",".join(queues), "(unset)" if devices is None else devices
+    )
     with broker_for(config) as endpoint:
         app = make_celery(config, broker_url=endpoint.url, config_path=config_path, extra_task_modules=extra_task_modules)
         Path(config.run.output_dir).mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,9 @@ def test_four_concurrent_claimers_take_every_bundle_exactly_once(backend_url, en
     flat = [i for c in claimed for i in c]
     assert len(flat) == len(set(flat)) == 1000, "a bundle was claimed twice or lost"
     assert set(flat) == set(ids)
-    assert all(claimed), "every claimer got work (they ran concurrently)"
+    # They ran concurrently. (Not every one is guaranteed work: SQLite's busy handler backs
+    # off with sleeps, so a claimer can wait out the whole run while the others take turns.)
+    assert sum(1 for c in claimed if c) >= 2, "at least two claimers got work"
     with sessions.begin() as s:
         assert s.scalar(select(func.count()).select_from(Trajectory).where(Trajectory.state == "consumed")) == 1000
         assert s.scalar(select(func.sum(LearnerStep.n_bundles))) == 1000
