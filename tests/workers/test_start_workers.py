@@ -53,8 +53,11 @@ def test_start_workers_starts_one_rollout_worker_per_gpu_and_stops_them(tmp_path
     finally:
         for pid in pids.values():
             if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.killpg(pid, 9)
+                except ProcessLookupError:  # not yet its own group leader (setsid not run yet)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, 9)
 
 
 def test_start_workers_refuses_more_rollout_workers_than_gpus(tmp_path):
