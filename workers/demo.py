@@ -118,6 +118,10 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
         port = _start_teacher(children, settings)
         for variant in settings.variants:
             results.append(_run_variant(variant, prepared, port, children, settings, started))
+    except KeyboardInterrupt:
+        settings.log("interrupted: stopping every process (workers finish their current task, the learner "
+                     "checkpoints; at most about a minute)")
+        raise
     finally:
         children.stop()
     return results
