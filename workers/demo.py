@@ -118,10 +118,6 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
         port = _start_teacher(children, settings)
         for variant in settings.variants:
             results.append(_run_variant(variant, prepared, port, children, settings, started))
-    except KeyboardInterrupt:
-        settings.log("interrupted: stopping every process (workers finish their current task, the learner "
-                     "checkpoints; at most about a minute)")
-        raise
     finally:
         children.stop()
     return results
@@ -193,6 +189,10 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
             train_s = time.monotonic() - train_start
+        except KeyboardInterrupt:
+            settings.log("interrupted: stopping every process (workers finish their current task, the learner "
+                         "checkpoints; at most about a minute)")
+            raise
         finally:
             variant_children.stop()
         steps = _status(c, env)["latest_step"]
