@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from omniopd.config import ConfigError, OmniConfig, load_config
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,3 +46,25 @@ def load(config: Path, overrides: list[str] | None) -> OmniConfig:
         return load_config(config, overrides or [])
     except ConfigError as exc:
         fail(str(exc))
+
+
+@contextmanager
+def read_store(cfg: OmniConfig, config: Path) -> Iterator[Session]:
+    """A read-only session on the run's store, engine disposed afterwards. A store that is
+    behind the code, unreachable, or a run name it does not know exits with the message
+    that says what to fix (no traceback)."""
+    from db.migrate import SchemaNotCurrent, open_current
+    from db.repo_runs import RunNotFound
+    from db.session import make_session_factory
+
+    try:
+        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    try:
+        with make_session_factory(engine, read_only=True).begin() as session:
+            yield session
+    except RunNotFound as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()

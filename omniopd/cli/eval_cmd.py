@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from omniopd.cli.common import JsonOpt, SetOpt, console, err_console, fail, load
+from omniopd.cli.common import JsonOpt, SetOpt, console, err_console, fail, load, read_store
 
 app = typer.Typer(
     help=(
@@ -168,18 +168,8 @@ def _labels(spec: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
 
 
 def _store_scores(cfg: Any, config: Path, key: str, loader: Any) -> Any:
-    from db.migrate import SchemaNotCurrent, open_current
-    from db.session import make_session_factory
-
-    try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
-        fail(str(exc))
-    try:
-        with make_session_factory(engine, read_only=True).begin() as session:
-            return loader(session, key)
-    finally:
-        engine.dispose()
+    with read_store(cfg, config) as session:
+        return loader(session, key)
 
 
 class RichProgress:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from omniopd.cli.common import ConfigOpt, SetOpt, console, fail, load
+from omniopd.cli.common import ConfigOpt, SetOpt, console, fail, load, read_store
 
 RunOpt = Annotated[
     str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
@@ -26,27 +26,16 @@ def plot(config: ConfigOpt, run: RunOpt = None, out: OutOpt = None, set_: SetOpt
     un-audited token, and Pass@1 per benchmark of the run's evaluated checkpoints. Reads the store only (learner_steps and eval_runs); works while the run is training.
     """
     cfg = load(config, set_)
-    from db.migrate import SchemaNotCurrent, open_current
     from db.repo_bundles import learner_steps
     from db.repo_eval import list_eval_runs
-    from db.repo_runs import RunNotFound, get_run
-    from db.session import make_session_factory
+    from db.repo_runs import get_run
     from omniopd.train.plot import Curve, plot_training
 
     name = run or cfg.run.name
-    try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
-        fail(str(exc))
-    try:
-        with make_session_factory(engine, read_only=True).begin() as session:
-            record = get_run(session, name=name)
-            steps = learner_steps(session, run_id=record.id)
-            evals = list_eval_runs(session, run_id=record.id)
-    except RunNotFound as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
+    with read_store(cfg, config) as session:
+        record = get_run(session, name=name)
+        steps = learner_steps(session, run_id=record.id)
+        evals = list_eval_runs(session, run_id=record.id)
     if not steps:
         fail(f"run {name!r} has no learner steps yet; start `omniopd learner --config {config}` first", code=1)
 

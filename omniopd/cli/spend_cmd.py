@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, fail, load
+from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, fail, load, read_store
 
 RunOpt = Annotated[
     str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
@@ -32,24 +32,13 @@ def spend(config: ConfigOpt, run: RunOpt = None, by: ByOpt = "provider", set_: S
     cfg = load(config, set_)
     if by not in ("provider", "model", "day"):
         fail(f"--by {by!r}: choose provider, model or day")
-    from db.migrate import SchemaNotCurrent, open_current
-    from db.repo_runs import RunNotFound, get_run
-    from db.session import make_session_factory
+    from db.repo_runs import get_run
     from workers.spend import spend_report
 
     name = run or cfg.run.name
-    try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
-        fail(str(exc))
-    try:
-        with make_session_factory(engine, read_only=True).begin() as session:
-            record = get_run(session, name=name)
-            report = spend_report(session, config=cfg, run_id=record.id, run_name=record.name, by=by)
-    except RunNotFound as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
+    with read_store(cfg, config) as session:
+        record = get_run(session, name=name)
+        report = spend_report(session, config=cfg, run_id=record.id, run_name=record.name, by=by)
     if json_:
         console.print_json(json.dumps(report))
         return

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, fail, load
+from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load, read_store
 
 RunOpt = Annotated[
     str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
@@ -44,26 +44,15 @@ def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: Js
     next to each cap. Reads the store without locking it; never starts a broker.
     """
     cfg = load(config, set_)
-    from db.migrate import SchemaNotCurrent, open_current
     from db.repo_rollouts import rollout_status
-    from db.repo_runs import RunNotFound, get_run
+    from db.repo_runs import get_run
     from db.repo_status import run_status
-    from db.session import make_session_factory
 
     name = run or cfg.run.name
-    try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
-        fail(str(exc))
-    try:
-        with make_session_factory(engine, read_only=True).begin() as session:
-            record = get_run(session, name=name)
-            st = run_status(session, run_id=record.id, run_name=record.name, run_status=record.status)
-            rollouts = rollout_status(session, run_id=record.id)
-    except RunNotFound as exc:
-        fail(str(exc))
-    finally:
-        engine.dispose()
+    with read_store(cfg, config) as session:
+        record = get_run(session, name=name)
+        st = run_status(session, run_id=record.id, run_name=record.name, run_status=record.status)
+        rollouts = rollout_status(session, run_id=record.id)
     broker = _broker_view(cfg)
     if json_:
         console.print_json(json.dumps({**asdict(st), "rollouts": asdict(rollouts), "broker": broker}, default=str))
