@@ -199,9 +199,10 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
         after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant) \
             if settings.evaluate else float("nan")
     run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
-    plan = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))["plan"] or {}
+    spend = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))
+    plan = spend["plan"] or {}
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
-    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(_status(c, env)),
+    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(spend),
                            plan.get("forecast_run_usd", float("nan")), plan.get("actual_over_forecast"), train_s,
                            time.monotonic() - started, str(out))
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
@@ -240,11 +241,9 @@ def _status(config: str, env) -> dict:
     return json.loads(run_command(omniopd_command("status", "-c", config, "--json"), env, what="status"))
 
 
-def _spent_usd(status: dict) -> float:
-    """Spend of the whole run (the '*' budget row), in USD."""
-    from db.repo_budget import micros_to_usd
-
-    return sum(micros_to_usd(b["spent"]) for b in status["budgets"] if b["provider"] == "*")
+def _spent_usd(spend: dict) -> float:
+    """Spend of the whole run (the run-total budget row of `omniopd spend --json`), in USD."""
+    return sum(b["spent_usd"] for b in spend["budgets"] if b["provider"] == "run total")
 
 
 def summary_table(results: list[VariantResult]) -> str:

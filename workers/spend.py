@@ -70,6 +70,9 @@ def _total(rows: list[SpendRow]) -> SpendRow:
 
 def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name: str, by: SpendBy = "provider") -> dict[str, Any]:
     """Everything `omniopd spend` shows, as plain data (also its --json output)."""
+    from workers.plan import read_plan
+
+    plan = read_plan(config)
     rows = spend_rows(session, run_id=run_id, by=by)
     total = _total(rows)
     stats = audit_stats(session, run_id=run_id)
@@ -96,17 +99,16 @@ def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name:
                 micros_to_usd(total.cost_micros) / stats.trajectories_audited if stats.trajectories_audited else None
             ),
         },
-        "estimate": _estimate(config, stats, total),
-        "plan": _plan_vs_actual(config, stats, total),
+        "estimate": _estimate(config, stats, total, plan),
+        "plan": _plan_vs_actual(config, plan, stats, total),
     }
     return report
 
 
-def _plan_vs_actual(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:
+def _plan_vs_actual(config: OmniConfig, plan: dict[str, Any] | None, stats, total: SpendRow) -> dict[str, Any] | None:
     """The forecast `omniopd plan` saved for this run (plan.json) next to what was paid."""
-    from workers.plan import plan_path, read_plan
+    from workers.plan import plan_path
 
-    plan = read_plan(config)
     if plan is None:
         return None
     k = stats.trajectories_audited
@@ -128,18 +130,21 @@ def _plan_vs_actual(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any
     }
 
 
-def _teacher_prompt_tokens(config: OmniConfig, student_prompt_tokens: float) -> float:
-    """P as the teacher sees it (without the student's chat markup), measured as `omniopd plan`
-    measures it; the student's mean prompt length when the training file is not at hand."""
+def _teacher_prompt_tokens(config: OmniConfig, plan: dict[str, Any] | None, student_prompt_tokens: float) -> float:
+    """P as the teacher sees it (without the student's chat markup): the plan's, else measured
+    as `omniopd plan` measures it; the student's mean prompt length when the training file is
+    not at hand."""
     from workers.plan import measure_prompts, training_questions
 
+    if plan is not None:
+        return float(plan["prompt_tokens"])
     try:
         return measure_prompts(config, training_questions(config, limit=256))
     except Exception:  # a report must not fail for want of the data file or the tokenizer
         return student_prompt_tokens
 
 
-def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | None:
+def _estimate(config: OmniConfig, stats, total: SpendRow, plan: dict[str, Any] | None) -> dict[str, Any] | None:
     """Per audited trajectory: Appendix B as the paper counts it, our provider-aware
     forecast, and what the run actually paid; None until a trajectory exists."""
     name = config.audit.teacher
@@ -152,7 +157,7 @@ def _estimate(config: OmniConfig, stats, total: SpendRow) -> dict[str, Any] | No
         price = teacher_price(t, config.audit.prices_file)
     except PricingError as exc:
         return {"error": str(exc)}
-    prompt, length = _teacher_prompt_tokens(config, stats.mean_prompt_tokens or 0.0), stats.mean_completion_tokens
+    prompt, length = _teacher_prompt_tokens(config, plan, stats.mean_prompt_tokens or 0.0), stats.mean_completion_tokens
     m, n, c = config.chunking.m, config.estimator.n, config.chunking.c
     fc = forecast_for_config(config, prompt_tokens=prompt, trajectory_tokens=length, price=price)
     k = stats.trajectories_audited

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.workers.conftest import ROOT, pid_alive, wait_for
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -24,12 +23,10 @@ def processes_mentioning(text: str) -> list[str]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            raw = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().split(") ", 1)[1][0]
-        except (OSError, IndexError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
             continue
-        cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
-        if text in cmdline and state != "Z":
+        if text in cmdline and pid_alive(int(entry.name)):
             found.append(cmdline)
     return found
 
@@ -40,15 +37,6 @@ def demo(workdir: Path, *args: str) -> subprocess.Popen:
         [sys.executable, "-m", "omniopd", "demo", "--smoke", "--workdir", str(workdir), *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find leftover processes")
