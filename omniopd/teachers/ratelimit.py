@@ -32,11 +32,12 @@ across processes and hosts; time is the Redis server's clock, so host clocks may
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from omniopd.config import RateLimitConfig
 
@@ -68,6 +69,19 @@ class RateLimitSnapshot:
 
     limit: dict[str, float] = field(default_factory=dict)
     remaining: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_headers(cls, headers: Any, names: dict[str, tuple[str, str]]) -> RateLimitSnapshot | None:
+        """Read `names` = {dimension: (limit header, remaining header)}; None when the response
+        carries none of them (an unparseable value is skipped)."""
+        limit, remaining = {}, {}
+        for dim, header_pair in names.items():
+            for target, header in zip((limit, remaining), header_pair, strict=True):
+                raw = headers.get(header)
+                if raw is not None:
+                    with contextlib.suppress(ValueError):
+                        target[dim] = float(raw)
+        return cls(limit, remaining) if (limit or remaining) else None
 
 
 @dataclass(frozen=True)

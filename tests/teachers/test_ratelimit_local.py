@@ -179,3 +179,16 @@ def test_backoff_honours_retry_after_and_jitters_otherwise():
         assert 30.0 <= backoff_delay(1, base_s=1, max_s=10, retry_after_s=30.0) <= 36.1
         assert 2.0 <= backoff_delay(3, base_s=1, max_s=10) <= 4.0
         assert backoff_delay(10, base_s=1, max_s=10) <= 10.0
+
+
+def test_snapshots_read_each_providers_headers_and_skip_what_they_cannot_parse():
+    from omniopd.teachers.providers.anthropic import _SNAPSHOT_HEADERS as ANTHROPIC
+    from omniopd.teachers.providers.openai import _SNAPSHOT_HEADERS as OPENAI
+
+    openai = RateLimitSnapshot.from_headers(
+        {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-tokens": "90", "x-ratelimit-limit-tokens": "bad"}, OPENAI)
+    assert openai == RateLimitSnapshot(limit={"requests": 500.0}, remaining={"tokens": 90.0})
+    anthropic = RateLimitSnapshot.from_headers(
+        {"anthropic-ratelimit-input-tokens-limit": "1000", "anthropic-ratelimit-requests-remaining": "3"}, ANTHROPIC)
+    assert anthropic == RateLimitSnapshot(limit={"input": 1000.0}, remaining={"requests": 3.0})
+    assert RateLimitSnapshot.from_headers({"content-type": "application/json"}, ANTHROPIC) is None

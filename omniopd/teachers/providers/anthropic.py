@@ -18,7 +18,6 @@ cache_read_input_tokens are separate; output_tokens includes any thinking.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -40,6 +39,9 @@ from omniopd.teachers.wire import (
 API_VERSION = "2023-06-01"
 _EPHEMERAL = {"type": "ephemeral"}
 _DIMS = {"requests": "requests", "input-tokens": "input", "output-tokens": "output", "tokens": "tokens"}
+_SNAPSHOT_HEADERS = {
+    dim: (f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining") for name, dim in _DIMS.items()
+}
 
 
 def anthropic_usage(usage: dict[str, Any] | None) -> Usage | None:
@@ -163,14 +165,7 @@ class AnthropicClient(TeacherClient):
         return headers.get("request-id")
 
     def rate_snapshot(self, headers: Any) -> RateLimitSnapshot | None:
-        limit, remaining = {}, {}
-        for name, dim in _DIMS.items():
-            for target, suffix in ((limit, "limit"), (remaining, "remaining")):
-                raw = headers.get(f"anthropic-ratelimit-{name}-{suffix}")
-                if raw is not None:
-                    with contextlib.suppress(ValueError):
-                        target[dim] = float(raw)
-        return RateLimitSnapshot(limit, remaining) if (limit or remaining) else None
+        return RateLimitSnapshot.from_headers(headers, _SNAPSHOT_HEADERS)
 
     def classify_error(self, status: int, headers: Any, body: bytes) -> ProviderError:
         info = super().classify_error(status, headers, body)

@@ -17,7 +17,6 @@ normalised to disjoint counts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import replace
@@ -36,6 +35,9 @@ from omniopd.teachers.wire import (
     Plan,
     ProviderError,
 )
+
+# {dimension: (limit header, remaining header)}
+_SNAPSHOT_HEADERS = {dim: (f"x-ratelimit-limit-{dim}", f"x-ratelimit-remaining-{dim}") for dim in ("requests", "tokens")}
 
 
 def openai_usage(data: dict[str, Any]) -> Usage | None:
@@ -119,14 +121,7 @@ class OpenAIClient(TeacherClient):
         return Parsed(texts, reasons, openai_usage(data))
 
     def rate_snapshot(self, headers: Any) -> RateLimitSnapshot | None:
-        limit, remaining = {}, {}
-        for dim, name in (("requests", "requests"), ("tokens", "tokens")):
-            for target, prefix in ((limit, "x-ratelimit-limit-"), (remaining, "x-ratelimit-remaining-")):
-                raw = headers.get(prefix + name)
-                if raw is not None:
-                    with contextlib.suppress(ValueError):
-                        target[dim] = float(raw)
-        return RateLimitSnapshot(limit, remaining) if (limit or remaining) else None
+        return RateLimitSnapshot.from_headers(headers, _SNAPSHOT_HEADERS)
 
     def classify_error(self, status: int, headers: Any, body: bytes) -> ProviderError:
         info = super().classify_error(status, headers, body)
