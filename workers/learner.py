@@ -424,33 +424,27 @@ def load_driver_factory(spec: str) -> Callable[..., Driver]:
 def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     """SIGTERM / SIGINT set `stop` (finish the step, checkpoint, exit); a second one aborts.
     Returns a function that restores the previous handlers."""
-
-    def handler(signum, _frame) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt(f"signal {signum} again: aborting without a checkpoint")
-        stop.set()
-        log.warning("signal %d: finishing the current step, then checkpointing (send it again to abort)", signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+    return _two_stage_signals(stop, "finishing the current step, then checkpointing (send it again to abort)",
+                              "aborting without a checkpoint")
 
 
 def install_follower_signals() -> Callable[[], None]:
     """A non-zero rank ignores the first SIGTERM / SIGINT (torchrun and Ctrl-C signal every
     rank; rank 0 decides when to stop, and the final checkpoint needs every rank); a
     second one aborts."""
-    seen = threading.Event()
+    return _two_stage_signals(threading.Event(), "this rank waits for rank 0 to finish the step and checkpoint",
+                              "aborting")
+
+
+def _two_stage_signals(first: threading.Event, first_message: str, abort_message: str) -> Callable[[], None]:
+    """SIGTERM / SIGINT: the first sets `first` and logs `first_message`; the next raises
+    KeyboardInterrupt. Returns a function that restores the previous handlers."""
 
     def handler(signum, _frame) -> None:
-        if seen.is_set():
-            raise KeyboardInterrupt(f"signal {signum} again: aborting")
-        seen.set()
-        log.warning("signal %d: this rank waits for rank 0 to finish the step and checkpoint", signum)
+        if first.is_set():
+            raise KeyboardInterrupt(f"signal {signum} again: {abort_message}")
+        first.set()
+        log.warning("signal %d: %s", signum, first_message)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
