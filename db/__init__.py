@@ -1,6 +1,7 @@
 """The SQL store: the source of truth for every trajectory, chunk, teacher call, dollar and step.
 
     models/        tables (SQLAlchemy 2.0 typed models) and their state machines
+    store.py       `open_store(config)`: the one way a process opens the store from its config
     session.py     engine + session factory (SQLite WAL / BEGIN IMMEDIATE; PostgreSQL psycopg 3)
     migrate.py     Alembic upgrade and the schema gate `require_current_schema`
     arrays.py      int32 / float32 little-endian per-token arrays

@@ -17,8 +17,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from db.session import make_engine
-
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -95,14 +93,3 @@ def require_current_schema(engine: Engine, config_path: str | Path | None = None
             f"(its newest is {head}): it was migrated by a newer OmniOPD; upgrade the code"
         )
     raise SchemaNotCurrent(f"the store at {where} is at revision {current}, this code needs {head}; run: {fix}")
-
-
-def open_current(url: str, config_path: str | Path | None = None, **engine_kwargs) -> Engine:
-    """make_engine + require_current_schema, disposing the engine if the check fails."""
-    engine = make_engine(url, **engine_kwargs)
-    try:
-        require_current_schema(engine, config_path)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine

@@ -1,4 +1,4 @@
-"""Queries for the maintenance sweep (workers/maintenance.py drives them).
+"""Queries for the maintenance sweep (workers/maintenance/sweep.py drives them).
 
 'Lost' audit: a trajectory in `generated` or `auditing` whose `updated_at` (bumped by
 every sample, chunk and state write) is older than the threshold. Either its audit

@@ -108,15 +108,14 @@ def evaluate_config(
     `labels` = (headers, values) of the tables' row (default: ("Model",), (tag,)).
     `on_start(tag, model)` is called once the evaluation is named.
     """
-    from db.migrate import open_current
-    from db.session import make_session_factory
+    from db.store import open_store
 
     benches = parse_benchmarks(benchmarks or config.eval.benchmarks)
     plan = EvalPlan.from_config(config.eval, seed=config.run.seed, samples=samples, max_items=max_items, data_dir=data_dir)
-    engine = open_current(config.store_url, config_path, sqlite_busy_timeout_ms=config.store.sqlite_busy_timeout_ms)
+    store = open_store(config, config_path, pool_size=1)
     generator = None
     try:
-        sessions = make_session_factory(engine)
+        sessions = store.sessions
         link, checkpoint = resolve_link(sessions, target)
         generator = make_generator(config, plan, target, checkpoint)
         extra: dict[str, Any] = {"endpoint_api": config.eval.endpoint_api} if target.endpoint else {}
@@ -135,5 +134,5 @@ def evaluate_config(
     finally:
         if generator is not None:
             generator.close()
-        engine.dispose()
+        store.dispose()
     return report, paths

@@ -48,7 +48,7 @@ import shlex
 import sys
 
 from omniopd.config import ConfigError, load_config
-from workers.rollout import needs_audit
+from workers.rollout.task import needs_audit
 
 try:
     c = load_config(sys.argv[1])

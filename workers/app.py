@@ -12,7 +12,7 @@ so a long GPU task never hides work from idle workers), a visibility timeout fro
 config (a message unacknowledged that long — its worker host died — is redelivered),
 JSON only, and messages carry ids only: the store holds the state.
 
-Adding the tasks of a role (workers/rollout.py, workers/audit.py): write
+Adding the tasks of a role (workers/rollout/task.py, workers/audit/task.py): write
 
     def register(app: Celery) -> None:
         @app.task(name=AUDIT_TASK, bind=True, shared=False)
@@ -53,7 +53,7 @@ ROLLOUT_TASK = "omniopd.rollout.generate"
 AUDIT_TASK = "omniopd.audit.trajectory"
 MAINTENANCE_TASK = "omniopd.maintenance.sweep"
 
-TASK_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.rollout", "workers.audit")
+TASK_MODULES: tuple[str, ...] = ("workers.maintenance.sweep", "workers.rollout.task", "workers.audit.task")
 """Modules whose `register(app)` adds their tasks to every OmniOPD Celery app."""
 
 
@@ -146,18 +146,14 @@ class Runtime:
 def runtime(app: Celery) -> Runtime:
     """The calling process's Runtime, created on first use (after a prefork fork, so each
     pool process has its own connection pool); checks the schema once."""
-    from db.migrate import require_current_schema
-    from db.session import make_engine, make_session_factory
+    from db.store import open_store
 
     current: Runtime | None = getattr(app, "omniopd_runtime", None)
     if current is not None and current.pid == os.getpid():
         return current
     config: OmniConfig = app.omniopd_config
-    engine = make_engine(
-        config.store_url, pool_size=config.store.pool_size, sqlite_busy_timeout_ms=config.store.sqlite_busy_timeout_ms
-    )
-    require_current_schema(engine, app.omniopd_config_path)
-    current = Runtime(config, app.omniopd_config_path, engine, make_session_factory(engine), os.getpid())
+    store = open_store(config, app.omniopd_config_path)
+    current = Runtime(config, app.omniopd_config_path, store.engine, store.sessions, os.getpid())
     app.omniopd_runtime = current
     return current
 

@@ -41,13 +41,13 @@ def run_worker(
     extra_task_modules: Sequence[str] = (),
 ) -> int:
     """Run a worker consuming `queues` until it is told to stop; returns its exit code."""
-    from db.migrate import open_current
+    from db.store import open_store
 
     if pool not in ("solo", "threads", "prefork"):
         raise ValueError(f"pool {pool!r}: expected solo, threads or prefork")
     if not queues:
         raise ValueError("a worker needs at least one queue")
-    open_current(config.store_url, config_path).dispose()  # SchemaNotCurrent says what to run
+    open_store(config, config_path, pool_size=1).dispose()  # SchemaNotCurrent says what to run
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's context chatter
     devices = os.environ.get("CUDA_VISIBLE_DEVICES")

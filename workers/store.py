@@ -1,26 +1,13 @@
-"""The store as the processes of a run use it: engine from the config, run from the config."""
+"""The run row as the processes of a run create it from their config (db/store.py opens
+the store itself)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from db.migrate import open_current
 from db.repo_budget import usd_to_micros
 from db.repo_runs import RunRecord, open_run
 from omniopd.config import OmniConfig
-
-
-def store_engine(config: OmniConfig, config_path: str | Path | None = None) -> Engine:
-    """Engine for the run's store; raises SchemaNotCurrent (naming the fix) if it is behind."""
-    return open_current(
-        config.store_url,
-        config_path,
-        pool_size=config.store.pool_size,
-        sqlite_busy_timeout_ms=config.store.sqlite_busy_timeout_ms,
-    )
 
 
 def ensure_run(session: Session, config: OmniConfig) -> RunRecord:

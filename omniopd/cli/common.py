@@ -53,18 +53,18 @@ def read_store(cfg: OmniConfig, config: Path) -> Iterator[Session]:
     """A read-only session on the run's store, engine disposed afterwards. A store that is
     behind the code, unreachable, or a run name it does not know exits with the message
     that says what to fix (no traceback)."""
-    from db.migrate import SchemaNotCurrent, open_current
+    from db.migrate import SchemaNotCurrent
     from db.repo_runs import RunNotFound
-    from db.session import make_session_factory
+    from db.store import open_store
 
     try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
-    except SchemaNotCurrent as exc:
+        store = open_store(cfg, config, read_only=True, pool_size=1)
+    except (SchemaNotCurrent, ValueError) as exc:
         fail(str(exc))
     try:
-        with make_session_factory(engine, read_only=True).begin() as session:
+        with store.sessions.begin() as session:
             yield session
     except RunNotFound as exc:
         fail(str(exc))
     finally:
-        engine.dispose()
+        store.dispose()

@@ -38,24 +38,24 @@ def import_(
         fail("no file given and the config has no data.train")
     import json
 
-    from db.migrate import SchemaNotCurrent, open_current
+    from db.migrate import SchemaNotCurrent
     from db.problem_files import read_problem_file
     from db.repo_problems import import_problems
-    from db.session import make_session_factory
+    from db.store import open_store
 
     try:
         parsed = read_problem_file(path, default_split=split)
     except (OSError, ValueError) as exc:
         fail(str(exc))
     try:
-        engine = open_current(cfg.store_url, config, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+        store = open_store(cfg, config, pool_size=1)
     except SchemaNotCurrent as exc:
         fail(str(exc))
     label = "row" if path.suffix == ".parquet" else "line"
     inserted, present, conflicts = 0, 0, []
     try:
         if not (strict and parsed.errors):
-            with make_session_factory(engine)() as session:
+            with store.sessions() as session:
                 result = import_problems(session, rows=parsed.rows, where_label=label)
                 conflicts = result.conflicts
                 if strict and conflicts:
@@ -64,7 +64,7 @@ def import_(
                     session.commit()
                     inserted, present = result.inserted, result.already_present
     finally:
-        engine.dispose()
+        store.dispose()
     bad = [*parsed.errors, *conflicts]
     if json_:
         console.print_json(json.dumps({

@@ -10,10 +10,11 @@ app = typer.Typer(help="The SQL store (SQLite file or PostgreSQL): schema migrat
 
 
 def _engine(cfg):
-    from db.session import make_engine
+    """The store's engine without the schema check (these commands are how it is fixed)."""
+    from db.store import open_store
 
     try:
-        return make_engine(cfg.store_url, pool_size=1, sqlite_busy_timeout_ms=cfg.store.sqlite_busy_timeout_ms)
+        return open_store(cfg, check_schema=False, pool_size=1).engine
     except ValueError as exc:
         fail(str(exc))
 

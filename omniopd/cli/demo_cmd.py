@@ -32,7 +32,7 @@ def demo(
 
     Ctrl-C stops every process cleanly; `--resume` continues. Results: <workdir>/<variant>-s<seed>/ (demo-result.json, training.png, logs/).
     """
-    from workers.demo import DemoSettings, run_demo, summary_table
+    from workers.demo.run import DemoSettings, run_demo, summary_table
 
     if ablation not in (None, "all", *ABLATIONS):
         fail(f"--ablation {ablation!r}: choose one of {', '.join(ABLATIONS)} or all")

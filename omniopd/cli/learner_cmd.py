@@ -29,7 +29,7 @@ LogLevelOpt = Annotated[str, typer.Option("--loglevel", help="DEBUG, INFO, WARNI
 def learner(
     config: ConfigOpt,
     set_: SetOpt = None,
-    driver: DriverOpt = "workers.driver:Driver",
+    driver: DriverOpt = "workers.learner.driver:Driver",
     progress: ProgressOpt = None,
     loglevel: LogLevelOpt = "INFO",
 ) -> None:
@@ -47,7 +47,7 @@ def learner(
 
     from db.migrate import SchemaNotCurrent
     from omniopd.models.loading import ModelLoadError
-    from workers.learner import LearnerError, load_driver_factory, run_learner
+    from workers.learner.loop import LearnerError, load_driver_factory, run_learner
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)

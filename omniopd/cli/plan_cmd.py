@@ -52,8 +52,8 @@ def plan(
     """
     cfg = load(config, set_)
     from omniopd.models.loading import ModelLoadError
+    from omniopd.reports.plan import make_plan, write_plan
     from omniopd.teachers.pricing import PricingError
-    from workers.plan import make_plan, write_plan
 
     try:
         result = make_plan(cfg, trajectory_tokens=trajectory_tokens, prompt_tokens=prompt_tokens, sample=sample,

@@ -33,7 +33,7 @@ def spend(config: ConfigOpt, run: RunOpt = None, by: ByOpt = "provider", set_: S
     if by not in ("provider", "model", "day"):
         fail(f"--by {by!r}: choose provider, model or day")
     from db.repo_runs import get_run
-    from workers.spend import spend_report
+    from omniopd.reports.spend import spend_report
 
     name = run or cfg.run.name
     with read_store(cfg, config) as session:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -14,22 +13,6 @@ from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load, read_s
 RunOpt = Annotated[
     str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
 ]
-
-
-def _broker_view(cfg) -> dict[str, Any]:
-    """Queue depths from the broker, or why they are unavailable (never starts a broker)."""
-    from workers.app import in_flight, make_celery, queue_depths, queue_names
-    from workers.broker import BrokerNotRunning, broker_endpoint
-
-    try:
-        endpoint = broker_endpoint(cfg)
-    except BrokerNotRunning as exc:
-        return {"error": str(exc)}
-    app = make_celery(cfg, broker_url=endpoint.url)
-    try:
-        return {"queues": queue_depths(app, queue_names(cfg)), "in_flight": in_flight(app)}
-    except Exception as exc:  # unreachable Redis: report, do not crash the status page
-        return {"error": f"broker unreachable ({type(exc).__name__}: {exc})"}
 
 
 def _usd(micros: int | None) -> str:
@@ -44,21 +27,16 @@ def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: Js
     next to each cap. Reads the store without locking it; never starts a broker.
     """
     cfg = load(config, set_)
-    from db.repo_rollouts import rollout_status
-    from db.repo_runs import get_run
-    from db.repo_status import run_status
+    from omniopd.reports.status import broker_view, status_report
 
-    name = run or cfg.run.name
     with read_store(cfg, config) as session:
-        record = get_run(session, name=name)
-        st = run_status(session, run_id=record.id, run_name=record.name, run_status=record.status)
-        rollouts = rollout_status(session, run_id=record.id)
-    broker = _broker_view(cfg)
+        report = status_report(session, run_name=run or cfg.run.name)
+    broker = broker_view(cfg)
     if json_:
-        console.print_json(json.dumps({**asdict(st), "rollouts": asdict(rollouts), "broker": broker}, default=str))
+        console.print_json(json.dumps({**report.as_dict(), "broker": broker}, default=str))
         return
-    _print(st, broker)
-    _print_rollouts(rollouts)
+    _print(report.run, broker)
+    _print_rollouts(report.rollouts)
 
 
 def _print_rollouts(r) -> None:

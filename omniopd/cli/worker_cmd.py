@@ -32,7 +32,7 @@ def maintenance(
     if once:
         from workers.app import make_celery
         from workers.broker import broker_for
-        from workers.maintenance import sweep
+        from workers.maintenance.sweep import sweep
 
         try:
             with broker_for(cfg) as endpoint:
@@ -137,7 +137,7 @@ def rollout(
     from db.migrate import SchemaNotCurrent
     from workers.app import ROLLOUT_QUEUE
     from workers.launch import run_worker
-    from workers.rollout import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, audit_teacher
+    from workers.rollout.task import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, audit_teacher
 
     try:
         audit_teacher(cfg)

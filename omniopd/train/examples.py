@@ -1,7 +1,7 @@
 """What the learner trains on: audit bundles as plain records (no store types here).
 
 The store's `Bundle` (db/repo_bundles.py) is converted into a `TrainExample` by the learner
-process (workers/learner.py); this package never imports db/. Only chunks that ended
+process (workers/learner/loop.py); this package never imports db/. Only chunks that ended
 `audited` carry a k_sem and hence a proxy (Eq. 5). Chunks that ended `skipped_budget` or
 `failed` have no teacher evidence: they are left out of `chunks`, so their tokens are
 un-audited — members of U in Eq. 8, covered by the KL anchor like every other token the

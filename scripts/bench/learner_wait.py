@@ -1,7 +1,7 @@
 """Learner waiting benchmark (issue 7): the fraction of learner wall time spent waiting for
 bundles in the full loop, with an emulated teacher at a realistic latency.
 
-The loop is the demo's (`workers.demo.run_demo`, no evaluation): the provider emulator in
+The loop is the demo's (`workers.demo.run.run_demo`, no evaluation): the provider emulator in
 the Gemini wire format serving the scripted expert with a time to first token and a
 per-token decode time, a rollout worker, an audit worker and the learner, all real
 processes around a SQLite store and an embedded broker. Two pipelines in the same run:
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from omniopd.demo.prepare import PrepareSpec
-    from workers.demo import DemoSettings, run_demo
+    from workers.demo.run import DemoSettings, run_demo
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="omniopd-learner-wait-"))
     spec = PrepareSpec()

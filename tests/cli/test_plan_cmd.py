@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from omniopd.cli import app
 from omniopd.config import load_config
+from omniopd.reports.forecast import forecast_for_config
+from omniopd.reports.plan import in_flight_trajectories, make_plan, trained_trajectories
 from omniopd.teachers.forecast import requested_output_tokens
-from workers.plan import in_flight_trajectories, make_plan, trained_trajectories
-from workers.spend import forecast_for_config
 
 PRICE = {"input": 0.30, "cached_input": 0.03, "cache_write": 0.0, "output": 2.50}
 

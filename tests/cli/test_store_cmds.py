@@ -79,17 +79,14 @@ def test_strict_import_imports_nothing_when_a_row_is_bad(config, tmp_path):
 
 
 def test_status_json_shows_states_budgets_and_why_queues_are_unavailable(config):
+    from db.store import open_store
     from omniopd.config import load_config
-    from workers.store import ensure_run, store_engine
+    from workers.store import ensure_run
 
     assert omniopd("db", "upgrade", "--config", config).exit_code == 0
     cfg = load_config(config)
-    engine = store_engine(cfg)
-    from db.session import make_session_factory
-
-    with make_session_factory(engine).begin() as s:
+    with open_store(cfg) as store, store.sessions.begin() as s:
         ensure_run(s, cfg)
-    engine.dispose()
     result = omniopd("status", "--config", config, "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)

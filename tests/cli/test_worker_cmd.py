@@ -56,16 +56,13 @@ def test_maintenance_once_reports_what_it_did(tmp_path):
     refused = runner.invoke(app, ["worker", "maintenance", "--config", str(config), "--once"])
     assert refused.exit_code == 2 and "omniopd db upgrade --config" in refused.output
     assert runner.invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    from db.store import open_store
     from omniopd.config import load_config
-    from workers.store import ensure_run, store_engine
+    from workers.store import ensure_run
 
     cfg = load_config(config)
-    engine = store_engine(cfg)
-    from db.session import make_session_factory
-
-    with make_session_factory(engine).begin() as s:
+    with open_store(cfg) as store, store.sessions.begin() as s:
         ensure_run(s, cfg)
-    engine.dispose()
     result = runner.invoke(app, ["worker", "maintenance", "--config", str(config), "--once"])
     assert result.exit_code == 0, result.output
     assert "run 'once': expired 0 reservations" in result.output

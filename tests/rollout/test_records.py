@@ -75,7 +75,7 @@ def test_chunks_never_start_at_the_closing_special_token(tiny_model_dir):
     """The EOS has the highest entropy here, but a teacher answers in text: no chunk covers it."""
     from omniopd.config import OmniConfig
     from omniopd.models.loading import load_tokenizer
-    from workers.rollout_records import chunk_records
+    from workers.rollout.records import chunk_records
 
     tokenizer = load_tokenizer(tiny_model_dir)
     text_ids = tokenizer("12 + 3 = 15", add_special_tokens=False)["input_ids"]

@@ -85,7 +85,7 @@ def test_gradient_accumulation_equals_the_full_batch(tiny_model_dir, examples, n
 
 
 def test_examples_without_audited_chunks_are_all_unaudited_tokens(tiny_model_dir):
-    # chunks that ended skipped_budget / failed are not in TrainExample.chunks (workers.learner)
+    # chunks that ended skipped_budget / failed are not in TrainExample.chunks (workers.learner.loop)
     bare = [TrainExample(k, e.prompt_ids, e.completion_ids) for k, e in enumerate(fixed_examples(2))]
     m = build_trainer(make_config(tiny_model_dir)).step(bare)
     assert m.parts["audited_tokens"] == 0 and m.parts["chunks"] == 0

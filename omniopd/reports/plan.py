@@ -1,7 +1,7 @@
 """`omniopd plan`: what a run's teacher audits will cost, before it starts (paper Appendix B).
 
 Appendix B counts, per trajectory of L tokens after a prompt of P tokens, M x (P + L/2)
-teacher input tokens and M x N x C output tokens. `workers.spend.forecast_for_config`
+teacher input tokens and M x N x C output tokens. `omniopd.reports.forecast.forecast_for_config`
 bills that decomposition the way the configured provider does (requests per chunk,
 caching, template overhead, the audit's output allowance); this module supplies what it
 needs before any trajectory exists:
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from omniopd.config import OmniConfig
+from omniopd.reports.forecast import forecast_for_config
 from omniopd.teachers.forecast import TrajectoryForecast
-from workers.spend import forecast_for_config
 
 PLAN_FILE = "plan.json"
 
@@ -142,7 +142,7 @@ def trained_trajectories(config: OmniConfig, problems: int) -> int:
 
 
 def in_flight_trajectories(config: OmniConfig) -> int:
-    """Trajectories the driver may have issued beyond the last step (workers/driver.py pacing)."""
+    """Trajectories the driver may have issued beyond the last step (workers/learner/driver.py pacing)."""
     r, lr = config.rollout, config.learner
     pipeline = lr.pipeline_depth * r.batch_problems * r.samples_per_prompt
     window = (lr.max_policy_lag + 1) * lr.checkpoint_every * lr.batch_size

@@ -31,7 +31,7 @@ from tests.workers.audit_helpers import (
 )
 from tests.workers.conftest import Store, wait_for
 from workers.app import make_celery
-from workers.maintenance import sweep
+from workers.maintenance.sweep import sweep
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ WORLD = 2
 # what only rank 0 may touch: run_learner imports these lazily, so replacing the module
 # attributes catches every use
 RANK_ZERO_ONLY = [
-    ("workers.store", "store_engine"),
+    ("db.store", "open_store"),
     ("workers.store", "ensure_run"),
     ("db.session", "make_engine"),
     ("db.session", "make_session_factory"),
@@ -49,7 +49,7 @@ def _tripwires(out: Path, rank: int) -> None:
 def _rank(rank: int, port: int, config_path: str, out: str) -> None:
     from omniopd.config import load_config
     from tests.workers.learner_fakes import StoreDriver
-    from workers.learner import run_learner
+    from workers.learner.loop import run_learner
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -7,7 +7,7 @@ One loop iteration (Learner.run):
 
 1. stop? (SIGTERM/Ctrl-C, max steps, teacher budget spent);
 2. `driver.tick(trained_version=v)` keeps rollouts `pipeline_depth` batches ahead and drops
-   stale trajectories (workers/driver.py; any object with that method will do);
+   stale trajectories (workers/learner/driver.py; any object with that method will do);
 3. claim up to B ready bundles sampled by a policy >= v - max_policy_lag (claims are
    leases; bundles are accumulated across polls until B are held);
 4. train one step on them while a thread renews the leases, then record the step and
@@ -69,17 +69,17 @@ from omniopd.config import OmniConfig
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
 from omniopd.train.lockstep import Leader, Start
-from workers.learner_output import MetricsSink, ProgressView
+from workers.learner.output import MetricsSink, ProgressView
 
 log = logging.getLogger("omniopd.learner")
 
 StopReason = Literal["max_steps", "exhausted", "budget", "signal"]
-DEFAULT_DRIVER = "workers.driver:Driver"
+DEFAULT_DRIVER = "workers.learner.driver:Driver"
 WAIT_WARNING_S = 120.0  # say why the learner idles, every this many seconds of waiting
 
 
 class TickReport(Protocol):
-    """What the driver says after each tick (satisfied by workers.driver.DriverReport)."""
+    """What the driver says after each tick (satisfied by workers.learner.driver.DriverReport)."""
 
     enqueued_batches: int
     in_flight_batches: int
@@ -473,7 +473,7 @@ def _follow_rank_zero(config: OmniConfig) -> None:
 
 
 def _sinks(config: OmniConfig, *, progress: bool, start_step: int) -> list[MetricsSink]:
-    from workers.learner_output import LogSink, RichProgress, TensorBoardSink
+    from workers.learner.output import LogSink, RichProgress, TensorBoardSink
 
     sinks: list[MetricsSink] = []
     if config.learner.tensorboard:
@@ -493,7 +493,7 @@ def run_learner(
 ) -> LearnerSummary | None:
     """Run the learner of `config` until it stops (module docstring); owns the embedded broker.
 
-    `driver_factory` defaults to workers.driver.Driver (imported here, lazily). Launched by
+    `driver_factory` defaults to workers.learner.driver.Driver (imported here, lazily). Launched by
     torchrun as N processes: rank 0 does all of this and returns the summary; the other
     ranks follow it (`_follow_rank_zero`) and return None."""
     from omniopd.models.loading import resolve_device
@@ -527,17 +527,17 @@ def _lead(
     """The learner proper: one process, or rank 0 of several (its followers are told to
     start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
     from db.repo_runs import set_run_status
-    from db.session import make_session_factory
+    from db.store import open_store
     from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
     from workers.app import make_celery
     from workers.broker import broker_for
-    from workers.store import ensure_run, store_engine
+    from workers.store import ensure_run
 
     stop = stop or threading.Event()
     leader: Leader | None = None
     restore = install_stop_signals(stop) if threading.current_thread() is threading.main_thread() else (lambda: None)
-    engine = store_engine(config, config_path)
-    sessions = make_session_factory(engine)
+    store = open_store(config, config_path)
+    sessions = store.sessions
     sinks: list[MetricsSink] = []
     try:
         with sessions.begin() as s:
@@ -571,7 +571,7 @@ def _lead(
             leader.close()
         for sink in sinks:
             sink.close()
-        engine.dispose()
+        store.dispose()
         restore()
 
 

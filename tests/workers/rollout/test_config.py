@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from omniopd.config import parse_config
-from workers import rollout
+from workers.rollout import task as rollout
 
 
 def config(**loss):

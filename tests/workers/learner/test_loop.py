@@ -16,8 +16,8 @@ from db.repo_bundles import claim_ready_bundles, learner_steps, load_bundles
 from omniopd.train import build_trainer, checkpoint_root, latest_checkpoint
 from tests.workers.conftest import Store, write_config
 from tests.workers.learner_fakes import StoreDriver, insert_bundles
-from workers.learner import Learner, example_from_bundle
-from workers.learner_output import TensorBoardSink
+from workers.learner.loop import Learner, example_from_bundle
+from workers.learner.output import TensorBoardSink
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -32,7 +32,7 @@ from tests.workers.rollout_support import (
     slot_states,
 )
 from workers.app import make_celery
-from workers.driver import Driver
+from workers.learner.driver import Driver
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -1,5 +1,5 @@
 """The driver against a real store and real Redis, with a fake rollout worker and learner
-that change the store exactly as the real ones do (the real worker: test_rollout_worker.py)."""
+that change the store exactly as the real ones do (the real worker: tests/workers/rollout/test_task.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.workers.rollout_support import (
     slot_states,
 )
 from workers.app import make_celery
-from workers.driver import Driver, epoch_order
+from workers.learner.driver import Driver, epoch_order
 
 pytestmark = [pytest.mark.services]
 

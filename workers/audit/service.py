@@ -4,7 +4,7 @@ position, each continued N times by the teacher and scored against the student.
 Per chunk:
 
     budget: reserve R of every attempt against the provider's and the run's cap, open its
-            ledger row (workers/audit_budget.py) -> rate limiter -> HTTP -> settle
+            ledger row (workers/audit/budget_guard.py) -> rate limiter -> HTTP -> settle
     cut:    each continuation cut to the student chunk's length (words or characters)
     phi:    similarity of each cut continuation with the student chunk (Eq. 3)
     store:  samples (chunk, i), then k_sem = sum_i phi_i (Eq. 3) and the chunk `audited`
@@ -66,8 +66,8 @@ from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.config import OmniConfig, TeacherConfig
 from omniopd.teachers import BudgetHooks, Price, build_teacher, teacher_price
 from omniopd.teachers.types import BudgetExhausted, FatalProviderError, TeacherError
-from workers.audit_budget import StoreBudgetGuard
-from workers.teacher_loop import TeacherLoop
+from workers.audit.budget_guard import StoreBudgetGuard
+from workers.audit.teacher_loop import TeacherLoop
 
 log = logging.getLogger("omniopd.audit")
 

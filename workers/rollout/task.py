@@ -1,7 +1,7 @@
 """The rollout task: a batch of slots -> trajectories with entropies and chunks -> audits.
 
 Message: `omniopd.rollout.generate(batch_id)` on queue `rollouts`. The batch row (written
-by the driver, workers/driver.py) holds the run, the slots (problem, epoch, sample_index,
+by the driver, workers/learner/driver.py) holds the run, the slots (problem, epoch, sample_index,
 attempt) and the policy version the driver targeted; the message carries only its id, so
 a message is tiny, and the store alone says what was asked for.
 
@@ -13,7 +13,7 @@ What one task does (each step safe to repeat):
    difference reload it and verify the probe (`load_version`). A failed sync stops the
    worker (exit code 3) with the error, and the message goes back to the queue for a
    healthy worker: generating with wrong weights would train on a policy nobody has;
-3. generate, score (Eq. 6), select chunks (Eq. 7) -> `TrajectoryIn` (workers/rollout_records.py);
+3. generate, score (Eq. 6), select chunks (Eq. 7) -> `TrajectoryIn` (workers/rollout/records.py);
 4. one transaction: record the trajectories (a filled slot is left alone, so a racing
    copy cannot store one twice), drop refused prompts with reason `prompt_too_long`,
    mark the batch recorded (with the worker, timings and any weight reload), and, after
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from omniopd.rollout import ReloadReport, RolloutEngine
-    from workers.rollout_records import GeneratedRecords
+    from workers.rollout.records import GeneratedRecords
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=ROLLOUT_TASK, bind=True, shared=False)
     def generate(self, batch_id: int) -> None:
-        from workers.rollout_records import generate_records
+        from workers.rollout.records import generate_records
 
         rt = runtime(self.app)
         teacher = audit_teacher(rt.config)
@@ -105,7 +105,7 @@ def store_records(session: Session, *, made: GeneratedRecords) -> list[int]:
     """Record a batch's trajectories; refused prompts fill their slots as dropped
     (`prompt_too_long`). Returns the ids of the trajectories this call created (a slot
     filled by a racing copy of the task is left alone and not returned)."""
-    from workers.rollout_records import REFUSED_REASON
+    from workers.rollout.records import REFUSED_REASON
 
     recorded = record_trajectories(session, trajectories=[*made.trajectories, *made.refused_records()])
     generated, refused = recorded[: len(made.trajectories)], recorded[len(made.trajectories) :]

@@ -44,7 +44,7 @@ from omniopd.rollout import (
     rollout_batch,
     teacher_context,
 )
-from workers.rollout import needs_audit
+from workers.rollout.task import needs_audit
 
 REFUSED_REASON = "prompt_too_long"
 

@@ -19,7 +19,7 @@ from workers.app import (
     make_celery,
     queue_depths,
 )
-from workers.maintenance import sweep
+from workers.maintenance.sweep import sweep
 
 pytestmark = pytest.mark.services
 

@@ -33,8 +33,8 @@ from tests.workers.audit_helpers import (
     trajectory_rows,
 )
 from tests.workers.conftest import Store
-from workers.audit_budget import StoreBudgetGuard, refusal
-from workers.audit_service import TeacherSetupError, audit_trajectory, make_audit_context
+from workers.audit.budget_guard import StoreBudgetGuard, refusal
+from workers.audit.service import TeacherSetupError, audit_trajectory, make_audit_context
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The audit task: one trajectory per message, on queue `audits.<teacher>` (thread pool).
 
-Glue only; the work is `workers.audit_service.audit_trajectory`. Each worker process
+Glue only; the work is `workers.audit.service.audit_trajectory`. Each worker process
 builds its audit context once (teacher client on its own event loop, price, in-flight
 cap) and shares it between its threads. A delivery that ends with a chunk still pending
 after transient provider errors is sent again after `audit.retry_delay_s`; the last of
@@ -15,7 +15,7 @@ import threading
 from celery import Celery
 
 from workers.app import AUDIT_TASK, runtime
-from workers.audit_service import AuditContext, audit_trajectory, make_audit_context
+from workers.audit.service import AuditContext, audit_trajectory, make_audit_context
 
 _CREATE = threading.Lock()
 

@@ -1,10 +1,9 @@
 """The spend report of a run (`omniopd spend`): ledger, budgets, audit telemetry, and the
 cost per trajectory next to the paper's Appendix B estimate for the run's M, N, C.
 
-`forecast_for_config` is the one place a config becomes forecast arguments; `omniopd
-plan` (before a run) and `omniopd spend` (during one) both use it, so they agree by
-construction up to what they are given: the prompt length P and trajectory length L
-(observed here, estimated by plan).
+The forecast comes from `omniopd.reports.forecast.forecast_for_config`, which `omniopd
+plan` uses too, so the two agree by construction up to what they are given: the prompt
+length P and trajectory length L (observed here, estimated by plan).
 """
 
 from __future__ import annotations
@@ -18,40 +17,11 @@ from db.models import RUN_SCOPE
 from db.repo_budget import budgets, micros_to_usd
 from db.repo_spend import SpendBy, SpendRow, audit_stats, spend_rows
 from omniopd.config import OmniConfig
-from omniopd.teachers.forecast import (
-    TrajectoryForecast,
-    cache_rule,
-    first_request_alone,
-    forecast_trajectory,
-    mode_overhead_tokens,
-    paper_cost_usd,
-    requested_output_tokens,
-)
-from omniopd.teachers.pricing import Price, PricingError, cost_usd
+from omniopd.reports.forecast import forecast_for_config
+from omniopd.reports.plan import measure_prompts, plan_path, read_plan, training_questions
+from omniopd.teachers.forecast import paper_cost_usd, requested_output_tokens
+from omniopd.teachers.pricing import PricingError, cost_usd
 from omniopd.teachers.types import Usage
-
-
-def forecast_for_config(
-    config: OmniConfig, *, prompt_tokens: float, trajectory_tokens: float, teacher: str | None = None, price: Price | None = None
-) -> TrajectoryForecast:
-    """Forecast of one trajectory's audit with the config's M, N, C, teacher, prices and
-    caching; each continuation is counted at what the audit asks for (C x max_new_tokens_factor),
-    fewer near the end of the trajectory, where the teacher's answer ends too."""
-    name = teacher or config.audit.teacher
-    if name not in config.teachers:
-        raise ValueError(f"teacher {name!r} is not configured (teachers: {', '.join(sorted(config.teachers)) or 'none'})")
-    t = config.teachers[name]
-    if price is None:
-        from omniopd.teachers.build import teacher_price
-
-        price = teacher_price(t, config.audit.prices_file)
-    c = config.chunking.c
-    return forecast_trajectory(
-        m=config.chunking.m, n=config.estimator.n, c=c, prompt_tokens=prompt_tokens, trajectory_tokens=trajectory_tokens,
-        output_tokens=requested_output_tokens(c, t.max_new_tokens_factor), kind=t.kind,
-        cache=cache_rule(t.kind, t.model, t.cache), price=price, first_alone=first_request_alone(t.kind, t.cache),
-        overhead_tokens=mode_overhead_tokens(t.continuation_mode), ends_with_answer=True,
-    )
 
 
 def _row_dict(row: SpendRow) -> dict[str, Any]:
@@ -70,7 +40,6 @@ def _total(rows: list[SpendRow]) -> SpendRow:
 
 def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name: str, by: SpendBy = "provider") -> dict[str, Any]:
     """Everything `omniopd spend` shows, as plain data (also its --json output)."""
-    from workers.plan import read_plan
 
     plan = read_plan(config)
     rows = spend_rows(session, run_id=run_id, by=by)
@@ -107,8 +76,6 @@ def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name:
 
 def _plan_vs_actual(config: OmniConfig, plan: dict[str, Any] | None, stats, total: SpendRow) -> dict[str, Any] | None:
     """The forecast `omniopd plan` saved for this run (plan.json) next to what was paid."""
-    from workers.plan import plan_path
-
     if plan is None:
         return None
     k = stats.trajectories_audited
@@ -134,8 +101,6 @@ def _teacher_prompt_tokens(config: OmniConfig, plan: dict[str, Any] | None, stud
     """P as the teacher sees it (without the student's chat markup): the plan's, else measured
     as `omniopd plan` measures it; the student's mean prompt length when the training file is
     not at hand."""
-    from workers.plan import measure_prompts, training_questions
-
     if plan is not None:
         return float(plan["prompt_tokens"])
     try:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from omniopd.config import OmniConfig, dump_config, load_config
 from omniopd.demo.prepare import PrepareSpec, prepare
-from workers.supervise import Children, omniopd_command, run_command, wait_for_port
+from workers.demo.supervise import Children, omniopd_command, run_command, wait_for_port
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -136,7 +136,7 @@ def _variant_config(variant: str, prepared, port: int, settings: DemoSettings) -
 
 
 def _start_teacher(children: Children, settings: DemoSettings) -> int:
-    from workers.supervise import free_port
+    from workers.demo.supervise import free_port
 
     port = free_port()
     log = settings.workdir / "logs" / "teacher-emulator.log"
@@ -211,15 +211,11 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
 
 def _open_run(cfg: OmniConfig, config_file: Path) -> None:
     """Create the run row now, so the base model's evaluation links to it (step 0)."""
-    from db.session import make_session_factory
-    from workers.store import ensure_run, store_engine
+    from db.store import open_store
+    from workers.store import ensure_run
 
-    engine = store_engine(cfg, config_file)
-    try:
-        with make_session_factory(engine).begin() as session:
-            ensure_run(session, cfg)
-    finally:
-        engine.dispose()
+    with open_store(cfg, config_file, pool_size=1) as store, store.sessions.begin() as session:
+        ensure_run(session, cfg)
 
 
 def _evaluate(config: str, cfg: OmniConfig, *, step: int, env, label: str, settings: DemoSettings, variant: str) -> float:
