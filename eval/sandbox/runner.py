@@ -1,6 +1,6 @@
 """The program that runs inside the sandbox: loads one solution once, forks once per test.
 
-The host (eval/sandbox.py) starts this file's source with the sandbox's system Python
+The host (eval/sandbox/box.py) starts this file's source with the sandbox's system Python
 (`python3 -I -S -c SOURCE`), so it may import nothing but the standard library, and it
 is also imported on the host for the frame codec. It is trusted code running next to
 untrusted code: the solution only ever runs in forked children, never in this process.

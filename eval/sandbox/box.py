@@ -2,7 +2,7 @@
 
 A `Sandbox` holds one program: it starts bubblewrap once, compiles the program inside
 (C/C++) or byte-compiles it (Python), then runs one test per request, each in a process
-forked from the in-sandbox runner (eval/sandbox_runner.py), so a sample's tests share
+forked from the in-sandbox runner (eval/sandbox/runner.py), so a sample's tests share
 one interpreter start. The host sends a test's stdin, gets back its stdout, exit status,
 times and signal, compares outside and decides whether to send the next one: expected
 outputs never enter the sandbox.
@@ -38,7 +38,7 @@ Covered (each has a test in tests/eval/test_sandbox_containment.py):
   rule that a pid namespace's init is reaped only after everything else in it is gone
   (waited for through bubblewrap's exit or the runner's pidfd; the slot's uid is swept
   when neither proof is available);
-- kernel attack surface: a seccomp deny-list (eval/sandbox_seccomp.py): ptrace,
+- kernel attack surface: a seccomp deny-list (eval/sandbox/seccomp.py): ptrace,
   process_vm_*, mount, unshare/setns, CLONE_NEW*, bpf, perf_event_open, io_uring,
   keyrings, kexec, module loading, foreign syscall ABIs; no new user namespaces.
 
@@ -84,9 +84,9 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from eval import sandbox_runner as proto
-from eval.sandbox_channel import Channel
-from eval.sandbox_launch import (
+from eval.sandbox import runner as proto
+from eval.sandbox.channel import Channel
+from eval.sandbox.launch import (
     INSTALL_HINT,
     RUNNER_SOURCE,
     SandboxError,
@@ -100,7 +100,7 @@ from eval.sandbox_launch import (
     sandbox_python,
     seccomp_filter,
 )
-from eval.sandbox_slots import Slot, acquire_slot, kill_uid_processes
+from eval.sandbox.slots import Slot, acquire_slot, kill_uid_processes
 
 __all__ = [
     "LANGUAGES", "CompileResult", "Limits", "RunResult", "Sandbox", "SandboxError",
