@@ -1,6 +1,6 @@
 """How a sandbox is launched: bubblewrap's command line, the interpreter and compilers it
 may use, and the small payloads (seccomp filter, runner bytecode) it reads from pipes.
-See eval/sandbox/box.py for the threat model these choices answer."""
+The threat model these choices answer is in the package docstring (eval/sandbox/__init__.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Hostile programs stay contained: each attack in DESIGN.md §7 is its own test.
+"""Hostile programs stay contained: each attack the threat model covers (the docstring of
+eval/sandbox/__init__.py; docs/sandbox.md) is its own test.
 
 Every test holds a slot (tests/eval/conftest.py) whose teardown fails if any process of
 the slot's uid, or any child of this test process, survived `Sandbox.close()`.
