@@ -32,9 +32,18 @@ from eval.code_tests import (
     returns_match,
 )
 from eval.results import Verdict as GradeVerdict
-from eval.sandbox import Limits, RunResult, Sandbox
-from eval.sandbox_launch import INSTALL_HINT, SandboxUnavailable, find_bwrap, sandbox_python
-from eval.sandbox_slots import DEFAULT_UID_BASE, Slot, acquire_slot
+from eval.sandbox import (
+    DEFAULT_UID_BASE,
+    INSTALL_HINT,
+    Limits,
+    RunResult,
+    Sandbox,
+    SandboxUnavailable,
+    Slot,
+    acquire_slot,
+    find_bwrap,
+    sandbox_python,
+)
 
 VERDICT_STATUSES = (
     "pass", "wrong_answer", "time_limit", "memory_limit", "output_limit",

@@ -112,8 +112,7 @@ def make_code_pairs(n: int, tests: int, seed: int) -> list:
 
 def bench_code(a: argparse.Namespace) -> None:
     from eval.code import CodeGrader, benchmark_verdict, extract_code, grade_code
-    from eval.sandbox import Limits
-    from eval.sandbox_slots import acquire_slot
+    from eval.sandbox import Limits, acquire_slot
 
     pairs = make_code_pairs(a.code_samples, a.code_tests, a.seed)
     warm = make_code_pairs(8, a.code_tests, a.seed + 1)

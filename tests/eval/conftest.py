@@ -64,7 +64,7 @@ def slot(bwrap, held_slot):
 def held_slot():
     """A sandbox slot held by this test; afterwards nothing may run under its uid, and the
     test process may have no child left (bubblewrap, setpriv, anything they started)."""
-    from eval.sandbox_slots import acquire_slot, uid_processes
+    from eval.sandbox.slots import acquire_slot, uid_processes
 
     held = acquire_slot()
     before = set(_live_children(os.getpid()))

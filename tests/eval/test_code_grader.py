@@ -71,7 +71,7 @@ def test_the_k_samples_of_a_problem_are_graded_each_in_its_own_sandbox(bwrap: st
 
 def test_without_bubblewrap_the_grader_refuses_before_anything_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
     import eval.code
-    from eval.sandbox_launch import SandboxUnavailable
+    from eval.sandbox import SandboxUnavailable
 
     monkeypatch.setattr(eval.code, "find_bwrap", lambda: None)
     monkeypatch.setattr(eval.code, "sandbox_python", lambda: "/usr/bin/python3")

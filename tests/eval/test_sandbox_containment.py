@@ -1,4 +1,5 @@
-"""Hostile programs stay contained: each attack in DESIGN.md §7 is its own test.
+"""Hostile programs stay contained: each attack the threat model covers (the docstring of
+eval/sandbox/__init__.py; docs/sandbox.md) is its own test.
 
 Every test holds a slot (tests/eval/conftest.py) whose teardown fails if any process of
 the slot's uid, or any child of this test process, survived `Sandbox.close()`.
@@ -233,7 +234,7 @@ def test_files_outside_the_sandbox_are_unreadable(slot, tmp_path):
 def test_sandboxed_processes_hold_the_slot_uid_and_no_capabilities(slot):
     if slot.uid is None:
         pytest.skip("not root: the sandbox keeps the caller's uid (nothing to check)")
-    from eval.sandbox_slots import uid_processes
+    from eval.sandbox.slots import uid_processes
 
     seen: list[str] = []
     with Sandbox("import time\ntime.sleep(2)\n", limits=Limits(time_s=5), slot=slot) as box:
@@ -373,12 +374,11 @@ def test_seccomp_refuses_ptrace_namespaces_and_mounts(slot):
 def test_killing_the_grader_takes_the_sandbox_down(slot, tmp_path):
     if slot.uid is None:
         pytest.skip("not root: no slot uid to look for leftovers under")
-    from eval.sandbox_slots import uid_processes
+    from eval.sandbox.slots import uid_processes
 
     ready = tmp_path / "ready"
     grader = textwrap.dedent(f"""
-        from eval.sandbox import Limits, Sandbox
-        from eval.sandbox_slots import Slot
+        from eval.sandbox import Limits, Sandbox, Slot
         with Sandbox("import time\\nopen('/tmp/x', 'w').close()\\ntime.sleep(3600)\\n",
                      limits=Limits(time_s=3600), slot=Slot({slot.index}, {slot.uid})) as box:
             results = box.run_many([b""])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import eval.sandbox as sandbox_module
+import eval.sandbox.box as box_module
 from eval.code import grade_code
 from eval.sandbox import Limits, Sandbox, SandboxUnavailable, run_program
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def no_bwrap(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "find_bwrap", lambda: None)
+    monkeypatch.setattr(box_module, "find_bwrap", lambda: None)
 
 
 def test_missing_bubblewrap_is_refused_with_the_install_command(no_bwrap):

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from eval.sandbox_seccomp import _ARCHES, DENIED_SYSCALLS, build_filter, syscall_numbers
+from eval.sandbox.seccomp import _ARCHES, DENIED_SYSCALLS, build_filter, syscall_numbers
 
 
 @pytest.mark.parametrize("arch", sorted(_ARCHES))

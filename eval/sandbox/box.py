@@ -1,71 +1,11 @@
-"""Run untrusted programs (model-written code) in a bubblewrap sandbox, one sandbox per sample.
+"""The host side of one sandbox: start bubblewrap around the runner, send it the program
+and then one test per request, read back each result, and at close prove that nothing
+the program started is still alive (or sweep its uid when no proof is possible).
 
-A `Sandbox` holds one program: it starts bubblewrap once, compiles the program inside
-(C/C++) or byte-compiles it (Python), then runs one test per request, each in a process
-forked from the in-sandbox runner (eval/sandbox_runner.py), so a sample's tests share
-one interpreter start. The host sends a test's stdin, gets back its stdout, exit status,
-times and signal, compares outside and decides whether to send the next one: expected
-outputs never enter the sandbox.
-
-Threat model. The program is hostile: it was written by a model that may have learnt,
-or been prompted, to attack its grader; the popular `reliability_guard` approach
-(monkeypatching `os` in-process) is undone in a few lines, so nothing here relies on
-the program's cooperation.
-
-Covered (each has a test in tests/eval/test_sandbox_containment.py):
-- fork bombs: RLIMIT_NPROC on the slot's uid, a pid namespace, kill(-1) after each test;
-- unbounded memory: RLIMIT_AS per test (a MemoryError / bad_alloc is a memory verdict);
-- spinning: RLIMIT_CPU per test, a wall-clock limit in the runner, and a host deadline
-  that SIGKILLs bubblewrap (the runner, init of the pid namespace, dies with it, and
-  the namespace with the runner);
-- filling the disk: the only writable places are size-limited tmpfs mounts (/work, /tmp,
-  /dev/shm), RLIMIT_FSIZE caps one file; the root and /dev are read-only;
-- flooding stdout/stderr: the runner reads incrementally, stops at a cap and kills;
-- network: a fresh network namespace (loopback only, not the host's) and a seccomp rule
-  refusing every socket family but AF_UNIX;
-- secrets in the environment: bubblewrap gets an environment of PATH only and clears it
-  again (--clearenv); the host's /proc is not mounted, only the sandbox's own;
-- reading host files: only /usr and a few /etc files (loader cache, alternatives,
-  localtime) are mounted, read-only; the program runs under a uid of its own with no
-  capabilities, so root-only files under them stay closed; the source, the runner and
-  the seccomp filter arrive over pipes, not bind mounts;
-- signalling or killing the parent and other samples: a pid namespace (the host and
-  other sandboxes are invisible), the runner is that namespace's pid 1 (the kernel drops
-  signals sent to it from inside), a uid per worker slot (kill(2) across uids fails),
-  and PR_SET_DUMPABLE 0 on the runner so the program cannot reach its pipes via /proc;
-- outliving the timeout (setsid, double fork, daemons): bubblewrap --new-session and
-  --die-with-parent, kill(-1) and reaping after each test, and at the end the kernel's
-  rule that a pid namespace's init is reaped only after everything else in it is gone
-  (waited for through bubblewrap's exit or the runner's pidfd; the slot's uid is swept
-  when neither proof is available);
-- kernel attack surface: a seccomp deny-list (eval/sandbox_seccomp.py): ptrace,
-  process_vm_*, mount, unshare/setns, CLONE_NEW*, bpf, perf_event_open, io_uring,
-  keyrings, kexec, module loading, foreign syscall ABIs; no new user namespaces.
-
-Not covered:
-- kernel or bubblewrap vulnerabilities (a real exploit escapes any namespace sandbox;
-  use a VM or gVisor for adversarial settings beyond grading);
-- side channels (timing, cache, /proc/cpuinfo and other host facts visible in /proc);
-- a memory bound for the sample as a whole: RLIMIT_AS is per process, so a program
-  that forks can hold up to `processes x memory_mb` (plus 3 tmpfs of `file_mb`) until
-  the wall-clock limit ends it; there is no cgroup (run graders in a memory-limited
-  container or cgroup to bound that). RLIMIT_AS also counts address space, not RSS
-  (threads' malloc arenas count);
-- the runner's integrity is protected (pid 1, non-dumpable), but the host does not
-  depend on it: a program that subverted it could only forge its own CPU-time and
-  memory figures within the host's wall-clock deadline, never a pass, because outputs
-  are judged outside against expected outputs the sandbox never sees;
-- the weaker, opt-in unsandboxed mode (`allow_unsandboxed=True`): rlimits and, as root,
-  a separate uid only; no namespaces, no seccomp, no read-only filesystem, and as a
-  non-root user a `kill -9 -1` in the program reaches the caller's own processes.
-
-Uid choice: as root, each worker slot runs bubblewrap as uid/gid `uid_base + slot`
-(default 60000+) with no supplementary groups, and bubblewrap builds an unprivileged
-user namespace mapping that uid to itself. Mapping root into the namespace instead
-(bwrap --uid as root) would leave the program with kernel uid 0 on every file check.
-A slot is held with an flock on /run/omniopd-sandbox/slot-N.lock, so two grading
-processes on one host never share a uid. As a non-root user the sandbox runs under the
-caller's uid (it cannot switch), still in its own namespaces.
+One sandbox serves all of a sample's tests so the interpreter starts and the program
+compiles once; each test still runs in a fresh process forked by the runner. What this
+must withstand, and what it does not cover, is the threat model in the package docstring
+(eval/sandbox/__init__.py); docs/sandbox.md is the user guide.
 """
 
 from __future__ import annotations
@@ -82,11 +22,10 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
-from eval import sandbox_runner as proto
-from eval.sandbox_channel import Channel
-from eval.sandbox_launch import (
+from eval.sandbox import runner as proto
+from eval.sandbox.channel import Channel
+from eval.sandbox.launch import (
     INSTALL_HINT,
     RUNNER_SOURCE,
     SandboxError,
@@ -100,119 +39,8 @@ from eval.sandbox_launch import (
     sandbox_python,
     seccomp_filter,
 )
-from eval.sandbox_slots import Slot, acquire_slot, kill_uid_processes
-
-__all__ = [
-    "LANGUAGES", "CompileResult", "Limits", "RunResult", "Sandbox", "SandboxError",
-    "SandboxUnavailable", "find_bwrap", "run_program", "sandbox_python",
-]  # fmt: skip
-_MIB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-test limits (time, memory, output) and per-sandbox limits (processes, files).
-
-    Invariant: every size is positive; `wall_time_s` is None or >= `time_s`.
-    """
-
-    time_s: float = 4.0
-    """CPU seconds per test (RLIMIT_CPU at the next whole second; judged exactly)."""
-    memory_mb: int = 1024
-    """Address space per test, MiB (RLIMIT_AS)."""
-    wall_time_s: float | None = None
-    """Wall-clock seconds per test; None = max(2 * time_s, time_s + 1)."""
-    output_bytes: int = 16 * _MIB
-    """Stdout kept per test; more is an output-limit failure (and kills the test)."""
-    stderr_bytes: int = 8192
-    """Tail of stderr kept per test (for messages)."""
-    processes: int = 32
-    """Processes and threads of the slot's uid at once (RLIMIT_NPROC); with memory_mb it
-    bounds a sample's memory (processes x memory_mb: RLIMIT_AS is per process)."""
-    file_mb: int = 64
-    """Largest file (RLIMIT_FSIZE) and size of each tmpfs (/work, /tmp, /dev/shm), MiB."""
-    open_files: int = 256
-    """Open file descriptors per process (RLIMIT_NOFILE)."""
-    compile_time_s: float = 20.0
-    """CPU seconds for the compiler (C/C++)."""
-    compile_memory_mb: int = 2048
-    """Address space of the compiler, MiB."""
-    host_grace_s: float = 5.0
-    """How long the host waits beyond the runner's own limits before killing the sandbox."""
-
-    def __post_init__(self) -> None:
-        sizes = {k: v for k, v in self.__dict__.items() if k != "wall_time_s"}
-        bad = [k for k, v in sizes.items() if v <= 0]
-        if bad:
-            raise ValueError(f"sandbox limits must be positive: {', '.join(bad)}")
-        if self.wall_time_s is not None and self.wall_time_s < self.time_s:
-            raise ValueError("wall_time_s must be at least time_s (CPU time cannot exceed wall time)")
-
-    @property
-    def wall_s(self) -> float:
-        return self.wall_time_s if self.wall_time_s is not None else max(2 * self.time_s, self.time_s + 1)
-
-    def for_runner(self) -> dict:
-        return {
-            "time_s": self.time_s,
-            "wall_time_s": self.wall_s,
-            "memory_bytes": self.memory_mb * _MIB,
-            "output_bytes": self.output_bytes,
-            "stderr_bytes": self.stderr_bytes,
-            "processes": self.processes,
-            "file_bytes": self.file_mb * _MIB,
-            "open_files": self.open_files,
-            "compile_time_s": self.compile_time_s,
-            "compile_wall_s": 2 * self.compile_time_s + 5,
-            "compile_memory_bytes": self.compile_memory_mb * _MIB,
-        }
-
-
-@dataclass(frozen=True)
-class Language:
-    """How to build a program in the sandbox; `compiler` None means byte-compiled Python."""
-
-    name: str
-    source_name: str
-    compiler: str | None = None
-    flags: tuple[str, ...] = ()
-    link_flags: tuple[str, ...] = ()
-
-
-LANGUAGES = {
-    "python": Language("python", "solution.py"),
-    "cpp": Language("cpp", "solution.cpp", "g++", ("-O2", "-std=gnu++17", "-pipe")),
-    "c": Language("c", "solution.c", "gcc", ("-O2", "-std=gnu17", "-pipe"), ("-lm",)),
-}
-
-
-@dataclass(frozen=True)
-class CompileResult:
-    """The outcome of building the program (Python: byte-compiling it)."""
-
-    ok: bool
-    messages: str
-    """Compiler output (or the Python SyntaxError), possibly truncated."""
-    time_s: float
-
-
-STATUSES = ("ok", "time_limit", "memory_limit", "output_limit", "runtime_error")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One test's run. `status` is one of STATUSES; stdout is capped at Limits.output_bytes."""
-
-    status: str
-    stdout: bytes
-    stderr: bytes
-    exit_code: int | None
-    signal: int | None
-    cpu_s: float
-    wall_s: float
-    max_rss_kb: int = 0
-    note: str = ""
-    """What the host saw beyond the runner's report (e.g. the runner died)."""
+from eval.sandbox.limits import LANGUAGES, MIB, CompileResult, Limits, RunResult, classify
+from eval.sandbox.slots import Slot, acquire_slot, kill_uid_processes
 
 
 class Sandbox:
@@ -393,7 +221,7 @@ class Sandbox:
             return RunResult("runtime_error", b"", self._failure_text().encode(), None, None, 0.0,
                              time.monotonic() - start, note="the sandbox runner died (the program probably killed it)"
                              + (f": {exc}" if str(exc) else ""))  # fmt: skip
-        status = _classify(self.limits, exit_code, sig, cpu, rss, flags, err)
+        status = classify(self.limits, exit_code, sig, cpu, rss, flags, err)
         return RunResult(status, out, err, exit_code if not sig else None, sig or None, cpu, wall, rss)
 
     def _make_workdir(self) -> str:
@@ -433,7 +261,7 @@ class Sandbox:
             self._info_fd, info_w = os.pipe()  # bubblewrap reports the runner's host pid here
             fds.append(info_w)
             try:
-                argv = [*drop, *bwrap_argv(bwrap, self.limits.file_mb * _MIB, *fds), "--", python, "-I", "-S", "/runner.pyc"]
+                argv = [*drop, *bwrap_argv(bwrap, self.limits.file_mb * MIB, *fds), "--", python, "-I", "-S", "/runner.pyc"]
                 # bubblewrap itself gets PATH only: our environment (API keys) never reaches it.
                 self.proc = subprocess.Popen(
                     argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", start_new_session=True, pass_fds=fds, **kwargs
@@ -524,19 +352,6 @@ class Sandbox:
                 if fd is not None:
                     os.close(fd)
             self._info_fd = self._runner_pidfd = None
-
-
-def _classify(limits: Limits, exit_code: int, sig: int, cpu: float, rss_kb: int, flags: int, err: bytes) -> str:
-    if flags & proto.FLAG_TIMED_OUT or sig == signal.SIGXCPU or cpu > limits.time_s:
-        return "time_limit"
-    if flags & (proto.FLAG_OUTPUT_LIMIT | proto.FLAG_STDERR_FLOOD):
-        return "output_limit"
-    out_of_memory = b"MemoryError" in err or b"std::bad_alloc" in err or rss_kb * 1024 >= 0.95 * limits.memory_mb * _MIB
-    if (exit_code != 0 or sig) and (out_of_memory or sig == signal.SIGKILL):
-        return "memory_limit"  # nothing but the kernel's OOM killer sends SIGKILL here
-    if exit_code != 0 or sig:
-        return "runtime_error"
-    return "ok"
 
 
 def run_program(

@@ -111,7 +111,7 @@ def _arch_name(arch: str | None) -> str:
     if name not in _ARCHES:
         raise RuntimeError(
             f"the sandbox's seccomp filter has no syscall table for {name!r} "
-            f"(supported: {', '.join(_ARCHES)}); add one to eval/sandbox_seccomp.py"
+            f"(supported: {', '.join(_ARCHES)}); add one to eval/sandbox/seccomp.py"
         )
     return name
 

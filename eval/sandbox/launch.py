@@ -1,6 +1,6 @@
 """How a sandbox is launched: bubblewrap's command line, the interpreter and compilers it
 may use, and the small payloads (seccomp filter, runner bytecode) it reads from pipes.
-See eval/sandbox.py for the threat model these choices answer."""
+The threat model these choices answer is in the package docstring (eval/sandbox/__init__.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import threading
 
-from eval import sandbox_runner as proto
-from eval.sandbox_seccomp import build_filter
+from eval.sandbox import runner as proto
+from eval.sandbox.seccomp import build_filter
 
 INSTALL_HINT = "apt-get install bubblewrap"
 RUNNER_SOURCE = open(proto.__file__, encoding="utf-8").read()  # noqa: SIM115 (read once)

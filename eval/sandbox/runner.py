@@ -1,9 +1,12 @@
 """The program that runs inside the sandbox: loads one solution once, forks once per test.
 
-The host (eval/sandbox.py) starts this file's source with the sandbox's system Python
-(`python3 -I -S -c SOURCE`), so it may import nothing but the standard library, and it
-is also imported on the host for the frame codec. It is trusted code running next to
-untrusted code: the solution only ever runs in forked children, never in this process.
+The host (box.py, via launch.py) has the sandbox's system Python compile this file's
+source, hands the bytecode to bubblewrap over a pipe and runs it as `/runner.pyc`
+(`python3 -I -S`; the weaker unsandboxed mode passes the source with `-c`). Nothing of
+OmniOPD is mounted in the sandbox, so this file is self-contained and may import nothing
+but the standard library (not even its siblings); it is also imported on the host for
+the frame codec. It is trusted code running next to untrusted code: the solution only
+ever runs in forked children, never in this process.
 
 Protocol (the host drives, one request then one reply, over the runner's stdin/stdout):
 - a frame is a 4-byte big-endian length and a payload;
