@@ -4,7 +4,7 @@ Tests, benchmarks and the demo cannot download anything, so they build their mod
 here. `make_tiny_model` is deterministic for a given (seed, corpus, sizes): the same
 call writes byte-identical weights and tokenizer files. Embeddings are untied
 (`tie_word_embeddings=False`) because vLLM reloads a tied output layer silently wrong
-(DESIGN.md §10). The tokenizer is byte-level BPE, so any teacher text can be encoded,
+(docs/field-notes.md). The tokenizer is byte-level BPE, so any teacher text can be encoded,
 with a ChatML chat template like Qwen's.
 """
 

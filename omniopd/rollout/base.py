@@ -1,4 +1,4 @@
-"""The one interface every student generation backend implements (DESIGN.md §4).
+"""The one interface every student generation backend implements (docs/rollout.md).
 
 A backend samples; it does not score. Per-token log-probabilities and exact entropies
 (Eq. 6) come from one teacher-forced torch forward of the same weights afterwards

@@ -122,7 +122,7 @@ def stop_token_ids(tokenizer: Any, model_dir: str | Path | None = None) -> list[
 
 @dataclass(frozen=True)
 class TeacherContext:
-    """What the teacher sees for one chunk (DESIGN.md §5): the Table 7 prompt (no student chat
+    """What the teacher sees for one chunk (docs/audit.md, "What the teacher sees"): the Table 7 prompt (no student chat
     markup — the teacher adapter applies its own template) and the student's text before the chunk."""
 
     prompt: str

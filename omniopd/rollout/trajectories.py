@@ -1,4 +1,4 @@
-"""From rendered prompts to trajectory records ready for the store (DESIGN.md §3-4).
+"""From rendered prompts to trajectory records ready for the store (docs/store.md, docs/rollout.md).
 
 `rollout_batch` is what a rollout task calls: sample with the engine, score the samples
 (exact source: one teacher-forced pass, Eq. 6; topk source: the engine's own top-k

@@ -1,6 +1,6 @@
 """vLLM backend: the offline `vllm.LLM` engine samples; a torch copy of the weights scores.
 
-vLLM only samples (DESIGN.md §10: its logprobs are partial and slow at full vocabulary).
+vLLM only samples (docs/field-notes.md: its logprobs are partial and slow at full vocabulary).
 The exact per-token logprobs and entropies (Eq. 6) come from `scoring_model`, a
 transformers model loaded from the same checkpoint and reloaded with it. Its cost is a
 second copy of the weights (2 bytes/parameter in bf16: 8 GB for a 4B student) plus one

