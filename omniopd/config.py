@@ -14,10 +14,21 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from omniopd.providers import PROVIDER_SPECS, ContinuationMode, ProviderSpec, unknown_kind_message
 
 
 class Section(BaseModel):
@@ -229,21 +240,22 @@ class PriceConfig(Section):
     """USD per 1M output tokens (reasoning tokens included)."""
 
 
-ProviderKind = Literal["openai_compat", "openai", "anthropic", "gemini"]
-ContinuationMode = Literal["raw", "prefill", "instruction"]
+def _known_kind(kind: str) -> str:
+    if kind not in PROVIDER_SPECS:
+        raise ValueError(unknown_kind_message())
+    return kind
 
-DEFAULT_CONTINUATION: dict[str, ContinuationMode] = {
-    "openai_compat": "raw",
-    "openai": "instruction",
-    "anthropic": "prefill",
-    "gemini": "prefill",
-}
-"""Tested default continuation mode per provider kind (DESIGN.md §6)."""
+
+ProviderKind = Annotated[str, AfterValidator(_known_kind)]
+"""A key of the provider registry, `omniopd.providers.PROVIDER_SPECS`."""
+
+DEFAULT_CONTINUATION: dict[str, ContinuationMode] = {k: p.default_continuation for k, p in PROVIDER_SPECS.items()}
+"""Tested default continuation mode per provider kind (from the provider registry)."""
 
 
 class TeacherConfig(Section):
     kind: ProviderKind
-    """Wire protocol: openai_compat (vLLM etc.), openai, anthropic, gemini."""
+    """Provider: a kind of the registry in omniopd/providers.py (e.g. openai_compat for vLLM, anthropic)."""
     model: str = Field(min_length=1)
     """Model name sent to the provider; also the key into the prices file."""
     base_url: str | None = None
@@ -275,9 +287,24 @@ class TeacherConfig(Section):
     prices: PriceConfig | None = None
     """Prices overriding the prices file for this model."""
 
+    @field_validator("continuation")
+    @classmethod
+    def _mode_of_the_kind(cls, mode: ContinuationMode | None, info: ValidationInfo) -> ContinuationMode | None:
+        kind = info.data.get("kind")  # absent when the kind itself was rejected
+        if mode is not None and kind is not None:
+            problem = PROVIDER_SPECS[kind].mode_error(mode)
+            if problem is not None:
+                raise ValueError(problem)
+        return mode
+
+    @property
+    def spec(self) -> ProviderSpec:
+        """This teacher's provider facts (omniopd/providers.py)."""
+        return PROVIDER_SPECS[self.kind]
+
     @property
     def continuation_mode(self) -> ContinuationMode:
-        return self.continuation or DEFAULT_CONTINUATION[self.kind]
+        return self.continuation or self.spec.default_continuation
 
 
 class AuditConfig(Section):

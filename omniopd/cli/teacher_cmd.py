@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 
 from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, fail, load
+from omniopd.providers import PROVIDER_SPECS
 
 app = typer.Typer(help="Teacher endpoints: probe them before paying, or emulate one locally.", no_args_is_help=True)
 
-PROVIDER_KINDS = ("openai_compat", "openai", "anthropic", "gemini")
+PROVIDER_KINDS = tuple(PROVIDER_SPECS)
 
 
 @app.command("check")
@@ -67,7 +68,7 @@ def check(
 
 @app.command("emulate")
 def emulate(
-    provider: Annotated[str, typer.Option("--provider", "-p", help=f"Wire format: {', '.join(PROVIDER_KINDS)}.")],
+    provider: Annotated[str, typer.Option("--provider", "-p", help=f"Provider kind (its wire format and rules): {', '.join(PROVIDER_KINDS)}.")],
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port, printed).")] = 8765,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config: take the model name and rate limits from its teacher of this provider kind.")] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", help="With --config: which teacher to emulate (default: the audit teacher, else the first of this kind).")] = None,
@@ -90,7 +91,7 @@ def emulate(
     reject_prefill: Annotated[bool, typer.Option("--reject-prefill", help="Answer assistant prefill with a 400 (like Claude 4.6+).")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of fault draws and the lorem generator.")] = None,
 ) -> None:
-    """Serve a local stand-in for a teacher API (OpenAI, vLLM, Anthropic or Gemini wire format) on 127.0.0.1, with rate limits (real 429s and headers), prompt-cache accounting and injected faults. Runs until Ctrl-C.
+    """Serve a local stand-in for a teacher API (the wire format of any provider kind) on 127.0.0.1, with rate limits (real 429s and headers), prompt-cache accounting and injected faults. Runs until Ctrl-C.
 
     Example: omniopd teacher emulate --provider anthropic --port 8765 --rpm 600 --error-rate 0.05
     """

@@ -106,7 +106,7 @@ def _check_teacher(cfg, name: str) -> None:
     teacher = cfg.teachers[name]
     try:
         teacher_price(teacher, cfg.audit.prices_file)
-        ApiKey.from_env(teacher.api_key_env, required=teacher.kind != "openai_compat")
+        ApiKey.from_env(teacher.api_key_env, required=teacher.spec.api_key_required)
     except (PricingError, TeacherError) as exc:
         fail(f"teacher {name}: {exc}")
 

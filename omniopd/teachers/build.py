@@ -10,7 +10,7 @@ from omniopd.teachers.pricing import Price, load_prices, price_for
 from omniopd.teachers.prompting import ChatTemplate
 from omniopd.teachers.providers import PROVIDERS
 from omniopd.teachers.ratelimit import RateLimiter, build_limiter
-from omniopd.teachers.types import ApiKey, FatalProviderError
+from omniopd.teachers.types import ApiKey
 
 
 def teacher_limiter(cfg: TeacherConfig, *, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
@@ -33,15 +33,11 @@ def build_teacher(
     key_prefix: str = "",
 ) -> TeacherClient:
     """A client for one configured teacher. The API key is read from `cfg.api_key_env`
-    now (fails with the variable's name if unset; openai_compat may run without one)."""
+    now (fails with the variable's name if unset, unless the provider needs no key).
+    A continuation mode the provider cannot do was already rejected by config validation."""
     cls = PROVIDERS[cfg.kind]
     mode = cfg.continuation_mode
-    if cfg.kind == "openai" and mode == "prefill":
-        raise FatalProviderError(
-            "OpenAI chat models do not continue a trailing assistant message (DESIGN.md §10): "
-            "use continuation: instruction (or raw for legacy completion models)"
-        )
-    api_key = ApiKey.from_env(cfg.api_key_env, required=cfg.kind != "openai_compat")
+    api_key = ApiKey.from_env(cfg.api_key_env, required=cfg.spec.api_key_required)
     template = None
     if mode == "raw":
         template = ChatTemplate(cfg.chat_template_from or cfg.model)

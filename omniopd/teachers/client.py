@@ -1,7 +1,7 @@
 """The teacher client: continue a prefix N times, one reported HTTP attempt at a time.
 
-`TeacherClient.continue_prefix` splits N into requests (one per continuation on
-Anthropic, at most 8 per request on Gemini, one request elsewhere), and runs each
+`TeacherClient.continue_prefix` splits N into requests of at most the provider's
+`max_candidates` (omniopd/providers.py: 1 on Anthropic, 8 on Gemini), and runs each
 through the same loop: rate limiter -> `hooks.on_attempt_start` (budget reservation) ->
 HTTP -> classify -> `hooks.on_attempt_end` (settle, ledger row) -> retry what is missing.
 
@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from omniopd.config import ContinuationMode
+from omniopd.providers import ProviderSpec
 from omniopd.teachers import httpinfo
 from omniopd.teachers.prompting import (
     INSTRUCTION_TAIL,
@@ -130,10 +131,9 @@ async def _maybe_await(value: Any) -> Any:
 class TeacherClient:
     """One teacher endpoint. Use as `async with client:`; safe for concurrent calls."""
 
-    kind: ClassVar[str]
-    modes: ClassVar[tuple[ContinuationMode, ...]]
-    max_n_per_request: ClassVar[int]
-    default_base_url: ClassVar[str]
+    spec: ClassVar[ProviderSpec]
+    """The adapter's provider facts (omniopd/providers.py): kind, modes, candidates per
+    request, base URL, cache rule, sampling rules."""
 
     def __init__(
         self,
@@ -151,12 +151,11 @@ class TeacherClient:
         temperature: float | None = 1.0,
         chat_template: Any = None,
     ):
-        if mode not in self.modes:
-            raise FatalProviderError(
-                f"{self.kind} does not support continuation mode {mode!r}; use one of {', '.join(self.modes)}"
-            )
+        problem = self.spec.mode_error(mode)
+        if problem is not None:
+            raise FatalProviderError(problem)
         self.model = model
-        self.base_url = self.normalise_base_url(base_url or self.default_base_url)
+        self.base_url = self.normalise_base_url(base_url or self.spec.default_base_url)
         self.api_key = api_key
         self.mode = mode
         self.limiter = limiter or NullRateLimiter()
@@ -173,6 +172,10 @@ class TeacherClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, mode={self.mode!r})"
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
     # ------------------------------------------------------------ provider API
 
@@ -202,13 +205,15 @@ class TeacherClient:
         return headers.get("x-request-id")
 
     def first_request_alone(self, n: int) -> bool:
-        """Send one request and the rest only once it has started (cache written once)."""
-        return False
+        """Send one request and the rest only once it has started (cache written once).
+        Asked only when N takes several requests."""
+        return self.cache and self.spec.first_request_alone
 
     @property
     def cache_write_premium(self) -> bool:
-        """Whether a request may be billed at the cache-write rate."""
-        return False
+        """Whether a request may be billed at the cache-write rate: explicit caching
+        writes only where the client marks breakpoints, i.e. with caching on."""
+        return self.cache and self.spec.cache.style == "explicit"
 
     async def context_window(self) -> int | None:
         """The model's context length if the provider says it; None otherwise."""
@@ -304,7 +309,8 @@ class TeacherClient:
             mode=self.effective_mode,
         )
         call.plans[call.mode] = self.plan(prompt, prefix, call.mode)
-        sizes = [min(self.max_n_per_request, n - i) for i in range(0, n, self.max_n_per_request)]
+        per_request = self.spec.max_candidates
+        sizes = [min(per_request, n - i) for i in range(0, n, per_request)]
         tasks: list[asyncio.Task] = []
         try:
             if len(sizes) > 1 and self.first_request_alone(n):
@@ -525,7 +531,7 @@ class TeacherClient:
         record.update(status="failed", error_class=info.error_class, error=message, retry_after_s=info.retry_after_s)
         outcome.retry_after_s = info.retry_after_s
         # record["mode"] is this attempt's mode: concurrent requests may all be rejected.
-        if info.prefill_rejected and record["mode"] == "prefill" and "instruction" in self.modes:
+        if info.prefill_rejected and record["mode"] == "prefill" and "instruction" in self.spec.modes:
             if call.mode == "prefill":
                 log.warning("%s %s rejects assistant prefill; using the instruction form from now on", self.kind, self.model)
             _MODE_FALLBACK[(self.base_url, self.model)] = "instruction"

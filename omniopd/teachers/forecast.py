@@ -12,7 +12,8 @@ the same decomposition the way a provider actually bills it:
 - requests per chunk: N continuations go out in ceil(N / n_max) requests (Anthropic has
   no `n`: N requests; Gemini at most 8 candidates per request; OpenAI and vLLM one), and
   every request pays for its whole input;
-- prompt caching by the provider's rules (the same rules the emulator enforces):
+- prompt caching by the provider's rules (`CacheRule`, the same rules the emulator
+  enforces; both read them from the provider registry, omniopd/providers.py):
   explicit (Anthropic): the first request of a chunk reads the previous chunk's prefix and
   writes the rest (at the cache-write price), the other requests read the whole prefix;
   a prefix shorter than the model's minimum is never cached. Implicit (OpenAI, Gemini,
@@ -35,11 +36,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
+from omniopd.providers import CacheRule, provider_spec
 from omniopd.teachers.pricing import Price, cost_usd
 from omniopd.teachers.prompting import INSTRUCTION_TAIL, instruction_head
-from omniopd.teachers.providers import PROVIDERS
 from omniopd.teachers.tokens import count_tokens
 from omniopd.teachers.types import Usage
 
@@ -47,54 +47,22 @@ CHAT_OVERHEAD_TOKENS = 8
 """Role markers around a one-turn chat (prefill and raw modes), in teacher tokens."""
 
 
-@dataclass(frozen=True)
-class CacheRule:
-    """How a provider caches prompt prefixes (see the module docstring).
-
-    style none: never; explicit: Anthropic breakpoints; implicit: automatic prefix caching
-    in boundaries min_tokens, min_tokens + granularity, ...
-    """
-
-    style: Literal["none", "explicit", "implicit"]
-    min_tokens: int = 0
-    granularity: int = 1
-
-    def boundary(self, tokens: float) -> float:
-        """The longest cacheable prefix of a `tokens`-long shared prefix (0 if too short)."""
-        if self.style == "none" or tokens < self.min_tokens or tokens <= 0:
-            return 0.0
-        if self.style == "explicit":
-            return tokens
-        steps = math.floor((tokens - self.min_tokens) / self.granularity)
-        return float(self.min_tokens + steps * self.granularity)
-
-
 def cache_rule(kind: str, model: str, enabled: bool = True) -> CacheRule:
-    """The caching rule of a provider kind and model. `enabled` is the teacher's `cache`
-    setting: it switches off Anthropic breakpoints; automatic caching (OpenAI, Gemini,
-    vLLM) happens whatever the client does."""
-    if kind == "anthropic":
-        if not enabled:
-            return CacheRule("none")
-        # Haiku 4.5 caches only prefixes of >= 4,096 tokens, most other Claude models 1,024.
-        return CacheRule("explicit", 4096 if ("haiku-4-5" in model or "haiku-4.5" in model) else 1024)
-    if kind == "gemini":
-        return CacheRule("implicit", 1024, 64)
-    if kind in ("openai", "openai_compat"):
-        return CacheRule("implicit", 1024, 128)
-    raise ValueError(f"unknown provider kind {kind!r}")
+    """The caching rule of a provider kind and model (omniopd/providers.py). `enabled` is
+    the teacher's `cache` setting: it switches off explicit caching (Anthropic breakpoints);
+    implicit caching (OpenAI, Gemini, vLLM) happens whatever the client does."""
+    rule = provider_spec(kind).cache.for_model(model)
+    return CacheRule("none") if rule.style == "explicit" and not enabled else rule
 
 
 def requests_per_chunk(kind: str, n: int) -> int:
     """HTTP requests that return N continuations (no retries)."""
-    if kind not in PROVIDERS:
-        raise ValueError(f"unknown provider kind {kind!r}")
-    return math.ceil(n / PROVIDERS[kind].max_n_per_request)
+    return math.ceil(n / provider_spec(kind).max_candidates)
 
 
 def first_request_alone(kind: str, cache: bool) -> bool:
     """Whether the other requests of a chunk wait for the first to start (and so hit its cache)."""
-    return cache and kind in ("anthropic", "gemini")
+    return cache and provider_spec(kind).first_request_alone
 
 
 def mode_overhead_tokens(mode: str) -> int:

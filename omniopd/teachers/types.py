@@ -68,7 +68,7 @@ class AttemptEstimate:
     key: str
     """Idempotency key of the attempt: unique per attempt, `<call key>/<seq>`."""
     provider: str
-    """Provider kind (openai_compat, openai, anthropic, gemini)."""
+    """Provider kind (a key of omniopd.providers.PROVIDER_SPECS)."""
     model: str
     n: int
     """Continuations requested by this attempt."""

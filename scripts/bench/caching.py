@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from omniopd.providers import PROVIDER_SPECS
 from omniopd.teachers.client import RetryPolicy
 from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread, lorem
 from omniopd.teachers.pricing import cost_usd, load_prices
@@ -54,7 +55,7 @@ def trajectory(rng: random.Random, prompt_tokens: int, length: int, m: int, c: i
 
 async def audit_trajectories(kind: str, url: str, cache: bool, trajectories, n: int, max_new: int) -> Usage:
     client = PROVIDERS[kind](
-        model=MODELS[kind], base_url=url, api_key=ApiKey("bench"), mode={"openai": "instruction"}.get(kind, "prefill"),
+        model=MODELS[kind], base_url=url, api_key=ApiKey("bench"), mode=PROVIDER_SPECS[kind].default_continuation,
         cache=cache, retry=RetryPolicy(max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05),
     )
     total = Usage()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-EmulatedProvider = Literal["openai_compat", "openai", "anthropic", "gemini"]
+from omniopd.config import ProviderKind
 
 FAULTS = (
     "ok", "429", "429_no_retry_after", "500", "529", "timeout", "malformed", "truncated",
@@ -40,9 +38,9 @@ class EmulatorCache(_Section):
     enabled: bool = True
     """Account prompt caching by the provider's rules."""
     min_tokens: int | None = Field(None, ge=0)
-    """Minimum cacheable prefix; default per provider (anthropic: 4096 for haiku-4-5 else 1024; openai 1024; gemini 1024)."""
+    """Minimum cacheable prefix; default: the provider's cache rule in omniopd/providers.py."""
     granularity: int | None = Field(None, ge=1)
-    """Implicit caches hit in steps of this many tokens past the minimum (openai: 128; gemini: 64)."""
+    """Implicit caches hit in steps of this many tokens past the minimum; default: the provider's cache rule."""
     ttl_s: float = Field(300.0, gt=0)
     """Entry lifetime, refreshed on every hit (Anthropic: 5 minutes)."""
 
@@ -80,10 +78,10 @@ class EmulatorFaults(_Section):
 
 
 class EmulatorConfig(_Section):
-    provider: EmulatedProvider = "openai_compat"
-    """Wire format to speak."""
+    provider: ProviderKind = "openai_compat"
+    """Provider to stand in for (a kind of omniopd/providers.py): its wire format and rules."""
     api_key: str | None = None
-    """Accept only this key (None: any non-empty key; openai_compat also accepts none)."""
+    """Accept only this key (None: any non-empty key; none at all where the provider needs no key, e.g. openai_compat)."""
     seed: int = 0
     """Seed of fault draws, latency jitter and the lorem generator."""
     generator: str = "lorem"

@@ -15,24 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from omniopd.providers import PROVIDER_SPECS
 from omniopd.teachers.emulator.cache import CacheUse, PromptCache
 from omniopd.teachers.emulator.config import FAULTS, EmulatorConfig
 from omniopd.teachers.emulator.generators import Generate, from_spec
 from omniopd.teachers.ratelimit import LocalRateLimiter, RateCost, Rates
 from omniopd.teachers.tokens import count_tokens, truncate_tokens
-
-# Minimum cacheable prefix and hit granularity per provider (DESIGN.md §10 and provider docs).
-_CACHE_RULES = {
-    "anthropic": ("explicit", 1024, 1),
-    "openai": ("implicit", 1024, 128),
-    "openai_compat": ("implicit", 1024, 128),
-    "gemini": ("implicit", 1024, 64),
-}
-
-
-def anthropic_min_cache_tokens(model: str) -> int:
-    """Haiku 4.5 caches only prefixes of >= 4,096 tokens; most other Claude models 1,024."""
-    return 4096 if "haiku-4-5" in model or "haiku-4.5" in model else 1024
 
 
 @dataclass
@@ -108,6 +96,7 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig, generator: Generate | None = None):
         self.config = config
+        self.spec = PROVIDER_SPECS[config.provider]  # its rules: cache, candidates per request, key
         self.generator = generator or from_spec(config.generator, config.seed)
         self.rng = random.Random(config.seed)
         self.script = list(config.faults.script)
@@ -137,14 +126,12 @@ class Emulator:
 
     def cache_for(self, model: str) -> PromptCache:
         if model not in self._caches:
-            rule, min_tokens, granularity = _CACHE_RULES[self.config.provider]
-            if self.config.provider == "anthropic":
-                min_tokens = anthropic_min_cache_tokens(model)
+            rule = self.spec.cache.for_model(model)
             cfg = self.config.cache
             self._caches[model] = PromptCache(
-                rule,
-                cfg.min_tokens if cfg.min_tokens is not None else min_tokens,
-                cfg.granularity or granularity,
+                rule.style,
+                cfg.min_tokens if cfg.min_tokens is not None else rule.min_tokens,
+                cfg.granularity or rule.granularity,
                 cfg.ttl_s,
                 cfg.enabled,
             )
@@ -234,7 +221,8 @@ class Emulator:
                 retry = wait if cfg.limits.retry_after else None
                 return EmuResult(429, rid, "rate_limited", "Rate limit reached: requests or tokens per minute.", retry, buckets=limiter.buckets())
         if fault == "5xx":
-            kind = "overloaded" if cfg.provider == "anthropic" and self.rng.random() < 0.5 else "server_error"
+            # Only Anthropic's API answers 529 overloaded_error.
+            kind = "overloaded" if self.spec.wire == "anthropic" and self.rng.random() < 0.5 else "server_error"
             return await self._refund(limiter, debit, EmuResult(529 if kind == "overloaded" else 500, rid, kind, "The server had an error while processing your request."))
         if fault in ("500", "529"):
             return await self._refund(limiter, debit, EmuResult(int(fault), rid, "server_error" if fault == "500" else "overloaded", "Internal server error (injected)."))
@@ -272,7 +260,7 @@ class Emulator:
     def _key_ok(self, key: str | None) -> bool:
         if self.config.api_key is not None:
             return key == self.config.api_key
-        return bool(key) or self.config.provider == "openai_compat"
+        return bool(key) or not self.spec.api_key_required
 
     @staticmethod
     async def _refund(limiter: LocalRateLimiter | None, debit: RateCost, result: EmuResult) -> EmuResult:

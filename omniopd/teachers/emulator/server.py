@@ -16,13 +16,15 @@ from omniopd.teachers.emulator.config import EmulatorConfig
 from omniopd.teachers.emulator.core import Emulator
 from omniopd.teachers.emulator.generators import Generate
 
-_WIRES = {"openai": wire_openai, "openai_compat": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
+_WIRES = {"openai": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
+"""Wire module per wire-format family (`ProviderSpec.wire`): a provider speaking an existing
+format (another OpenAI-compatible server) needs no new entry."""
 HOST = "127.0.0.1"  # the emulator never listens beyond the local machine
 
 
 def make_app(emu: Emulator) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.add_routes(_WIRES[emu.config.provider].routes(emu))
+    app.add_routes(_WIRES[emu.spec.wire].routes(emu))
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(emu.stats(timeline=request.query.get("timeline") == "1"))

@@ -50,8 +50,8 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
             return error_response(400, "Invalid JSON payload received.")
         gen = body.get("generationConfig") or {}
         count = int(gen.get("candidateCount") or 1)
-        if not 1 <= count <= 8:
-            return error_response(400, f"* GenerateContentRequest.generation_config.candidate_count: must be in [1, 8], got {count}")
+        if not 1 <= count <= emu.spec.max_candidates:
+            return error_response(400, f"* GenerateContentRequest.generation_config.candidate_count: must be in [1, {emu.spec.max_candidates}], got {count}")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             return error_response(400, "* GenerateContentRequest.contents: contents is not specified")

@@ -74,7 +74,9 @@ def _stop(body: dict[str, Any]) -> list[str]:
 
 
 def routes(emu: Emulator) -> list[web.RouteDef]:
-    compat = emu.config.provider == "openai_compat"
+    # vLLM continues a trailing assistant turn on request; OpenAI answers in a new turn.
+    prefill_ok = "prefill" in emu.spec.modes
+    max_n = emu.spec.max_candidates
 
     def key_of(request: web.Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -96,8 +98,8 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
 
     def common(body: dict[str, Any], request: web.Request, prompt_text: str, prefill: bool, max_tokens: int) -> EmuRequest:
         n = int(body.get("n") or 1)
-        if not 1 <= n <= 128:
-            raise web.HTTPBadRequest(text=json.dumps({"error": {"message": f"n must be in [1, 128], got {n}", "type": "invalid_request_error"}}), content_type="application/json")
+        if not 1 <= n <= max_n:
+            raise web.HTTPBadRequest(text=json.dumps({"error": {"message": f"n must be in [1, {max_n}], got {n}", "type": "invalid_request_error"}}), content_type="application/json")
         return EmuRequest(
             model=str(body["model"]), n=n, max_tokens=max_tokens, prompt_text=prompt_text,
             temperature=body.get("temperature"), seed=body.get("seed"), stop=_stop(body),
@@ -111,8 +113,7 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
         turns = [(m.get("role", "user"), _content(m)) for m in body.get("messages") or []]
         if not turns:
             return error_response(400, "bad_request", "messages must be a non-empty list", {})
-        # vLLM continues a trailing assistant turn on request; OpenAI answers in a new turn.
-        prefill = compat and bool(body.get("continue_final_message")) and turns[-1][0] == "assistant"
+        prefill = prefill_ok and bool(body.get("continue_final_message")) and turns[-1][0] == "assistant"
         text = chat_text(turns, continue_last=prefill)
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 256)
         emu_req = common(body, request, text, prefill, max_tokens)

@@ -4,7 +4,7 @@ No `n`: N continuations are N requests. Default mode prefill: the student prefix
 trailing assistant turn, which the model continues; it must not end in whitespace, so
 the whitespace is moved out and removed from the continuations' fronts. Models that
 reject prefill (Claude 4.6+) answer 400; the client then switches to the instruction
-form for that model and remembers it (DESIGN.md §10).
+form for that model and remembers it (docs/teachers.md, "Providers").
 
 Caching: `cache_control` breakpoints after the prefix blocks (the previous chunk's
 prefix and the new text, see `PrefixMemory`), so a chunk reads what the previous chunk
@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from omniopd.providers import PROVIDER_SPECS
 from omniopd.teachers.client import TeacherClient, _Call
 from omniopd.teachers.httpinfo import seconds_until
 from omniopd.teachers.prompting import INSTRUCTION_TAIL
@@ -56,10 +57,7 @@ def anthropic_usage(usage: dict[str, Any] | None) -> Usage | None:
 
 
 class AnthropicClient(TeacherClient):
-    kind = "anthropic"
-    modes = ("prefill", "instruction")
-    max_n_per_request = 1
-    default_base_url = "https://api.anthropic.com"
+    spec = PROVIDER_SPECS["anthropic"]
 
     @staticmethod
     def normalise_base_url(url: str) -> str:
@@ -71,13 +69,6 @@ class AnthropicClient(TeacherClient):
         if self.api_key is not None:
             headers["x-api-key"] = self.api_key.reveal()
         return headers
-
-    def first_request_alone(self, n: int) -> bool:
-        return self.cache and n > 1
-
-    @property
-    def cache_write_premium(self) -> bool:
-        return self.cache
 
     def _blocks(self, texts: list[str], cached: int) -> list[dict[str, Any]]:
         """Text blocks; the first `cached` of them end in a cache breakpoint."""
@@ -102,10 +93,11 @@ class AnthropicClient(TeacherClient):
             texts = [*plan.segments, INSTRUCTION_TAIL]
             messages = [{"role": "user", "content": self._blocks(texts, len(plan.segments))}]
         body: dict[str, Any] = {"model": self.model, "max_tokens": call.max_new_tokens + self.reasoning_tokens, "messages": messages}
-        if call.temperature is not None:
-            body["temperature"] = min(call.temperature, 1.0)  # Anthropic accepts [0, 1]
+        temperature = self.spec.sampling.temperature(call.temperature)  # clamped to [0, 1]
+        if temperature is not None:
+            body["temperature"] = temperature
         if call.stop:
-            body["stop_sequences"] = list(call.stop)
+            body["stop_sequences"] = self.spec.sampling.stops(call.stop)
         if stream:
             body["stream"] = True
         return HttpRequest("POST", f"{self.base_url}/v1/messages", body, stream=stream)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from omniopd.providers import PROVIDER_SPECS
 from omniopd.teachers.client import TeacherClient, _Call
 from omniopd.teachers.httpinfo import parse_duration
 from omniopd.teachers.prompting import INSTRUCTION_TAIL
@@ -48,21 +49,13 @@ def gemini_usage(meta: dict[str, Any] | None) -> Usage | None:
 
 
 class GeminiClient(TeacherClient):
-    kind = "gemini"
-    modes = ("prefill", "instruction")
-    max_n_per_request = 8  # candidateCount limit of the 2.5 models
-    default_base_url = "https://generativelanguage.googleapis.com"
+    spec = PROVIDER_SPECS["gemini"]
 
     @staticmethod
     def normalise_base_url(url: str) -> str:
         url = url.rstrip("/")
         path = urlsplit(url).path
         return url if path.endswith(("/v1beta", "/v1")) else url + "/v1beta"
-
-    def first_request_alone(self, n: int) -> bool:
-        # Above 8 candidates the requests share their prompt: let the first one populate
-        # the implicit cache before the rest are sent (concurrent requests all miss it).
-        return self.cache
 
     def auth_headers(self) -> dict[str, str]:
         # The key goes in a header, never in the URL, so URLs in errors and logs are safe.
@@ -80,11 +73,13 @@ class GeminiClient(TeacherClient):
             "maxOutputTokens": call.max_new_tokens + self.reasoning_tokens,
             "thinkingConfig": {"thinkingBudget": self.reasoning_tokens},
         }
-        if call.temperature is not None:
-            generation["temperature"] = call.temperature
+        rules = self.spec.sampling
+        temperature = rules.temperature(call.temperature)
+        if temperature is not None:
+            generation["temperature"] = temperature
         if call.stop:
-            generation["stopSequences"] = list(call.stop)[:5]
-        if call.seed is not None:
+            generation["stopSequences"] = rules.stops(call.stop)
+        if call.seed is not None and rules.seed:
             generation["seed"] = call.seed + seq
         body = {"contents": contents, "generationConfig": generation}
         return HttpRequest("POST", f"{self.base_url}/models/{self.model}:generateContent", body)

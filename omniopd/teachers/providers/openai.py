@@ -6,7 +6,7 @@ continuations in one request. Mode prefill uses vLLM's chat extension
 (`continue_final_message: true, add_generation_prompt: false`).
 
 openai, default mode instruction: `/v1/chat/completions` with `n`; a trailing assistant
-message is not continued by OpenAI models (DESIGN.md §10), so the partial answer goes in
+message is not continued by OpenAI chat models, so the partial answer goes in
 the user message. `max_completion_tokens` = tokens + the reasoning allowance (gpt-5*
 spend it on reasoning first); temperature is omitted when configured None (gpt-5-mini
 rejects it). Mode raw is the legacy `/v1/completions` (old models only).
@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from omniopd.providers import PROVIDER_SPECS
 from omniopd.teachers.client import TeacherClient, _Call
 from omniopd.teachers.httpinfo import parse_duration
 from omniopd.teachers.prompting import INSTRUCTION_TAIL
@@ -53,10 +54,7 @@ def openai_usage(data: dict[str, Any]) -> Usage | None:
 
 
 class OpenAIClient(TeacherClient):
-    kind = "openai"
-    modes = ("instruction", "raw")
-    max_n_per_request = 128  # OpenAI's limit on `n`
-    default_base_url = "https://api.openai.com/v1"
+    spec = PROVIDER_SPECS["openai"]
 
     @staticmethod
     def normalise_base_url(url: str) -> str:
@@ -68,11 +66,13 @@ class OpenAIClient(TeacherClient):
 
     def _sampling(self, n: int, call: _Call, seq: int, length_key: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "n": n, length_key: call.max_new_tokens + self.reasoning_tokens}
-        if call.temperature is not None:
-            body["temperature"] = call.temperature
+        rules = self.spec.sampling
+        temperature = rules.temperature(call.temperature)
+        if temperature is not None:
+            body["temperature"] = temperature
         if call.stop:
-            body["stop"] = list(call.stop)[:4]
-        if call.seed is not None:
+            body["stop"] = rules.stops(call.stop)
+        if call.seed is not None and rules.seed:
             body["seed"] = call.seed + seq
         return body
 
@@ -155,10 +155,7 @@ class OpenAIClient(TeacherClient):
 
 
 class OpenAICompatClient(OpenAIClient):
-    kind = "openai_compat"
-    modes = ("raw", "prefill", "instruction")
-    max_n_per_request = 1024
-    default_base_url = "http://127.0.0.1:8000/v1"
+    spec = PROVIDER_SPECS["openai_compat"]
 
     def _length_key(self) -> str:
         return "max_tokens"  # vLLM and older servers know max_tokens on chat too
