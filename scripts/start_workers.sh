@@ -22,8 +22,9 @@
 # Python: $OMNIOPD_PYTHON, else the repository's .venv/bin/python, else python3.
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [ $# -ge 1 ] || usage
+case $1 in -h|--help) usage 0 ;; esac
 CONFIG=$1; shift
 MODE=start
 TIMEOUT=120
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --stop) MODE=stop ;;
         --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift ;;
-        -h|--help) usage ;;
+        -h|--help) usage 0 ;;
         *) echo "start_workers: unknown argument $1" >&2; usage ;;
     esac
     shift
