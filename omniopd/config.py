@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from omniopd.objectives import OBJECTIVES, Needs, SftSource, objective_class
 from omniopd.providers import PROVIDER_SPECS, ContinuationMode, ProviderSpec, unknown_kind_message
 
 
@@ -189,8 +190,8 @@ class EstimatorConfig(Section):
 
 
 class LossConfig(Section):
-    method: Literal["omniopd", "sft", "opd_whitebox"] = "omniopd"
-    """omniopd (Eq. 8), sft (Eq. 1/19 on teacher text), opd_whitebox (Eq. 2: 0.5 fwd + 0.5 rev KL, shared tokenizer)."""
+    method: str = "omniopd"
+    """The training objective: a key of omniopd.objectives.OBJECTIVES (omniopd = Eq. 8; the baselines in docs/learner.md)."""
     beta: float = Field(0.1, ge=0)
     """Weight of the KL(pi_ref || pi_theta) anchor on un-audited tokens; 0 = ablation 'w/o KL anchoring'."""
     normalisation: Literal["sum", "sequence", "token"] = "sum"
@@ -199,10 +200,25 @@ class LossConfig(Section):
     """Vocabulary slice width of the KL anchor (bounds [T, V] float32 memory)."""
     kl_token_slice: int = Field(512, ge=1)
     """Tokens per slice of the KL anchor."""
-    sft_source: Literal["continuations", "trajectories"] = "continuations"
+    sft_source: SftSource = "continuations"
     """method=sft: train on teacher chunk continuations or on given full teacher trajectories."""
     whitebox_teacher: str | None = None
-    """method=opd_whitebox: path of the open-weight teacher (must share the student's tokenizer)."""
+    """Objectives that need teacher logits (opd_whitebox): path of the open-weight teacher (must share the student's tokenizer)."""
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, method: str) -> str:
+        if method not in OBJECTIVES:
+            *rest, last = (repr(name) for name in OBJECTIVES)
+            choices = f"{', '.join(rest)} or {last}" if rest else last
+            raise ValueError(f"Input should be {choices}, a key of omniopd.objectives.OBJECTIVES")
+        return method
+
+    @property
+    def needs(self) -> Needs:
+        """What the configured objective needs from the pipeline: the class attribute `needs`
+        of `objective_class(method, sft_source)` (omniopd/objectives/__init__.py)."""
+        return objective_class(self.method, self.sft_source).needs
 
 
 # ---------------------------------------------------------------------- teachers
@@ -483,8 +499,14 @@ class OmniConfig(Section):
                 f"learner.batch_size ({self.learner.batch_size}) must be a multiple of "
                 f"learner.grad_accum ({self.learner.grad_accum})"
             )
-        if self.loss.method == "opd_whitebox" and not self.loss.whitebox_teacher:
-            raise ValueError("loss.method = opd_whitebox needs loss.whitebox_teacher (a model path)")
+        needs = self.loss.needs
+        if needs.teacher_logits and not self.loss.whitebox_teacher:
+            raise ValueError(f"loss.method = {self.loss.method} needs loss.whitebox_teacher (a model path)")
+        if needs.rewards:
+            raise ValueError(
+                f"loss.method = {self.loss.method} needs rewards of the trajectories, which no part of "
+                "this version computes (omniopd/objectives/base.py: Needs.rewards)"
+            )
         return self
 
     # Derived settings live here so every process computes them the same way.

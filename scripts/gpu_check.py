@@ -1,7 +1,10 @@
 """Run a short real learner step on a GPU and report tokens/s and memory.
 
     .venv/bin/python scripts/gpu_check.py [--model DIR] [--tokens 4096] [--batch 2] [--steps 3]
-        [--method omniopd|sft|opd_whitebox] [--lora] [--cpu] [--gpus N]
+        [--method NAME] [--lora] [--cpu] [--gpus N]
+
+`--method` is a key of omniopd.objectives.OBJECTIVES (default omniopd); an objective that
+needs teacher logits gets the student itself as its white-box teacher.
 
 What it does: builds the configured learner (fp32 master weights, bf16 autocast, frozen bf16
 reference; LoRA with --lora), makes `--batch` random trajectories of `--tokens` completion
@@ -32,12 +35,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
+    from omniopd.objectives import OBJECTIVES, objective_class  # torch-free
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="student model directory (default: build a ~13M model offline)")
     parser.add_argument("--tokens", type=int, default=4096, help="completion tokens per trajectory")
     parser.add_argument("--batch", type=int, default=2, help="trajectories per step (paper: 2 per device)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up")
-    parser.add_argument("--method", default="omniopd", choices=["omniopd", "sft", "opd_whitebox"])
+    parser.add_argument("--method", default="omniopd", choices=list(OBJECTIVES))
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (reference = adapters disabled)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU instead (checks the script, not a GPU)")
     parser.add_argument("--gpus", type=int, default=1, help="processes under torchrun (FSDP across them)")
@@ -62,7 +67,7 @@ def main() -> int:
     device = "cpu" if args.cpu else "cuda"
     model = args.model or str(build_model("13m", Path(tempfile.mkdtemp(prefix="omniopd-gpu-check-"))))
     loss = {"method": args.method, "normalisation": "token"}
-    if args.method == "opd_whitebox":
+    if objective_class(args.method).needs.teacher_logits:
         loss["whitebox_teacher"] = model  # itself: checks the path, the KL is 0
     config = parse_config({
         "student": {"path": model, "device": device},

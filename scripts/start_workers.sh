@@ -12,7 +12,7 @@
 #     machine without GPUs the workers run on the CPU.
 #   - workers.audit audit workers for the auditing teacher (audit.teacher), each with
 #     workers.audit_threads concurrent audits (`omniopd worker audit`); none when the
-#     method needs no audits (loss.method opd_whitebox, or sft on given trajectories).
+#     configured objective declares no audits (its `needs.audits`, omniopd/objectives).
 #   - one maintenance worker (`omniopd worker maintenance`): re-sends lost audits, expires
 #     stale budget reservations and leases (several at once are harmless).
 # Logs and pid files: <run.output_dir>/logs/<role>-<i>.log / .pid. A worker whose pid file
@@ -22,8 +22,9 @@
 # Python: $OMNIOPD_PYTHON, else the repository's .venv/bin/python, else python3.
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [ $# -ge 1 ] || usage
+case $1 in -h|--help) usage 0 ;; esac
 CONFIG=$1; shift
 MODE=start
 TIMEOUT=120
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --stop) MODE=stop ;;
         --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift ;;
-        -h|--help) usage ;;
+        -h|--help) usage 0 ;;
         *) echo "start_workers: unknown argument $1" >&2; usage ;;
     esac
     shift
@@ -48,14 +49,13 @@ import shlex
 import sys
 
 from omniopd.config import ConfigError, load_config
-from workers.rollout.task import needs_audit
 
 try:
     c = load_config(sys.argv[1])
 except ConfigError as exc:
     print(f"echo {shlex.quote(str(exc))} >&2; exit 2")
     raise SystemExit(0)
-teacher = c.audit.teacher if needs_audit(c) else ""
+teacher = c.audit.teacher if c.loss.needs.audits else ""
 tp = c.rollout.vllm.tensor_parallel_size if c.rollout.backend == "vllm" else 1
 for key, value in {
     "OUT": c.run.output_dir, "N_ROLLOUT": c.workers.rollout, "N_AUDIT": c.workers.audit if teacher else 0,

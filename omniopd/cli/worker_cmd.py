@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from omniopd.cli.common import ConfigOpt, SetOpt, console, fail, load
+from omniopd.cli.common import ConfigOpt, SetOpt, console, err_console, fail, load
 
 app = typer.Typer(help="Start worker processes of a run (Celery workers reading one config).", no_args_is_help=True)
 
@@ -76,8 +76,16 @@ def audit(
     remaining chunks are skipped (skipped_budget) and the run winds down. Start as many
     processes as the provider's rate limits allow; they share the limits through Redis.
     Runs until SIGTERM / Ctrl-C (running audits finish, or are redelivered if killed).
+    An objective that declares no audits (loss.method's `needs.audits`) queues none: the
+    worker then says so and idles.
     """
     cfg = load(config, set_)
+    if not cfg.loss.needs.audits:
+        err_console.print(
+            f"[yellow]warning:[/] the objective of loss.method = {cfg.loss.method} declares no audits "
+            "(omniopd/objectives): no trajectory of this run is queued for this worker, which will idle",
+            highlight=False, soft_wrap=True,
+        )
     name = teacher or cfg.audit.teacher
     if not name:
         fail("no teacher to audit with: set audit.teacher in the config or pass --teacher NAME")

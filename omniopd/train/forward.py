@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from omniopd.algo.sliced import HiddenStates
-from omniopd.train.collate import Batch
+from omniopd.objectives.collate import Batch
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:

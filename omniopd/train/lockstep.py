@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from omniopd.train.distributed import broadcast_object
 
 if TYPE_CHECKING:
+    from omniopd.objectives.examples import TrainExample
     from omniopd.train.checkpoint import CheckpointInfo
-    from omniopd.train.examples import TrainExample
     from omniopd.train.step import StepMetrics
     from omniopd.train.trainer import Trainer
 

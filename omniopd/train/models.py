@@ -27,7 +27,7 @@ import torch
 
 from omniopd.algo.sliced import HiddenStates
 from omniopd.models.loading import load_causal_lm, load_tokenizer, resolve_device
-from omniopd.train.collate import Batch
+from omniopd.objectives.collate import Batch
 from omniopd.train.distributed import (
     HiddenStatesRoot,
     current,

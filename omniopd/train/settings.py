@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from omniopd.algo.losses import Normalisation
-from omniopd.train.collate import Padding
+from omniopd.objectives import LossSettings
+from omniopd.objectives.collate import Padding
 from omniopd.train.models import LoraSpec, ModelSpec
-from omniopd.train.objectives import OBJECTIVES, LossSettings, make_objective
 from omniopd.train.optim import Schedule
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ def _autocast(config: OmniConfig, device: str) -> torch.dtype | None:
 
 def train_settings(config: OmniConfig, *, device: str, padding: Padding = "right") -> TrainSettings:
     lr, loss = config.learner, config.loss
-    if loss.method not in OBJECTIVES:
-        raise ValueError(f"loss.method {loss.method!r}: expected one of {', '.join(OBJECTIVES)}")
     return TrainSettings(
         method=loss.method,
         loss=LossSettings(
@@ -71,8 +69,8 @@ def train_settings(config: OmniConfig, *, device: str, padding: Padding = "right
 
 
 def model_spec(config: OmniConfig) -> ModelSpec:
-    """Which networks the configured method needs, and from where."""
-    objective = make_objective(config.loss.method, config.loss.sft_source)
+    """Which networks the configured method needs (its objective's `needs`), and from where."""
+    needs = config.loss.needs
     lora_cfg = config.learner.lora
     lora = None
     if lora_cfg.enabled:
@@ -82,14 +80,13 @@ def model_spec(config: OmniConfig) -> ModelSpec:
                 "learner.lora.enabled: the reference is the student with its adapters disabled; "
                 f"remove `reference` (got reference.path = {config.reference.path!r})"
             )
-    needs_reference = objective.needs_reference(config.loss.beta)
     return ModelSpec(
         student_path=config.student.path,
         tokenizer_path=config.student.tokenizer,
         device=config.student.device,
         student_dtype=config.student.dtype,
         frozen_dtype=config.reference_model.dtype,
-        reference_path=config.reference_model.path if needs_reference else None,
-        teacher_path=config.loss.whitebox_teacher if objective.needs_teacher_model else None,
+        reference_path=config.reference_model.path if needs.reference(config.loss.beta) else None,
+        teacher_path=config.loss.whitebox_teacher if needs.teacher_logits else None,
         lora=lora,
     )

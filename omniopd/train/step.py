@@ -6,8 +6,9 @@
     metrics      = StepMetrics(...)                                      # typed record
 
 Gradient accumulation: the examples are split into `grad_accum` micro-batches; every
-micro-batch loss is a sum divided by one normaliser over the whole step (objectives.py),
-so the accumulated gradient equals the full batch's (to float rounding).
+micro-batch loss is a sum divided by one normaliser over the whole step
+(omniopd/objectives/base.py), so the accumulated gradient equals the full batch's (to float
+rounding).
 
 Several processes (distributed.py): every rank gets the whole batch, computes the one
 normaliser over all of its rows, and trains on its contiguous share of the examples
@@ -25,10 +26,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from omniopd.algo.losses import Normalisation
+from omniopd.objectives import LossSettings, Objective, Stats, normaliser
+from omniopd.objectives.examples import Row, TrainExample
 from omniopd.train.distributed import full_tensor, gather_objects, share
-from omniopd.train.examples import Row, TrainExample
 from omniopd.train.models import PolicyModels
-from omniopd.train.objectives import LossSettings, Objective, Stats, normaliser
 
 
 @dataclass(frozen=True)

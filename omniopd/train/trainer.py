@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from omniopd.objectives import Objective, make_objective
+from omniopd.objectives.examples import TrainExample
 from omniopd.train.checkpoint import (
     CheckpointInfo,
     load_trainer_state,
@@ -24,9 +26,7 @@ from omniopd.train.checkpoint import (
     untied_state,
 )
 from omniopd.train.distributed import current, full_state
-from omniopd.train.examples import TrainExample
 from omniopd.train.models import PolicyModels, load_policy_models, pad_token_id
-from omniopd.train.objectives import Objective, make_objective
 from omniopd.train.optim import build_optimizer, build_scheduler
 from omniopd.train.settings import TrainSettings, model_spec, train_settings
 from omniopd.train.step import (
@@ -53,7 +53,7 @@ class Trainer:
         self.models = models
         self.settings = settings.with_pad_id(pad_token_id(models.tokenizer))
         self.objective = objective or make_objective(settings.method, settings.loss.sft_source)
-        if self.objective.needs_reference(settings.loss.beta) and not models.reference_needed:
+        if self.objective.needs.reference(settings.loss.beta) and not models.reference_needed:
             raise ValueError("this objective needs a reference model (beta > 0) but none was loaded")
         self.params = models.trainable_parameters()
         self.optimizer = build_optimizer(
@@ -68,7 +68,8 @@ class Trainer:
 
     @property
     def needs_teacher_text(self) -> bool:
-        return self.objective.needs_teacher_text
+        """Claim bundles with their continuations' texts (the objective's `needs.teacher_texts`)."""
+        return self.objective.needs.teacher_texts
 
     def step(self, examples: Sequence[TrainExample]) -> StepMetrics:
         """One optimizer update on `examples` (split into grad_accum micro-batches)."""

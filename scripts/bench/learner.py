@@ -107,8 +107,8 @@ def hf_ce_step(model, optimizer, batch) -> None:
     """The baseline: transformers' own loss on the response tokens from full logits."""
     import torch
 
-    from omniopd.train.collate import collate
-    from omniopd.train.examples import Row
+    from omniopd.objectives.collate import collate
+    from omniopd.objectives.examples import Row
 
     rows = [Row(e.key, e.prompt_ids, e.completion_ids) for e in batch]
     b = collate(rows, pad_id=0)

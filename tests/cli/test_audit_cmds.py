@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from omniopd.cli import app
@@ -31,3 +33,16 @@ def test_audit_worker_refuses_to_start_without_the_api_key_or_a_price(tmp_path, 
 def test_audit_worker_names_the_configured_teachers_for_an_unknown_one(tmp_path):
     result = CliRunner().invoke(app, ["worker", "audit", "--config", _config(tmp_path), "--teacher", "gpt"])
     assert result.exit_code == 2 and "--teacher 'gpt' is not a key of `teachers` (claude)" in result.output
+
+
+def test_audit_worker_warns_that_it_will_idle_when_the_objective_declares_no_audits(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("OMNIOPD_TEST_UNSET_KEY", raising=False)
+    path = Path(_config(tmp_path))
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "loss": {"method": "opd_whitebox", "whitebox_teacher": "/m"}}))
+    result = CliRunner().invoke(app, ["worker", "audit", "--config", str(path)])
+    assert result.exit_code == 2 and "declares no audits" in result.output  # then stops: no API key
+    result = CliRunner().invoke(app, ["worker", "audit", "--config", _config(tmp_path)])
+    assert "declares no audits" not in result.output

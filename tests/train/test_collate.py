@@ -8,8 +8,8 @@ import torch
 
 from omniopd.algo.sliced import token_stats
 from omniopd.models.loading import load_causal_lm
-from omniopd.train.collate import collate
-from omniopd.train.examples import AuditedChunk, Row
+from omniopd.objectives.collate import collate
+from omniopd.objectives.examples import AuditedChunk, Row
 from omniopd.train.forward import final_hidden, logit_source
 
 

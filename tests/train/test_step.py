@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from omniopd.objectives import LossSettings, OmniOPD, make_objective
 from omniopd.train import AuditedChunk, Trainer, TrainExample, build_trainer
 from omniopd.train.models import load_policy_models
-from omniopd.train.objectives import LossSettings, OmniOPD, make_objective
 from omniopd.train.optim import lr_multiplier
 from omniopd.train.settings import model_spec, train_settings
 from omniopd.train.step import accumulate_gradients, build_rows

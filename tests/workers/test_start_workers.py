@@ -60,6 +60,29 @@ def test_start_workers_starts_one_rollout_worker_per_gpu_and_stops_them(tmp_path
                         os.kill(pid, 9)
 
 
+@pytest.mark.services
+@pytest.mark.slow
+def test_start_workers_starts_no_audit_worker_for_an_objective_that_declares_no_audits(
+    tmp_path, redis_url, redis_prefix
+):
+    config = write_config(
+        tmp_path / "run.yaml", broker={"mode": "redis", "url": redis_url, "key_prefix": redis_prefix},
+        loss={"method": "opd_whitebox", "whitebox_teacher": "/m"}, workers={"rollout": 0, "audit": 2},
+    )
+    assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    logs = tmp_path / "out" / "logs"
+    started = run_script(str(config))
+    pids = {}
+    try:
+        assert started.returncode == 0, started.stderr
+        pids = {p.stem: int(p.read_text()) for p in logs.glob("*.pid")}
+        assert set(pids) == {"maintenance"}  # workers.audit = 2, but nothing will be audited
+    finally:
+        stopped = run_script(str(config), "--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not any(pid_alive(pid) for pid in pids.values())
+
+
 def test_start_workers_refuses_more_rollout_workers_than_gpus(tmp_path):
     config = write_config(tmp_path / "run.yaml", workers={"rollout": 3})
     result = run_script(str(config), env={"CUDA_VISIBLE_DEVICES": "0,1"})

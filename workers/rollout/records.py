@@ -3,8 +3,8 @@
 `generate_records` is the service the rollout task calls between reading its work and
 recording it: it renders one prompt per (problem, epoch, attempt) group of slots, samples
 with the engine (`rollout_batch`: generation + exact entropies, Eq. 6), selects each
-trajectory's audit chunks with `select_chunks` (Eq. 7) and builds `TrajectoryIn` records.
-Nothing here touches the store or the broker.
+trajectory's audit chunks with `select_chunks` (Eq. 7; none when the objective declares no
+audits) and builds `TrajectoryIn` records. Nothing here touches the store or the broker.
 
 Decisions:
 - Seeds: one per group, derive_seed(run seed, problem, epoch, attempt, policy version);
@@ -44,7 +44,6 @@ from omniopd.rollout import (
     rollout_batch,
     teacher_context,
 )
-from workers.rollout.task import needs_audit
 
 REFUSED_REASON = "prompt_too_long"
 
@@ -162,6 +161,7 @@ def generate_records(
     n = max(config.rollout.samples_per_prompt, *(max(groups[key]) + 1 for key, _ in rendered))
     settings = dataclasses.replace(RolloutSettings.from_config(config), samples_per_prompt=n)
     batch = rollout_batch(engine, [p for _, p in rendered], settings, seeds=seeds)
+    audited = config.loss.needs.audits  # no audits (omniopd/objectives): no chunks to select
     out = []
     for i, ((problem_id, epoch, attempt), prompt) in enumerate(rendered):
         question = questions[problem_id]
@@ -171,7 +171,7 @@ def generate_records(
             slot = SlotKey(problem_id, epoch, j, attempt)
             chunks = (
                 chunk_records(engine.tokenizer, record, question, config, rng_seed=derive_seed(config.run.seed, "chunks", *slot))
-                if needs_audit(config)
+                if audited
                 else []
             )
             out.append(

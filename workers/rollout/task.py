@@ -17,8 +17,9 @@ What one task does (each step safe to repeat):
 4. one transaction: record the trajectories (a filled slot is left alone, so a racing
    copy cannot store one twice), drop refused prompts with reason `prompt_too_long`,
    mark the batch recorded (with the worker, timings and any weight reload), and, after
-   the commit, enqueue one audit per new trajectory on `audits.<teacher>` — or, for a
-   method without audits (white-box OPD), promote the trajectories straight to `ready`.
+   the commit, enqueue one audit per new trajectory on `audits.<teacher>` — or, when the
+   objective declares no audits (`needs.audits`, omniopd/objectives), promote the
+   trajectories straight to `ready` (`hand_on`).
 
 The engine is built once per worker process (first task) on the newest published
 checkpoint and kept; a solo worker holds one model, so run one worker per GPU
@@ -45,6 +46,7 @@ from db.repo_rollouts import record_batch, rollout_work
 from db.repo_runs import PolicyVersionRecord, latest_policy_version
 from db.repo_trajectories import drop_trajectories, record_trajectories
 from omniopd.config import OmniConfig
+from omniopd.objectives import OBJECTIVES
 from workers.app import AUDIT_TASK, ROLLOUT_TASK, audit_queue, enqueue_after_commit, runtime
 
 if TYPE_CHECKING:
@@ -87,12 +89,7 @@ def register(app: Celery) -> None:
         with rt.sessions.begin() as session:
             new = store_records(session, made=made)
             record_batch(session, batch_id=batch_id, meta=batch_meta(made, reload, worker))
-            for trajectory_id in new:
-                if teacher:
-                    audit = self.app.signature(AUDIT_TASK, args=(trajectory_id,))
-                    enqueue_after_commit(session, audit, queue=audit_queue(teacher))
-                else:  # nothing to audit: a bundle at once
-                    promote_if_complete(session, trajectory_id=trajectory_id)
+            hand_on(session, self.app, trajectory_ids=new, teacher=teacher)
         log.info("rollout batch %d: %d trajectories (%d new), %d refused, policy v%d, %.2fs generate + %.2fs score",
                  batch_id, len(made.trajectories), len(new), len(made.refused), made.policy_version,
                  made.generate_seconds, made.score_seconds)
@@ -128,28 +125,32 @@ def batch_meta(made: GeneratedRecords, reload: ReloadReport | None, worker: str)
     return meta
 
 
-def needs_audit(config: OmniConfig) -> bool:
-    """Does the configured method train on teacher audits of chunks?
-
-    omniopd (Eq. 8) and sft on teacher continuations do; white-box OPD (Eq. 2) takes the
-    teacher's logits in the learner, and sft on given teacher trajectories uses no student
-    chunks, so their trajectories need no chunks and go straight to `ready`.
-    """
-    method = config.loss.method
-    return method == "omniopd" or (method == "sft" and config.loss.sft_source == "continuations")
+def hand_on(session: Session, app: Celery, *, trajectory_ids: list[int], teacher: str | None) -> None:
+    """Send each new trajectory on: one audit on `audits.<teacher>` after the commit, or,
+    with no auditing teacher (`audit_teacher` is None: nothing to audit), promote it
+    straight to `ready` — a bundle at once."""
+    for trajectory_id in trajectory_ids:
+        if teacher:
+            audit = app.signature(AUDIT_TASK, args=(trajectory_id,))
+            enqueue_after_commit(session, audit, queue=audit_queue(teacher))
+        else:
+            promote_if_complete(session, trajectory_id=trajectory_id)
 
 
 def audit_teacher(config: OmniConfig) -> str | None:
-    """The teacher whose queue gets this run's audits; None when the method needs none.
+    """The teacher whose queue gets this run's audits; None when the configured objective
+    declares no audits (`config.loss.needs.audits`, omniopd/objectives).
 
     Raises ValueError (saying what to set) when audits are needed and no teacher is named.
     """
-    if not needs_audit(config):
+    if not config.loss.needs.audits:
         return None
     if not config.audit.teacher:
+        without = [f"loss.method = {m}" for m, cls in OBJECTIVES.items() if not cls.needs.audits]
+        hint = f" (or use {' or '.join(without)})" if without else ""
         raise ValueError(
             f"loss.method = {config.loss.method} trains on teacher audits of chunks, but audit.teacher "
-            "is empty: name one of `teachers` in audit.teacher (or use loss.method = opd_whitebox)"
+            f"is empty: name one of `teachers` in audit.teacher{hint}"
         )
     return config.audit.teacher
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from celery import Celery
 
 from omniopd.config import parse_config
+from omniopd.objectives import OBJECTIVES, Needs
+from tests.objectives.fakes import declaring
+from tests.workers.conftest import Store, write_config
+from workers.app import PENDING_KEY, audit_queue
 from workers.rollout import task as rollout
 
 
@@ -25,6 +30,25 @@ def config(**loss):
 )
 def test_audits_go_to_the_auditing_teacher_only_for_methods_that_use_them(loss, teacher):
     assert rollout.audit_teacher(config(**loss)) == teacher
+
+
+@pytest.mark.parametrize("audits", [False, True])
+def test_a_new_objective_is_audited_or_promoted_straight_to_ready_as_it_declares(tmp_path, monkeypatch, audits):
+    # Registered under a name no code knows: the rollout path reads only its declaration.
+    monkeypatch.setitem(OBJECTIVES, "fresh", declaring(audits=audits))
+    store = Store(write_config(tmp_path / "run.yaml", loss={"method": "fresh"}))  # audit.teacher: emu
+    assert store.config.loss.needs == Needs(audits=audits)
+    teacher = rollout.audit_teacher(store.config)
+    assert teacher == ("emu" if audits else None)
+    ids = store.trajectories(2, chunks=1 if audits else 0)  # records.py selects chunks only for audits
+    with store.sessions.begin() as s:
+        rollout.hand_on(s, Celery(set_as_current=False), trajectory_ids=ids, teacher=teacher)
+        queued = s.info.pop(PENDING_KEY, [])  # inspected here, never sent (no broker in this test)
+    sent = [(sig.args, sig.options["queue"]) for sig in queued]
+    if audits:
+        assert sent == [((i,), audit_queue("emu")) for i in ids] and "ready" not in store.states(ids)
+    else:
+        assert sent == [] and store.states(ids) == ["ready", "ready"]
 
 
 def test_prefork_pool_process_i_sees_only_the_ith_gpu(monkeypatch):

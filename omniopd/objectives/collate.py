@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from omniopd.algo.chunks import ChunkLayout, layout_from_spans
-from omniopd.train.examples import Row
+from omniopd.objectives.examples import Row
 
 Padding = Literal["right", "left"]
 
