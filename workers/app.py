@@ -44,6 +44,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from omniopd.config import OmniConfig
+from omniopd.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,24 @@ TASK_MODULES: tuple[str, ...] = ("workers.maintenance.sweep", "workers.rollout.t
 def audit_queue(teacher: str) -> str:
     """Queue of the audits for one teacher (the key of `teachers` in the config)."""
     return f"audits.{teacher}"
+
+
+def audit_teacher(config: OmniConfig) -> str | None:
+    """The teacher whose queue gets this run's audits; None when the configured objective
+    declares no audits (`config.loss.needs.audits`, omniopd/objectives).
+
+    Raises ValueError (saying what to set) when audits are needed and no teacher is named.
+    """
+    if not config.loss.needs.audits:
+        return None
+    if not config.audit.teacher:
+        without = [f"loss.method = {m}" for m, cls in OBJECTIVES.items() if not cls.needs.audits]
+        hint = f" (or use {' or '.join(without)})" if without else ""
+        raise ValueError(
+            f"loss.method = {config.loss.method} trains on teacher audits of chunks, but audit.teacher "
+            f"is empty: name one of `teachers` in audit.teacher{hint}"
+        )
+    return config.audit.teacher
 
 
 def queue_names(config: OmniConfig) -> list[str]:

@@ -47,7 +47,8 @@ def learner(
 
     from db.migrate import SchemaNotCurrent
     from omniopd.models.loading import ModelLoadError
-    from workers.learner.loop import LearnerError, load_driver_factory, run_learner
+    from workers.learner.loop import LearnerError
+    from workers.learner.run import load_driver_factory, run_learner
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)

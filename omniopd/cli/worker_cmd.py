@@ -143,9 +143,9 @@ def rollout(
     import os
 
     from db.migrate import SchemaNotCurrent
-    from workers.app import ROLLOUT_QUEUE
+    from workers.app import ROLLOUT_QUEUE, audit_teacher
     from workers.launch import run_worker
-    from workers.rollout.task import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, audit_teacher
+    from workers.rollout.engine import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV
 
     try:
         audit_teacher(cfg)

@@ -66,8 +66,7 @@ from db.repo_rollouts import (
 from db.repo_runs import PolicyVersionRecord, latest_policy_version
 from db.repo_trajectories import SlotKey, drop_stale
 from omniopd.config import OmniConfig
-from workers.app import ROLLOUT_TASK, enqueue_after_commit
-from workers.rollout.task import audit_teacher
+from workers.app import ROLLOUT_TASK, audit_teacher, enqueue_after_commit
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""The learner process: claim audit bundles, train on them, record, checkpoint, publish.
+"""The learner loop: claim audit bundles, train on them, record, checkpoint, publish.
 
-    run_learner(config)  ->  store + run + checkpoint resume + Trainer + broker + driver
-                             -> Learner(...).run() -> LearnerSummary
+`run_learner` (workers/learner/run.py) sets up the store, the run, the trainer, the broker
+and the driver, then runs `Learner(...).run() -> LearnerSummary`.
 
 One loop iteration (Learner.run):
 
@@ -38,12 +38,10 @@ the other ranks; they only `follow` (omniopd/train/lockstep.py) and never open t
 
 from __future__ import annotations
 
-import importlib
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +66,7 @@ from db.repo_runs import latest_policy_version, publish_policy_version
 from omniopd.config import OmniConfig
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
-from omniopd.train.lockstep import Leader, Start
+from omniopd.train.lockstep import Leader
 from workers.learner.output import MetricsSink, ProgressView
 
 log = logging.getLogger("omniopd.learner")
@@ -407,180 +405,3 @@ class Learner:
             cap_usd=None if budget.cap is None else budget.cap / 1e6, policy_version=self.version,
             checkpoint=str(ckpt.path) if ckpt else None, wall_s=wall_s, wait_s=self.wait_s,
         )
-
-
-# -------------------------------------------------------------------- the process
-
-
-def load_driver_factory(spec: str) -> Callable[..., Driver]:
-    """`module:attribute` -> the driver class or factory, called as
-    factory(app=, sessions=, config=, run_id=)."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"--driver {spec!r}: expected MODULE:CALLABLE, e.g. {DEFAULT_DRIVER}")
-    return getattr(importlib.import_module(module), attr)
-
-
-def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM / SIGINT set `stop` (finish the step, checkpoint, exit); a second one aborts.
-    Returns a function that restores the previous handlers."""
-    return _two_stage_signals(stop, "finishing the current step, then checkpointing (send it again to abort)",
-                              "aborting without a checkpoint")
-
-
-def install_follower_signals() -> Callable[[], None]:
-    """A non-zero rank ignores the first SIGTERM / SIGINT (torchrun and Ctrl-C signal every
-    rank; rank 0 decides when to stop, and the final checkpoint needs every rank); a
-    second one aborts."""
-    return _two_stage_signals(threading.Event(), "this rank waits for rank 0 to finish the step and checkpoint",
-                              "aborting")
-
-
-def _two_stage_signals(first: threading.Event, first_message: str, abort_message: str) -> Callable[[], None]:
-    """SIGTERM / SIGINT: the first sets `first` and logs `first_message`; the next raises
-    KeyboardInterrupt. Returns a function that restores the previous handlers."""
-
-    def handler(signum, _frame) -> None:
-        if first.is_set():
-            raise KeyboardInterrupt(f"signal {signum} again: {abort_message}")
-        first.set()
-        log.warning("signal %d: %s", signum, first_message)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
-def _follow_rank_zero(config: OmniConfig) -> None:
-    """A non-zero rank of a multi-process learner: build the same Trainer from the checkpoint
-    rank 0 chose, then run rank 0's steps and saves until it stops. No store, no broker."""
-    from omniopd.train import build_trainer
-    from omniopd.train.lockstep import follow, wait_for_start
-
-    restore = install_follower_signals() if threading.current_thread() is threading.main_thread() else (lambda: None)
-    try:
-        started, resumed = wait_for_start()
-        if not started:  # rank 0 failed before training began; its own error says why
-            return
-        steps = follow(build_trainer(config, resume=resumed))
-        log.info("rank 0 stopped the learner after %d steps", steps)
-    finally:
-        restore()
-
-
-def _sinks(config: OmniConfig, *, progress: bool, start_step: int) -> list[MetricsSink]:
-    from workers.learner.output import LogSink, RichProgress, TensorBoardSink
-
-    sinks: list[MetricsSink] = []
-    if config.learner.tensorboard:
-        sinks.append(TensorBoardSink(Path(config.run.output_dir) / "tb"))
-    # A live bar and log lines on the same terminal garble each other: one or the other.
-    sinks.append(RichProgress(config.learner.max_steps, start_step) if progress else LogSink())
-    return sinks
-
-
-def run_learner(
-    config: OmniConfig,
-    *,
-    config_path: str | Path | None = None,
-    driver_factory: Callable[..., Driver] | None = None,
-    progress: bool = False,
-    stop: threading.Event | None = None,
-) -> LearnerSummary | None:
-    """Run the learner of `config` until it stops (module docstring); owns the embedded broker.
-
-    `driver_factory` defaults to workers.learner.driver.Driver (imported here, lazily). Launched by
-    torchrun as N processes: rank 0 does all of this and returns the summary; the other
-    ranks follow it (`_follow_rank_zero`) and return None."""
-    from omniopd.models.loading import resolve_device
-    from omniopd.train.distributed import close_process_group, init_process_group
-
-    world = init_process_group(resolve_device(config.student.device))
-    if not world.is_main:
-        try:
-            _follow_rank_zero(config)
-            return None
-        finally:
-            close_process_group()
-    start = Start(world.distributed)
-    try:
-        return _lead(config, config_path=config_path, driver_factory=driver_factory, progress=progress,
-                     stop=stop, start=start)
-    finally:
-        start.cancel()  # rank 0 failed before a Leader took the followers over: release them
-        close_process_group()
-
-
-def _lead(
-    config: OmniConfig,
-    *,
-    config_path: str | Path | None,
-    driver_factory: Callable[..., Driver] | None,
-    progress: bool,
-    stop: threading.Event | None,
-    start: Start,
-) -> LearnerSummary:
-    """The learner proper: one process, or rank 0 of several (its followers are told to
-    start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
-    from db.repo_runs import set_run_status
-    from db.store import open_store
-    from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
-    from workers.app import make_celery
-    from workers.broker import broker_for
-    from workers.store import ensure_run
-
-    stop = stop or threading.Event()
-    leader: Leader | None = None
-    restore = install_stop_signals(stop) if threading.current_thread() is threading.main_thread() else (lambda: None)
-    store = open_store(config, config_path)
-    sessions = store.sessions
-    sinks: list[MetricsSink] = []
-    try:
-        with sessions.begin() as s:
-            run_id = ensure_run(s, config).id
-            set_run_status(s, run_id=run_id, status="running")
-        root = checkpoint_root(config.run.output_dir)
-        for path in clean_partial(root):
-            log.warning("removed an incomplete checkpoint %s (a save was interrupted)", path)
-        resumed = latest_checkpoint(root)
-        start.send(resumed)  # several processes: every rank now builds the same trainer
-        trainer = start.lead(build_trainer(config, resume=resumed))
-        leader = trainer if isinstance(trainer, Leader) else None
-        if driver_factory is None:
-            driver_factory = load_driver_factory(DEFAULT_DRIVER)
-        with broker_for(config) as endpoint:
-            app = make_celery(config, broker_url=endpoint.url, config_path=config_path)
-            driver = driver_factory(app=app, sessions=sessions, config=config, run_id=run_id)
-            sinks = _sinks(config, progress=progress, start_step=trainer.steps_done)
-            summary = Learner(
-                config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
-                checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
-            ).run()
-        with sessions.begin() as s:
-            set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
-        return summary
-    except BaseException:
-        _mark_failed(sessions, config)
-        raise
-    finally:
-        if leader is not None:
-            leader.close()
-        for sink in sinks:
-            sink.close()
-        store.dispose()
-        restore()
-
-
-def _mark_failed(sessions: sessionmaker[Session], config: OmniConfig) -> None:
-    """Best effort: the run's status says the learner died (the real error is re-raised)."""
-    from db.repo_runs import get_run, set_run_status
-
-    try:
-        with sessions.begin() as s:
-            set_run_status(s, run_id=get_run(s, name=config.run.name).id, status="failed")
-    except Exception:
-        log.debug("could not mark the run failed", exc_info=True)

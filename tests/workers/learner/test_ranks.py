@@ -49,7 +49,7 @@ def _tripwires(out: Path, rank: int) -> None:
 def _rank(rank: int, port: int, config_path: str, out: str) -> None:
     from omniopd.config import load_config
     from tests.workers.learner_fakes import StoreDriver
-    from workers.learner.loop import run_learner
+    from workers.learner.run import run_learner
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

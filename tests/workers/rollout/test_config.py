@@ -11,8 +11,8 @@ from omniopd.config import parse_config
 from omniopd.objectives import OBJECTIVES, Needs
 from tests.objectives.fakes import declaring
 from tests.workers.conftest import Store, write_config
-from workers.app import PENDING_KEY, audit_queue
-from workers.rollout import task as rollout
+from workers.app import PENDING_KEY, audit_queue, audit_teacher
+from workers.rollout import engine, task
 
 
 def config(**loss):
@@ -29,7 +29,7 @@ def config(**loss):
     ],
 )
 def test_audits_go_to_the_auditing_teacher_only_for_methods_that_use_them(loss, teacher):
-    assert rollout.audit_teacher(config(**loss)) == teacher
+    assert audit_teacher(config(**loss)) == teacher
 
 
 @pytest.mark.parametrize("audits", [False, True])
@@ -38,11 +38,11 @@ def test_a_new_objective_is_audited_or_promoted_straight_to_ready_as_it_declares
     monkeypatch.setitem(OBJECTIVES, "fresh", declaring(audits=audits))
     store = Store(write_config(tmp_path / "run.yaml", loss={"method": "fresh"}))  # audit.teacher: emu
     assert store.config.loss.needs == Needs(audits=audits)
-    teacher = rollout.audit_teacher(store.config)
+    teacher = audit_teacher(store.config)
     assert teacher == ("emu" if audits else None)
     ids = store.trajectories(2, chunks=1 if audits else 0)  # records.py selects chunks only for audits
     with store.sessions.begin() as s:
-        rollout.hand_on(s, Celery(set_as_current=False), trajectory_ids=ids, teacher=teacher)
+        task.hand_on(s, Celery(set_as_current=False), trajectory_ids=ids, teacher=teacher)
         queued = s.info.pop(PENDING_KEY, [])  # inspected here, never sent (no broker in this test)
     sent = [(sig.args, sig.options["queue"]) for sig in queued]
     if audits:
@@ -52,12 +52,12 @@ def test_a_new_objective_is_audited_or_promoted_straight_to_ready_as_it_declares
 
 
 def test_prefork_pool_process_i_sees_only_the_ith_gpu(monkeypatch):
-    monkeypatch.setenv(rollout.GPUS_ENV, "3,5")
+    monkeypatch.setenv(engine.GPUS_ENV, "3,5")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     for index, gpu in [(0, "3"), (1, "5")]:
-        monkeypatch.setattr(rollout, "current_process", lambda index=index: SimpleNamespace(index=index))
-        rollout._pin_gpu()
-        assert rollout.os.environ["CUDA_VISIBLE_DEVICES"] == gpu
-    monkeypatch.delenv(rollout.GPUS_ENV)
-    rollout._pin_gpu()  # solo worker or CPU: left alone
-    assert rollout.os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+        monkeypatch.setattr(engine, "current_process", lambda index=index: SimpleNamespace(index=index))
+        engine.pin_gpu()
+        assert engine.os.environ["CUDA_VISIBLE_DEVICES"] == gpu
+    monkeypatch.delenv(engine.GPUS_ENV)
+    engine.pin_gpu()  # solo worker or CPU: left alone
+    assert engine.os.environ["CUDA_VISIBLE_DEVICES"] == "5"
