@@ -40,7 +40,8 @@ def budget_state(session: Session, *, run_id: int, providers: Sequence[str], sin
     for b in views:
         if (b.provider == RUN_SCOPE or b.provider in providers) and b.cap is not None and b.spent + b.reserved >= b.cap:
             label = "run" if b.provider == RUN_SCOPE else f"teacher {b.provider!r}"
-            reason = f"the {label} budget cap (${b.cap / 1e6:,.2f}) is reached"
+            # amounts in the store's unit: this package never converts money (omniopd/money.py does)
+            reason = f"the {label} budget cap is reached ({b.spent + b.reserved:,} of {b.cap:,} micro-USD spent or reserved)"
             break
     if not reason:
         refused = session.scalar(select(exists().where(

@@ -1,6 +1,6 @@
 """Teachers: continue a student's partial answer N times through any provider, reporting
 every HTTP attempt with normalised usage so that budgets, ledgers and rate limits stay
-exact (DESIGN.md §6).
+exact (docs/teachers.md; budget semantics in docs/store.md).
 
     client = build_teacher(cfg.teachers["claude"], redis_url=..., key_prefix=...)
     async with client:
@@ -13,16 +13,18 @@ Modules: `client` (the retry/billing loop), `providers/` (wire formats), `rateli
 `check` (the `omniopd teacher check` probe).
 """
 
-from omniopd.teachers.budget import BudgetGuard, BudgetHooks, InMemoryBudgetGuard, attempt_cost
+from omniopd.teachers.budget import BudgetGuard, BudgetHooks, InMemoryBudgetGuard
 from omniopd.teachers.build import build_teacher, teacher_limiter, teacher_price
 from omniopd.teachers.client import RetryPolicy, TeacherClient
 from omniopd.teachers.pricing import (
     Price,
     PricingError,
+    attempt_cost_micros,
+    cost_micros,
     cost_usd,
     load_prices,
     price_for,
-    reservation_usd,
+    reservation_micros,
 )
 from omniopd.teachers.ratelimit import (
     LocalRateLimiter,
@@ -74,13 +76,14 @@ __all__ = [
     "TeacherClient",
     "TeacherError",
     "Usage",
-    "attempt_cost",
+    "attempt_cost_micros",
     "build_limiter",
     "build_teacher",
+    "cost_micros",
     "cost_usd",
     "load_prices",
     "price_for",
-    "reservation_usd",
+    "reservation_micros",
     "teacher_limiter",
     "teacher_price",
 ]

@@ -9,7 +9,7 @@ import pytest
 
 from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
 from omniopd.teachers.emulator import scripted
-from omniopd.teachers.pricing import Price, cost_usd, reservation_usd
+from omniopd.teachers.pricing import Price, cost_micros, reservation_micros
 from omniopd.teachers.tokens import upper_bound_tokens
 from omniopd.teachers.types import (
     AttemptEstimate,
@@ -202,29 +202,29 @@ def test_budget_refusal_stops_further_attempts_and_keeps_what_was_paid(emulator)
     client = make_client("anthropic", emu.url, cache=False)  # 5 reservations at once
     # R of one attempt: prefill form carries "P" and "x"; one continuation of <= 8 tokens
     estimate = AttemptEstimate("k", "anthropic", "m", 1, upper_bound_tokens("P", "x"), 0, 8, cache_write_possible=False)
-    r = reservation_usd(estimate, PRICE)
-    guard = InMemoryBudgetGuard(cap_usd=2.5 * r)
+    r = reservation_micros(estimate, PRICE)
+    guard = InMemoryBudgetGuard(cap_micros=r * 5 // 2)
     with pytest.raises(BudgetExhausted) as err:
         run(call(client, prompt="P", prefix="x", n=5, hooks=BudgetHooks(guard, PRICE)))
     partial = err.value.partial
     ok = [a for a in partial.attempts if a.status == "ok"]
     assert len(partial.texts) == len(ok) == len(emu.emulator.log) >= 1
     assert len(emu.emulator.log) <= 2  # the third reservation never fits
-    assert guard.reserved == pytest.approx(0.0)
-    assert guard.spent == pytest.approx(sum(cost_usd(a.usage, PRICE) for a in ok))
-    assert guard.spent <= guard.cap_usd
+    assert guard.reserved == 0
+    assert guard.spent == sum(cost_micros(a.usage, PRICE) for a in ok)  # exactly
+    assert guard.spent <= guard.cap_micros
 
 
 def test_unknown_outcome_stays_charged_at_its_reservation(emulator):
     emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
-    guard = InMemoryBudgetGuard(cap_usd=10.0)
+    guard = InMemoryBudgetGuard(cap_micros=10_000_000)
     settled = []
     hooks = BudgetHooks(guard, PRICE, on_settled=lambda a, reserved, cost: settled.append((a.status, reserved, cost)))
     result = run(call(make_client("openai", emu.url, timeout_s=0.5), n=1, hooks=hooks))
     (s1, r1, c1), (s2, r2, c2) = settled
     assert (s1, c1) == ("unknown", None) and s2 == "ok"
-    assert c2 == pytest.approx(cost_usd(result.attempts[1].usage, PRICE)) and c2 < r2
-    assert guard.spent == pytest.approx(r1 + c2)
+    assert c2 == cost_micros(result.attempts[1].usage, PRICE) and c2 < r2
+    assert guard.spent == r1 + c2
 
 
 def test_hook_returning_false_refuses_like_budget_exhausted(emulator):

@@ -1,4 +1,4 @@
-"""The audit of one trajectory (DESIGN.md §4; docs/audit.md): its chunks, in ascending
+"""The audit of one trajectory (docs/audit.md): its chunks, in ascending
 position, each continued N times by the teacher and scored against the student.
 
 Per chunk:
@@ -60,10 +60,11 @@ from db.repo_audit import (
     finish_audit,
     record_chunk_telemetry,
 )
-from db.repo_budget import budgets, micros_to_usd
+from db.repo_budget import budgets
 from omniopd.algo import estimator
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.config import OmniConfig, TeacherConfig
+from omniopd.money import micros_to_usd
 from omniopd.teachers import BudgetHooks, Price, build_teacher, teacher_price
 from omniopd.teachers.types import BudgetExhausted, FatalProviderError, TeacherError
 from workers.audit.budget_guard import StoreBudgetGuard

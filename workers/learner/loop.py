@@ -66,6 +66,7 @@ from db.repo_bundles import (
 from db.repo_learner import BudgetState, budget_state, consumed_bundles, unfinished_trajectories
 from db.repo_runs import latest_policy_version, publish_policy_version
 from omniopd.config import OmniConfig
+from omniopd.money import micros_to_usd
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
 from omniopd.train.lockstep import Leader, Start
@@ -336,7 +337,7 @@ class Learner:
             "wait_s": wait_s,
             "resumed_from_step": self.resumed.step if self.resumed else 0,
             "sampled_versions": sorted({b.policy_version for b in bundles}),
-            "spend_usd": self.budget.spent / 1e6 if self.budget else 0.0,
+            "spend_usd": micros_to_usd(self.budget.spent) if self.budget else 0.0,
             "driver_enqueued_batches": getattr(report, "enqueued_batches", None),
             "driver_in_flight_batches": getattr(report, "in_flight_batches", None),
             "driver_dropped_stale": getattr(report, "dropped_stale", None),
@@ -387,8 +388,8 @@ class Learner:
         view = ProgressView(
             step=self.trainer.steps_done, max_steps=self.cfg.max_steps,
             loss=metrics.loss if metrics else None, kl=metrics.kl if metrics else None,
-            bundles_waiting=waiting, spend_usd=budget.spent / 1e6 if budget else 0.0,
-            cap_usd=budget.cap / 1e6 if budget and budget.cap is not None else None, state=state,
+            bundles_waiting=waiting, spend_usd=micros_to_usd(budget.spent) if budget else 0.0,
+            cap_usd=micros_to_usd(budget.cap) if budget and budget.cap is not None else None, state=state,
         )
         for sink in self.sinks:
             sink.progress(view)
@@ -403,8 +404,8 @@ class Learner:
         return LearnerSummary(
             reason=reason, detail=detail, steps=self.steps, last_step=last, max_steps=self.cfg.max_steps,
             resumed_from_step=self.resumed.step if self.resumed else 0, bundles=self.bundles,
-            bundles_consumed_total=consumed, bundles_ready_left=ready, spend_usd=budget.spent / 1e6,
-            cap_usd=None if budget.cap is None else budget.cap / 1e6, policy_version=self.version,
+            bundles_consumed_total=consumed, bundles_ready_left=ready, spend_usd=micros_to_usd(budget.spent),
+            cap_usd=None if budget.cap is None else micros_to_usd(budget.cap), policy_version=self.version,
             checkpoint=str(ckpt.path) if ckpt else None, wall_s=wall_s, wait_s=self.wait_s,
         )
 
