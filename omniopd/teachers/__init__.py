@@ -5,15 +5,15 @@ exact (docs/teachers.md; budget semantics in docs/store.md).
     client = build_teacher(cfg.teachers["claude"], redis_url=..., key_prefix=...)
     async with client:
         result = await client.continue_prefix(prompt, prefix, n=10, max_new_tokens=75,
-                                              hooks=BudgetHooks(guard, price), call_key=...)
+                                              guard=guard, price=price, call_key=...)
 
 Modules: `client` (the retry/billing loop), `providers/` (wire formats), `ratelimit`
-(shared buckets), `pricing` and `budget` (cost, reservation R, the BudgetGuard protocol),
+(shared buckets), `pricing` and `budget` (cost and reservation R in micro-USD, the BudgetGuard protocol),
 `prompting` (continuation modes), `emulator/` (a local provider for tests and demos),
 `check` (the `omniopd teacher check` probe).
 """
 
-from omniopd.teachers.budget import BudgetGuard, BudgetHooks, InMemoryBudgetGuard
+from omniopd.teachers.budget import BudgetGuard, InMemoryBudgetGuard, Settlement
 from omniopd.teachers.build import build_teacher, teacher_limiter, teacher_price
 from omniopd.teachers.client import RetryPolicy, TeacherClient
 from omniopd.teachers.pricing import (
@@ -40,7 +40,6 @@ from omniopd.teachers.types import (
     ApiKey,
     Attempt,
     AttemptEstimate,
-    AttemptHooks,
     BudgetExhausted,
     Continuations,
     FatalProviderError,
@@ -54,10 +53,8 @@ __all__ = [
     "ApiKey",
     "Attempt",
     "AttemptEstimate",
-    "AttemptHooks",
     "BudgetExhausted",
     "BudgetGuard",
-    "BudgetHooks",
     "Continuations",
     "FatalProviderError",
     "InMemoryBudgetGuard",
@@ -73,6 +70,7 @@ __all__ = [
     "RedisRateLimiter",
     "RetriesExhausted",
     "RetryPolicy",
+    "Settlement",
     "TeacherClient",
     "TeacherError",
     "Usage",

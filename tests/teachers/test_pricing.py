@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from fractions import Fraction
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omniopd.config import PriceConfig, TeacherConfig
-from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
+from omniopd.teachers.budget import InMemoryBudgetGuard, Settlement
 from omniopd.teachers.build import teacher_price
 from omniopd.teachers.pricing import (
     Price,
@@ -141,11 +142,11 @@ def test_guard_never_exceeds_its_cap_under_concurrent_reservations():
         for i in range(200):
             key = f"{w}-{i}"
             try:
-                guard.reserve(estimate(key), 13_000)
+                asyncio.run(guard.reserve(estimate(key), 13_000))  # each thread its own event loop
             except BudgetExhausted:
                 continue
             admitted.append(key)
-            guard.settle(attempt(key, status="unknown"), None)  # stays charged at R
+            asyncio.run(guard.settle(attempt(key, status="unknown"), None))  # stays charged at R
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
     for t in threads:
@@ -156,23 +157,24 @@ def test_guard_never_exceeds_its_cap_under_concurrent_reservations():
     assert len(admitted) == 1_000_000 // 13_000
 
 
-def test_budget_hooks_reserve_then_settle_and_report_to_the_ledger():
+def test_guard_reserves_then_settles_and_lists_what_it_charged():
     guard = InMemoryBudgetGuard(cap_micros=1_000_000)
-    rows = []
-    hooks = BudgetHooks(guard, HAIKU, on_settled=lambda a, r, c: rows.append((a.key, r, c)))
-    import asyncio
-
-    asyncio.run(hooks.on_attempt_start(estimate("a")))
-    assert guard.reserved == reservation_micros(estimate("a"), HAIKU)
-    asyncio.run(hooks.on_attempt_end(attempt("a", usage=Usage(input=10, output=2))))
-    assert rows == [("a", reservation_micros(estimate("a"), HAIKU), 20)]
-    assert guard.spent == 20 and guard.reserved == 0
+    r = reservation_micros(estimate("a"), HAIKU)
+    asyncio.run(guard.reserve(estimate("a"), r))
+    asyncio.run(guard.reserve(estimate("b"), r))
+    assert guard.reserved == 2 * r
+    ok = attempt("a", usage=Usage(input=10, output=2))
+    asyncio.run(guard.settle(ok, attempt_cost_micros(ok, HAIKU)))
+    lost = attempt("b", status="unknown")
+    asyncio.run(guard.settle(lost, attempt_cost_micros(lost, HAIKU)))
+    assert guard.settled == [Settlement(ok, r, 20), Settlement(lost, r, r)]
+    assert guard.spent == 20 + r and guard.reserved == 0
 
 
 def test_refusal_message_names_the_cap_and_amounts():
     guard = InMemoryBudgetGuard(cap_micros=1000, name="run cap")
     with pytest.raises(BudgetExhausted, match=r"run cap of \$0.0010 reached.*needs up to \$0.0100"):
-        guard.reserve(estimate(), 10_000)
+        asyncio.run(guard.reserve(estimate(), 10_000))
 
 
 # ------------------------------------------------------------------ tokens

@@ -65,7 +65,7 @@ from omniopd.algo import estimator
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.config import OmniConfig, TeacherConfig
 from omniopd.money import micros_to_usd
-from omniopd.teachers import BudgetHooks, Price, build_teacher, teacher_price
+from omniopd.teachers import Price, build_teacher, teacher_price
 from omniopd.teachers.types import BudgetExhausted, FatalProviderError, TeacherError
 from workers.audit.budget_guard import StoreBudgetGuard
 from workers.audit.teacher_loop import TeacherLoop
@@ -262,7 +262,7 @@ def audit_chunk(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, prompt: st
     if missing:
         max_new = math.ceil((chunk.end - chunk.start) * ctx.teacher.max_new_tokens_factor)
         call = ctx.loop.client.continue_prefix(
-            prompt, chunk.prefix, len(missing), max_new, hooks=BudgetHooks(guard, ctx.price),
+            prompt, chunk.prefix, len(missing), max_new, guard=guard, price=ctx.price,
             call_key=f"t{work.trajectory_id}-c{chunk.id}-{uuid.uuid4().hex[:10]}",
         )
         with ctx.slots:
