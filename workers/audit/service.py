@@ -305,13 +305,13 @@ def _score(ctx: AuditContext, chunk: ChunkWork, missing: list[int], texts: list[
     if not texts:
         return []
     cut = [cut_continuation(t, chunk.student_text, ctx.config.estimator.cut) for t in texts]
-    phis = phi_batch(ctx.config.estimator.phi, chunk.student_text, cut)
+    phis = phi_batch(ctx.config.estimator.phi, chunk.student_text, cut)  # in [0, 1], or PhiRangeError
     # A text is attributed to its ledger row only when one attempt produced them all (the
     # client does not say which concurrent request returned which text).
     producers = [a for a in guard.settled if a.attempt.n_texts > 0]
     call_id = producers[0].call_id if len(producers) == 1 else None
     return [
-        TeacherSampleIn(i, text, c, min(1.0, max(0.0, float(phi))), call_id)
+        TeacherSampleIn(i, text, c, phi, call_id)
         for i, text, c, phi in zip(missing[: len(texts)], texts, cut, phis, strict=True)  # a partial fills the first
     ]
 
@@ -327,8 +327,8 @@ def _complete(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, samples: lis
     with ctx.sessions.begin() as session:
         add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
         stored = chunk_samples(session, chunk_id=chunk.id)
-        phi = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
-        k = float(estimator.k_sem(phi))
+        scores = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
+        k = float(estimator.k_sem(scores, phi=ctx.config.estimator.phi))
         if complete_chunk(session, chunk_id=chunk.id, k_sem=k):
             n = len(stored)
             telemetry.update(

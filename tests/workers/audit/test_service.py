@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from db.repo_audit import TeacherSampleIn, add_teacher_samples
 from db.repo_budget import BudgetView, settle
 from db.repo_ledger import ledger_totals, open_call
-from omniopd.algo.similarity import cut_continuation, phi_batch
+from omniopd.algo import similarity
+from omniopd.algo.similarity import PhiRangeError, cut_continuation, phi_batch
 from omniopd.money import usd_to_micros
 from omniopd.teachers import client as client_module
 from omniopd.teachers import prompting
@@ -123,6 +124,17 @@ def test_a_retry_fetches_only_the_missing_samples(audit_env):
     samples = samples_of(store, chunk.id)
     assert [s.i for s in samples] == [0, 1, 2, 3] and samples[1].text == samples[3].text == " kept"
     assert chunk_rows(store, [tid])[0].k_sem == pytest.approx(sum(s.phi for s in samples))
+
+
+def test_a_phi_out_of_range_stops_the_audit_with_an_error_instead_of_being_clamped(audit_env, monkeypatch):
+    store, ctx, emu = audit_env("openai")
+    (tid,) = add_trajectories(store, 1)
+    monkeypatch.setitem(similarity._BATCHED, "edit", lambda student, continuations: [1.25] * len(continuations))
+    with pytest.raises(PhiRangeError, match=r"phi 'edit' gave 1\.25, outside \[0, 1\]"):
+        audit_trajectory(ctx, tid)
+    assert [c.state for c in chunk_rows(store, [tid])] == ["pending", "pending"]  # nothing stored as 1.0
+    assert all(not samples_of(store, c.id) for c in chunk_rows(store, [tid]))
+    assert_books_balance(store, emu)  # the continuations paid for are in the ledger all the same
 
 
 def test_budget_cap_skips_the_rest_of_the_trajectory_without_overspending(audit_env):
