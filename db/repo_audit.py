@@ -20,12 +20,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import CHUNK_TERMINAL, Chunk, TeacherSample, Trajectory, utcnow
 from db.repo_trajectories import drop_trajectories
-from db.session import backend
+from db.session import insert_ignoring_conflicts
 
 
 @dataclass(frozen=True)
@@ -141,11 +140,13 @@ def add_teacher_samples(
     for s in samples:
         if not 0 <= s.i < n_target:
             raise ValueError(f"sample index {s.i} outside [0, {n_target}) for chunk {chunk_id}")
-        if not 0.0 <= s.phi <= 1.0:
-            raise ValueError(f"phi {s.phi} outside [0, 1] (sample {s.i} of chunk {chunk_id})")
-    dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
+        if not 0.0 <= s.phi <= 1.0:  # a store invariant (and a CHECK): phi_batch already checked and clipped
+            raise ValueError(
+                f"phi {s.phi!r} outside [0, 1] (sample {s.i} of chunk {chunk_id}): score samples with "
+                "omniopd.algo.similarity.phi_batch, which checks the range (check_phi)"
+            )
     table = TeacherSample.__table__
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["chunk_id", "i"]).returning(table.c.id)
+    stmt = insert_ignoring_conflicts(session, table, unique=["chunk_id", "i"]).returning(table.c.id)
     rows = [{"chunk_id": chunk_id, "i": s.i, "text": s.text, "cut_text": s.cut_text, "phi": float(s.phi),
              "call_id": s.call_id, "created_at": now} for s in samples]
     inserted = len(session.execute(stmt, rows).all())

@@ -1,4 +1,5 @@
-"""Budgets: reserve the worst case before a teacher call, settle after (DESIGN.md §6).
+"""Budgets: reserve the worst case before a teacher call, settle after (docs/store.md,
+"Budget semantics").
 
 Invariant: for every budget with a cap, spent + reserved <= cap after every `reserve`
 (it refuses otherwise), and `settle`/`expire_stale` only move an amount from reserved to
@@ -10,35 +11,23 @@ Atomicity: PostgreSQL locks the budget rows (`SELECT ... FOR UPDATE`, always in 
 so two transactions cannot deadlock); SQLite transactions hold the database write lock
 from BEGIN IMMEDIATE (db/session.py). Reservations are locked before budgets everywhere.
 
-Money is integer micro-dollars (`usd_to_micros` rounds up: a cost is never understated).
+Money is an integer number of micro-dollars in every argument, row and result here; this
+package never converts to or from USD (omniopd/money.py does, at the edges: config caps in,
+printed amounts out), so sums and cap comparisons are exact on both backends.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from db.models import MICROS_PER_USD, RUN_SCOPE, Budget, Reservation, TeacherCall, utcnow
+from db.models import RUN_SCOPE, Budget, Reservation, TeacherCall, utcnow
 from db.session import require_writable
-
-
-def usd_to_micros(usd: float | Decimal | str) -> int:
-    """USD -> micro-dollars, rounded up (a reservation or a cost is never understated)."""
-    value = Decimal(str(usd)) * MICROS_PER_USD
-    if value < 0:
-        raise ValueError(f"negative amount of money: {usd}")
-    return math.ceil(value)
-
-
-def micros_to_usd(micros: int) -> float:
-    return micros / MICROS_PER_USD
 
 
 class BudgetNotConfigured(LookupError):

@@ -13,12 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import EvalResult, EvalRun, PolicyVersion, utcnow
 from db.repo_runs import PolicyVersionRecord, get_policy_version
-from db.session import backend
+from db.session import insert_ignoring_conflicts
 
 
 @dataclass(frozen=True)
@@ -104,13 +103,8 @@ def record_eval_results(
     if not results:
         return 0
     now = now or utcnow()
-    dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
     table = EvalResult.__table__
-    stmt = (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=["eval_run_id", "item_id", "sample_index"])
-        .returning(table.c.id)
-    )
+    stmt = insert_ignoring_conflicts(session, table, unique=["eval_run_id", "item_id", "sample_index"]).returning(table.c.id)
     inserted = 0
     for start in range(0, len(results), 500):
         part = results[start : start + 500]

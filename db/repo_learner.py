@@ -21,40 +21,53 @@ from db.repo_budget import budgets
 
 
 @dataclass(frozen=True)
+class CapReached:
+    """A cap that applies to the run's audits and is reached: `label` says whose ("run",
+    "teacher 'x'"), `used` = spent + reserved and `cap` in micro-USD."""
+
+    label: str
+    used: int
+    cap: int
+
+
+@dataclass(frozen=True)
 class BudgetState:
-    """Run-wide spend and cap (micro-USD; cap None = none) and whether audits must stop.
-    `reason` names the cap reached or the refused audit ('' when not exhausted)."""
+    """Run-wide spend and cap (micro-USD; cap None = none) and why audits must stop, if they
+    must: a cap reached, or an audit refused for budget since the learner started."""
 
     spent: int
     reserved: int
     cap: int | None
-    exhausted: bool
-    reason: str
+    cap_reached: CapReached | None
+    refused: bool
+
+    @property
+    def exhausted(self) -> bool:
+        return self.cap_reached is not None or self.refused
 
 
 def budget_state(session: Session, *, run_id: int, providers: Sequence[str], since: datetime) -> BudgetState:
     """Spend of the run and whether its teacher budget is spent (module docstring)."""
     views = budgets(session, run_id=run_id)
     run_view = next((b for b in views if b.provider == RUN_SCOPE), None)
-    reason = ""
-    for b in views:
-        if (b.provider == RUN_SCOPE or b.provider in providers) and b.cap is not None and b.spent + b.reserved >= b.cap:
-            label = "run" if b.provider == RUN_SCOPE else f"teacher {b.provider!r}"
-            reason = f"the {label} budget cap (${b.cap / 1e6:,.2f}) is reached"
-            break
-    if not reason:
-        refused = session.scalar(select(exists().where(
-            Chunk.trajectory_id == Trajectory.id, Trajectory.run_id == run_id,
-            Chunk.state == "skipped_budget", Chunk.updated_at >= since,
-        )))
-        if refused:
-            reason = "an audit was refused for budget (a chunk ended skipped_budget)"
+    reached = next(
+        (
+            CapReached("run" if b.provider == RUN_SCOPE else f"teacher {b.provider!r}", b.spent + b.reserved, b.cap)
+            for b in views
+            if (b.provider == RUN_SCOPE or b.provider in providers) and b.cap is not None and b.spent + b.reserved >= b.cap
+        ),
+        None,
+    )
+    refused = reached is None and bool(session.scalar(select(exists().where(
+        Chunk.trajectory_id == Trajectory.id, Trajectory.run_id == run_id,
+        Chunk.state == "skipped_budget", Chunk.updated_at >= since,
+    ))))
     return BudgetState(
         spent=run_view.spent if run_view else 0,
         reserved=run_view.reserved if run_view else 0,
         cap=run_view.cap if run_view else None,
-        exhausted=bool(reason),
-        reason=reason,
+        cap_reached=reached,
+        refused=refused,
     )
 
 

@@ -57,7 +57,7 @@ def scrub(text: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Usage as the provider reported it, normalised (DESIGN.md §6)."""
+    """Usage as the provider reported it, normalised (docs/teachers.md)."""
 
     input: int = 0  # uncached input tokens
     cached_input: int = 0  # input tokens read from the provider's cache

@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, insert, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.arrays import pack_f32, pack_i32
 from db.models import ENTROPY_SOURCES, Chunk, Trajectory, utcnow
-from db.session import backend
+from db.session import insert_ignoring_conflicts
 
 BATCH = 500
 
@@ -123,13 +122,11 @@ def record_trajectories(
 ) -> list[RecordedTrajectory]:
     """Insert trajectories (state `generated`) with their chunks; a filled slot is left alone."""
     now = now or utcnow()
-    dialect_insert = postgresql.insert if backend(session) == "postgresql" else sqlite.insert
     # One compiled statement, executed with plain parameters (no per-value coercion).
-    insert_trajectory = (
-        dialect_insert(Trajectory.__table__)
-        .on_conflict_do_nothing(index_elements=["run_id", "problem_id", "epoch", "sample_index", "attempt"])
-        .returning(Trajectory.__table__.c.id)
-    )
+    table = Trajectory.__table__
+    insert_trajectory = insert_ignoring_conflicts(
+        session, table, unique=["run_id", "problem_id", "epoch", "sample_index", "attempt"]
+    ).returning(table.c.id)
     out = []
     for t in trajectories:
         values = {

@@ -17,9 +17,11 @@ lock rows explicitly (`SELECT ... FOR UPDATE`, `FOR UPDATE SKIP LOCKED` for clai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,6 +102,17 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
 def backend(session: Session) -> str:
     """'sqlite' or 'postgresql' for the session's bind."""
     return session.get_bind().dialect.name
+
+
+def insert_ignoring_conflicts(session: Session, table: Table, *, unique: Sequence[str]):
+    """`INSERT ... ON CONFLICT (unique) DO NOTHING` into `table` on the session's backend.
+
+    How the idempotent writes (a redelivered task storing the same rows again) skip rows
+    that exist: `unique` names the columns of the table's unique constraint. Add
+    `.returning(table.c.id)` to learn which rows were new (both backends support it).
+    """
+    dialect = postgresql if backend(session) == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique))
 
 
 def require_writable(session: Session, what: str) -> None:

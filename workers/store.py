@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from db.repo_budget import usd_to_micros
 from db.repo_runs import RunRecord, open_run
 from omniopd.config import OmniConfig
+from omniopd.money import usd_to_micros
 
 
 def ensure_run(session: Session, config: OmniConfig) -> RunRecord:
     """Get or create the config's run, with one budget per configured teacher
-    (teachers.<name>.budget_usd) and the run-wide cap (audit.budget_usd)."""
+    (teachers.<name>.budget_usd) and the run-wide cap (audit.budget_usd): the config's USD
+    caps become integer micro-USD here, once, rounded up."""
     return open_run(
         session,
         name=config.run.name,

@@ -1,6 +1,6 @@
 """The store's tables (SQLAlchemy 2.0 typed models); `Base.metadata` is the whole schema."""
 
-from db.models.base import MICROS_PER_USD, Base, utcnow
+from db.models.base import Base, utcnow
 from db.models.core import (
     CHUNK_STATES,
     CHUNK_TERMINAL,
@@ -33,7 +33,6 @@ __all__ = [
     "CHUNK_TERMINAL",
     "ENTROPY_SOURCES",
     "EVAL_STATUSES",
-    "MICROS_PER_USD",
     "RESERVATION_STATES",
     "RUN_SCOPE",
     "RUN_STATUSES",

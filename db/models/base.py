@@ -32,8 +32,6 @@ NAMING = {
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-MICROS_PER_USD = 1_000_000
-
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)

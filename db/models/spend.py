@@ -1,4 +1,4 @@
-"""Teacher-call ledger, budgets and reservations (DESIGN.md §6).
+"""Teacher-call ledger, budgets and reservations (docs/store.md, "Budget semantics").
 
 Every HTTP attempt to a teacher is one `teacher_calls` row. Before the attempt its
 worst-case cost R is reserved against every applicable budget (the run's and the

@@ -25,15 +25,20 @@ import torch
 from torch import Tensor
 
 from omniopd.algo.chunks import ChunkLayout
+from omniopd.algo.similarity import check_phi
 from omniopd.algo.sliced import LogitSource, token_stats
 
 Number = float | Tensor
 
 
-def k_sem(phi_scores: Tensor) -> Tensor:
-    """Eq. 3: sum of phi over the N teacher continuations. phi_scores: [..., N] in [0, 1] -> [...]."""
-    if phi_scores.numel() and (phi_scores.min() < 0 or phi_scores.max() > 1):
-        raise ValueError("phi scores must lie in [0, 1]; check the similarity function")
+def k_sem(phi_scores: Tensor, *, phi: str = "the phi function") -> Tensor:
+    """Eq. 3: sum of phi over the N teacher continuations. phi_scores: [..., N] in [0, 1] -> [...].
+
+    The scores' range is checked like every phi value (`similarity.check_phi`, naming `phi`):
+    float rounding beyond [0, 1] is clipped, anything further raises PhiRangeError."""
+    if phi_scores.numel():
+        check_phi((phi_scores.min().item(), phi_scores.max().item()), phi=phi)
+        phi_scores = phi_scores.clamp(0.0, 1.0)  # only rounding within PHI_TOLERANCE is left to clip
     return phi_scores.sum(dim=-1)
 
 

@@ -17,6 +17,13 @@ Registry: `SIMILARITIES[name](student, teacher) -> float`; `phi_batch(name, stud
 continuations)` scores one student chunk against N continuations, sharing the student-side
 work (tokens, counts, embedding) across the N. `cut_continuation` documents how a teacher
 continuation is cut to the student chunk's length before scoring.
+
+Range: `check_phi` is the one check of phi values, applied to everything `phi_batch`
+returns and to what `estimator.k_sem` is given. A value outside [0, 1] is an error naming
+the phi function and the value, never clamped silently, except within `PHI_TOLERANCE` of
+the interval, which is float rounding and is clipped: the word- and character-level phi
+are exactly in [0, 1] (checked on random texts), but the embedding cosine of two float32
+unit vectors reaches 1.0000002 for near-identical texts.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import math
 import re
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import count, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -36,6 +43,30 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq, Levenshtein
 
 Phi = Callable[[str, str], float]
+
+PHI_TOLERANCE = 1e-6
+"""How far outside [0, 1] a phi value may be and still count as float rounding (then clipped):
+float32 cosines of unit vectors exceed 1 by a few 1e-7."""
+
+
+class PhiRangeError(ValueError):
+    """A phi value outside [0, 1] beyond float rounding: the similarity function is wrong."""
+
+
+def check_phi(values: Iterable[float], *, phi: str) -> list[float]:
+    """`values` of the phi function named `phi`, as floats in [0, 1]: within PHI_TOLERANCE
+    of the interval clipped to it, anything further out (or NaN) raises PhiRangeError."""
+    checked = []
+    for value in values:
+        v = float(value)
+        if not -PHI_TOLERANCE <= v <= 1.0 + PHI_TOLERANCE:
+            raise PhiRangeError(
+                f"phi {phi!r} gave {v!r}, outside [0, 1] by more than float rounding ({PHI_TOLERANCE:g}): "
+                f"a similarity function must map into [0, 1]; fix {phi!r} or choose another estimator.phi"
+            )
+        checked.append(min(1.0, max(0.0, v)))
+    return checked
+
 
 # rouge-score's tokenizer is lower(), [^a-z0-9]+ -> " ", split, keep ^[a-z0-9]+$. The same
 # tokens come out of C-level string methods: lower(), encode to ASCII with every non-ASCII
@@ -283,8 +314,8 @@ class EmbeddingSimilarity:
                 scores.append(0.0)
             else:
                 cos = float(vectors[student] @ vectors[text])
-                scores.append(min(1.0, max(0.0, cos)))
-        return scores
+                scores.append(max(0.0, cos))  # the mapping; float32 excess above 1 is check_phi's
+        return check_phi(scores, phi="embedding")
 
     def _encode(self, texts: list[str]):
         unique = list(dict.fromkeys(texts))
@@ -346,7 +377,8 @@ def phi_batch(name: str, student_chunk: str, continuations: Sequence[str]) -> li
     """[phi(student_chunk, c) for c in continuations] with the phi registered as `name`.
 
     Equal, value for value, to calling SIMILARITIES[name] in a loop; faster where the student
-    side can be shared (tokens, counts, one embedding batch, rapidfuzz's cdist).
+    side can be shared (tokens, counts, one embedding batch, rapidfuzz's cdist). Every value
+    goes through `check_phi`: in [0, 1], or PhiRangeError naming `name` and the value.
     """
     if name not in SIMILARITIES:
         raise KeyError(f"unknown phi {name!r}; choose one of {sorted(SIMILARITIES)}")
@@ -355,10 +387,10 @@ def phi_batch(name: str, student_chunk: str, continuations: Sequence[str]) -> li
         return []
     phi = SIMILARITIES[name]
     if isinstance(phi, EmbeddingSimilarity):
-        return phi.batch(student_chunk, continuations)
+        return phi.batch(student_chunk, continuations)  # checked there (also when called directly)
     if name in _BATCHED:
-        return _BATCHED[name](student_chunk, continuations)
-    return [phi(student_chunk, t) for t in continuations]
+        return check_phi(_BATCHED[name](student_chunk, continuations), phi=name)
+    return check_phi([phi(student_chunk, t) for t in continuations], phi=name)
 
 
 # ---------------------------------------------------------------- cutting

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from omniopd.cli.common import ConfigOpt, JsonOpt, SetOpt, console, load, read_store
+from omniopd.money import micros_to_usd
 
 RunOpt = Annotated[
     str | None, typer.Option("--run", "-r", help="Run name (default: run.name of the config).", show_default=False)
@@ -16,7 +17,7 @@ RunOpt = Annotated[
 
 
 def _usd(micros: int | None) -> str:
-    return "-" if micros is None else f"${micros / 1e6:,.4f}"
+    return "-" if micros is None else f"${micros_to_usd(micros):,.4f}"
 
 
 def status(config: ConfigOpt, run: RunOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:

@@ -14,13 +14,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db.models import RUN_SCOPE
-from db.repo_budget import budgets, micros_to_usd
+from db.repo_budget import budgets
 from db.repo_spend import SpendBy, SpendRow, audit_stats, spend_rows
 from omniopd.config import OmniConfig
+from omniopd.money import micros_to_usd
 from omniopd.reports.forecast import forecast_for_config
 from omniopd.reports.plan import measure_prompts, plan_path, read_plan, training_questions
 from omniopd.teachers.forecast import paper_cost_usd, requested_output_tokens
-from omniopd.teachers.pricing import PricingError, cost_usd
+from omniopd.teachers.pricing import PricingError, cost_micros
 from omniopd.teachers.types import Usage
 
 
@@ -135,7 +136,8 @@ def _estimate(config: OmniConfig, stats, total: SpendRow, plan: dict[str, Any] |
             "cache_write_tokens": total.cache_write_tokens / k,
             "output_tokens": total.output_tokens / k,
             "cost_usd": micros_to_usd(total.cost_micros) / k,
-            "cost_at_reported_usage_usd": cost_usd(usage, price) / k,  # without unknown outcomes charged at R
+            # without unknown outcomes charged at R
+            "cost_at_reported_usage_usd": micros_to_usd(cost_micros(usage, price)) / k,
         }
     return {
         "teacher": name,

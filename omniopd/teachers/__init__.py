@@ -1,28 +1,30 @@
 """Teachers: continue a student's partial answer N times through any provider, reporting
 every HTTP attempt with normalised usage so that budgets, ledgers and rate limits stay
-exact (DESIGN.md §6).
+exact (docs/teachers.md; budget semantics in docs/store.md).
 
     client = build_teacher(cfg.teachers["claude"], redis_url=..., key_prefix=...)
     async with client:
         result = await client.continue_prefix(prompt, prefix, n=10, max_new_tokens=75,
-                                              hooks=BudgetHooks(guard, price), call_key=...)
+                                              guard=guard, price=price, call_key=...)
 
 Modules: `client` (the retry/billing loop), `providers/` (wire formats), `ratelimit`
-(shared buckets), `pricing` and `budget` (cost, reservation R, the BudgetGuard protocol),
+(shared buckets), `pricing` and `budget` (cost and reservation R in micro-USD, the BudgetGuard protocol),
 `prompting` (continuation modes), `emulator/` (a local provider for tests and demos),
 `check` (the `omniopd teacher check` probe).
 """
 
-from omniopd.teachers.budget import BudgetGuard, BudgetHooks, InMemoryBudgetGuard, attempt_cost
+from omniopd.teachers.budget import BudgetGuard, InMemoryBudgetGuard, Settlement
 from omniopd.teachers.build import build_teacher, teacher_limiter, teacher_price
 from omniopd.teachers.client import RetryPolicy, TeacherClient
 from omniopd.teachers.pricing import (
     Price,
     PricingError,
+    attempt_cost_micros,
+    cost_micros,
     cost_usd,
     load_prices,
     price_for,
-    reservation_usd,
+    reservation_micros,
 )
 from omniopd.teachers.ratelimit import (
     LocalRateLimiter,
@@ -38,7 +40,6 @@ from omniopd.teachers.types import (
     ApiKey,
     Attempt,
     AttemptEstimate,
-    AttemptHooks,
     BudgetExhausted,
     Continuations,
     FatalProviderError,
@@ -52,10 +53,8 @@ __all__ = [
     "ApiKey",
     "Attempt",
     "AttemptEstimate",
-    "AttemptHooks",
     "BudgetExhausted",
     "BudgetGuard",
-    "BudgetHooks",
     "Continuations",
     "FatalProviderError",
     "InMemoryBudgetGuard",
@@ -71,16 +70,18 @@ __all__ = [
     "RedisRateLimiter",
     "RetriesExhausted",
     "RetryPolicy",
+    "Settlement",
     "TeacherClient",
     "TeacherError",
     "Usage",
-    "attempt_cost",
+    "attempt_cost_micros",
     "build_limiter",
     "build_teacher",
+    "cost_micros",
     "cost_usd",
     "load_prices",
     "price_for",
-    "reservation_usd",
+    "reservation_micros",
     "teacher_limiter",
     "teacher_price",
 ]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from omniopd.config import TeacherConfig
-from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
+from omniopd.money import micros_to_usd, usd_to_micros
+from omniopd.teachers.budget import InMemoryBudgetGuard
 from omniopd.teachers.build import build_teacher, teacher_price
 from omniopd.teachers.pricing import PricingError
 from omniopd.teachers.ratelimit import LocalRateLimiter, NullRateLimiter, Rates
@@ -64,19 +65,19 @@ async def check_teacher(name: str, cfg: TeacherConfig, *, prices_file: str | Pat
     except (TeacherError, ValueError) as exc:
         report.problems.append(str(exc))
         return report
-    guard = InMemoryBudgetGuard(max_cost_usd, name="teacher check (--max-cost)")
-    reserved: list[float] = []
-    hooks = BudgetHooks(guard, price, on_settled=lambda attempt, r, cost: reserved.append(r))
+    guard = InMemoryBudgetGuard(usd_to_micros(max_cost_usd), name="teacher check (--max-cost)")
     async with client:
         report.context_window = await client.context_window()
         t0 = time.monotonic()
         try:
-            result = await client.continue_prefix(PROMPT, PREFIX, n=1, max_new_tokens=MAX_NEW_TOKENS, hooks=hooks, call_key=f"check-{name}")
+            result = await client.continue_prefix(
+                PROMPT, PREFIX, n=1, max_new_tokens=MAX_NEW_TOKENS, guard=guard, price=price, call_key=f"check-{name}"
+            )
         except TeacherError as exc:
             report.problems.append(str(exc))
             partial = exc.partial
             report.attempts = len(partial.attempts) if partial else 0
-            report.cost_usd = guard.spent  # unknown outcomes counted at their reservation
+            report.cost_usd = micros_to_usd(guard.spent)  # unknown outcomes counted at their reservation
             return report
         report.latency_s = round(time.monotonic() - t0, 3)
     report.attempts = len(result.attempts)
@@ -86,8 +87,8 @@ async def check_teacher(name: str, cfg: TeacherConfig, *, prices_file: str | Pat
     report.usage_reported = all(a.status == "ok" for a in result.attempts if a.n_texts > 0)
     usage: Usage = result.usage
     report.usage = asdict(usage)
-    report.cost_usd = guard.spent  # reported usage at our prices, unknown outcomes at R
-    report.reserved_usd = sum(reserved)
+    report.cost_usd = micros_to_usd(guard.spent)  # reported usage at our prices, unknown outcomes at R
+    report.reserved_usd = micros_to_usd(sum(s.reserved_micros for s in guard.settled))
     if not report.usage_reported:
         report.problems.append("the provider returned no usage: cost cannot be computed from the response")
     if usage.total_input == 0 or usage.total_output == 0:

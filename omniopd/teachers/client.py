@@ -2,8 +2,9 @@
 
 `TeacherClient.continue_prefix` splits N into requests of at most the provider's
 `max_candidates` (omniopd/providers.py: 1 on Anthropic, 8 on Gemini), and runs each
-through the same loop: rate limiter -> `hooks.on_attempt_start` (budget reservation) ->
-HTTP -> classify -> `hooks.on_attempt_end` (settle, ledger row) -> retry what is missing.
+through the same loop: rate limiter -> `guard.reserve` (the attempt's worst case R, from
+the price) -> HTTP -> classify -> `guard.settle` (its charge; the store's guard writes the
+ledger row) -> retry what is missing. The guard is any `BudgetGuard` (omniopd/teachers/budget.py).
 
 Why the order limiter-then-reservation: a reservation held while waiting out a shared
 cool-down would block other workers' budget for nothing; reserving right before sending
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import time
@@ -32,6 +32,8 @@ import aiohttp
 from omniopd.config import ContinuationMode
 from omniopd.providers import ProviderSpec
 from omniopd.teachers import httpinfo
+from omniopd.teachers.budget import BudgetGuard
+from omniopd.teachers.pricing import Price, attempt_cost_micros, reservation_micros
 from omniopd.teachers.prompting import (
     INSTRUCTION_TAIL,
     PREFIXES,
@@ -51,7 +53,6 @@ from omniopd.teachers.types import (
     ApiKey,
     Attempt,
     AttemptEstimate,
-    AttemptHooks,
     BudgetExhausted,
     Continuations,
     FatalProviderError,
@@ -99,7 +100,8 @@ class _Call:
     temperature: float | None
     stop: tuple[str, ...]
     seed: int | None
-    hooks: AttemptHooks | None
+    guard: BudgetGuard | None
+    price: Price | None
     mode: ContinuationMode
     plans: dict[str, Plan] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
@@ -122,10 +124,6 @@ class _Outcome:
     """Finish reasons of the empty texts that ended their turn normally (see RetryPolicy)."""
     limiter_actual: RateCost = field(default_factory=lambda: RateCost(0.0))
     """What the rate limiter keeps of the attempt's debit once it is over."""
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class TeacherClient:
@@ -285,7 +283,8 @@ class TeacherClient:
         stop: Sequence[str] = (),
         seed: int | None = None,
         *,
-        hooks: AttemptHooks | None = None,
+        guard: BudgetGuard | None = None,
+        price: Price | None = None,
         call_key: str | None = None,
     ) -> Continuations:
         """N continuations of `prompt` + `prefix`, each up to `max_new_tokens` tokens.
@@ -293,9 +292,15 @@ class TeacherClient:
         Returns exactly n texts, non-empty unless the model ended its turn at once
         repeatedly (`RetryPolicy.empty_stop_retries`), or raises a `TeacherError` whose `partial`
         holds the texts obtained and every attempt made. `call_key` (unique per call, e.g.
-        `chunk-17-<uuid>`) prefixes the attempts' idempotency keys `<call_key>/<seq>`."""
+        `chunk-17-<uuid>`) prefixes the attempts' idempotency keys `<call_key>/<seq>`.
+
+        With a `guard`, every attempt is reserved at its worst case and settled at its
+        charge, both computed from `price` (omniopd/teachers/budget.py); a refusal stops the
+        call with `BudgetExhausted` once the attempts in flight have finished."""
         if n < 1 or max_new_tokens < 1:
             raise ValueError(f"n and max_new_tokens must be >= 1 (got n={n}, max_new_tokens={max_new_tokens})")
+        if guard is not None and price is None:
+            raise ValueError("a budget guard needs the teacher's price (price=teacher_price(...)) to reserve and settle")
         call = _Call(
             key=call_key or uuid.uuid4().hex,
             prompt=prompt,
@@ -305,7 +310,8 @@ class TeacherClient:
             temperature=self.temperature if temperature is _DEFAULT else temperature,
             stop=tuple(stop),
             seed=seed,
-            hooks=hooks,
+            guard=guard,
+            price=price,
             mode=self.effective_mode,
         )
         call.plans[call.mode] = self.plan(prompt, prefix, call.mode)
@@ -428,8 +434,8 @@ class TeacherClient:
                 call.attempts.append(attempt)
                 self._log_attempt(attempt)
                 await self.limiter.settle(debit, outcome.limiter_actual)
-                if call.hooks is not None:
-                    await _maybe_await(call.hooks.on_attempt_end(attempt))
+                if call.guard is not None:
+                    await call.guard.settle(attempt, attempt_cost_micros(attempt, call.price))
         if fatal is not None:
             call.stop_event.set()
             raise fatal
@@ -450,13 +456,12 @@ class TeacherClient:
         return True
 
     async def _reserve(self, call: _Call, estimate: AttemptEstimate, debit: RateCost) -> None:
-        """`on_attempt_start`; a refusal stops the whole call and refunds the rate limiter."""
-        if call.hooks is None:
+        """Reserve the attempt's worst case R; a refusal stops the whole call and refunds the
+        rate limiter."""
+        if call.guard is None:
             return
         try:
-            allowed = await _maybe_await(call.hooks.on_attempt_start(estimate))
-            if allowed is False:
-                raise BudgetExhausted(f"attempt {estimate.key} refused by on_attempt_start")
+            await call.guard.reserve(estimate, reservation_micros(estimate, call.price))
         except BudgetExhausted:
             call.stop_event.set()
             await self.limiter.settle(debit, RateCost(0.0))

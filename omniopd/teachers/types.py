@@ -1,5 +1,6 @@
 """The records that cross the teacher boundary: usage, one HTTP attempt, a call's result,
-the hooks around every attempt, and the errors a call can end with.
+and the errors a call can end with (the budget guard around every attempt is
+omniopd/teachers/budget.py).
 
 Billing rule, shared by the adapters and whoever keeps the ledger: every HTTP attempt is
 reported exactly once, with a `status` that says how it is billed:
@@ -16,9 +17,9 @@ reported exactly once, with a `status` that says how it is billed:
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from omniopd.config import ContinuationMode
 
@@ -136,19 +137,6 @@ class Continuations:
             if attempt.status == "ok":
                 total = total + attempt.usage
         return total
-
-
-class AttemptHooks(Protocol):
-    """Called around every HTTP attempt (methods may be sync or async).
-
-    `on_attempt_start` runs after the rate limiter admitted the attempt and before it is
-    sent: reserve budget there; raise `BudgetExhausted` (or return False) to refuse, which
-    stops the call's further attempts. `on_attempt_end` runs exactly once for every
-    attempt whose start was accepted: settle and write the ledger row there."""
-
-    def on_attempt_start(self, estimate: AttemptEstimate) -> bool | Awaitable[bool | None] | None: ...
-
-    def on_attempt_end(self, attempt: Attempt) -> Awaitable[None] | None: ...
 
 
 # ----------------------------------------------------------------------- errors

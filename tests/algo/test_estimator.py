@@ -22,6 +22,7 @@ from omniopd.algo.estimator import (
     proxy_lower_bound,
     proxy_mse,
 )
+from omniopd.algo.similarity import PhiRangeError
 
 
 def test_hand_computed_k_sem_prior_and_proxy():
@@ -64,6 +65,13 @@ def test_chunk_priors_of_a_batch_layout():
 def test_phi_scores_outside_unit_interval_are_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         k_sem(torch.tensor([[0.5, 1.2]]))
+    with pytest.raises(PhiRangeError, match=r"phi 'bleu2' gave -0\.25"):
+        k_sem(torch.tensor([0.5, -0.25]), phi="bleu2")
+
+
+def test_k_sem_clips_float_rounding_beyond_the_unit_interval():
+    scores = torch.tensor([1.0000002, 0.5, -1e-9], dtype=torch.float64)  # float32 cosine noise
+    assert k_sem(scores, phi="embedding").item() == 1.5
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omniopd.algo.similarity import SIMILARITIES, cut_continuation, phi_batch, words
+from omniopd.algo import similarity
+from omniopd.algo.similarity import (
+    PHI_TOLERANCE,
+    SIMILARITIES,
+    PhiRangeError,
+    check_phi,
+    cut_continuation,
+    phi_batch,
+    words,
+)
 
 FAST = [name for name in SIMILARITIES if name != "embedding"]
 
@@ -170,6 +179,27 @@ def test_phi_batch_refuses_an_unknown_name():
     with pytest.raises(KeyError, match="edit"):
         phi_batch("levenshtein", "a", ["b"])
     assert phi_batch("edit", "a", []) == []
+
+
+def test_phi_within_float_rounding_of_the_unit_interval_is_clipped():
+    # e.g. the float32 cosine of two unit vectors of near-identical texts: 1.0000002
+    assert check_phi([1.0000002, -1e-9, 0.0, 0.25, 1.0, 1 + PHI_TOLERANCE], phi="embedding") == [1.0, 0.0, 0.0, 0.25, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("value", [1.5, -0.2, 1 + 2 * PHI_TOLERANCE, float("nan"), float("inf")])
+def test_phi_out_of_range_is_an_error_naming_the_function_and_the_value(value):
+    with pytest.raises(PhiRangeError, match=rf"phi 'rougeL' gave {value!r}, outside \[0, 1\]"):
+        check_phi([0.5, value], phi="rougeL")
+
+
+def test_phi_batch_refuses_a_similarity_function_that_leaves_the_unit_interval(monkeypatch):
+    """No silent clamping on the way in: a phi that returns 1.3 is a bug to fix, not a 1."""
+    monkeypatch.setitem(SIMILARITIES, "broken", lambda student, teacher: 1.3 if teacher else 0.5)
+    with pytest.raises(PhiRangeError, match=r"phi 'broken' gave 1\.3"):
+        phi_batch("broken", "a b", ["", "a b"])
+    monkeypatch.setitem(similarity._BATCHED, "edit", lambda student, continuations: [-0.5] * len(continuations))
+    with pytest.raises(PhiRangeError, match=r"phi 'edit' gave -0\.5"):
+        phi_batch("edit", "a b", ["a b"])
 
 
 def test_cut_continuation_by_words_keeps_spacing_and_drops_the_rest():

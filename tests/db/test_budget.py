@@ -21,7 +21,6 @@ from db.repo_budget import (
     reserve,
     set_budget_caps,
     settle,
-    usd_to_micros,
 )
 from db.repo_ledger import TokenUsage, close_call, ledger_totals, open_call, scrub
 from db.repo_runs import open_run
@@ -34,14 +33,6 @@ def view(s, run_id):
 
 def new_run(s, name, provider_caps, run_cap):
     return open_run(s, name=name, config={}, base_model_path="base", provider_caps=provider_caps, run_cap=run_cap).id
-
-
-def test_usd_amounts_round_up_to_whole_micro_dollars():
-    assert usd_to_micros("0.000001") == 1
-    assert usd_to_micros(0.0000001) == 1  # never understated
-    assert usd_to_micros("2.5") == 2_500_000
-    with pytest.raises(ValueError):
-        usd_to_micros(-1)
 
 
 def test_reserve_refuses_when_any_applicable_cap_would_be_exceeded(sessions):

@@ -23,7 +23,7 @@ def test_budget_is_spent_when_an_applicable_cap_is_reached(sessions, run_id):
         assert not budget_state(s, run_id=run_id, providers=["claude"], since=start).exhausted  # not our teacher
         r = reserve(s, run_id=run_id, provider="claude", amount=1_000)
         state = budget_state(s, run_id=run_id, providers=["claude"], since=start)  # reserved counts
-        assert state.exhausted and "teacher 'claude'" in state.reason and state.spent == 500 and state.reserved == 1_000
+        assert state.exhausted and state.cap_reached.label == "teacher 'claude'" and state.spent == 500 and state.reserved == 1_000
 
 
 def test_budget_is_spent_when_an_audit_was_refused_since_the_learner_started(sessions, run_id):
@@ -43,7 +43,7 @@ def test_budget_is_spent_when_an_audit_was_refused_since_the_learner_started(ses
     now = utcnow()
     with sessions.begin() as s:
         refused = budget_state(s, run_id=run_id, providers=["claude"], since=now - timedelta(minutes=5))
-        assert refused.exhausted and "skipped_budget" in refused.reason
+        assert refused.exhausted and refused.refused and refused.cap_reached is None
         # refused before this learner started (the cap was raised since): not a reason to stop
         assert not budget_state(s, run_id=run_id, providers=["claude"], since=now + timedelta(seconds=1)).exhausted
         assert unfinished_trajectories(s, run_id=run_id) == 0 and consumed_bundles(s, run_id=run_id) == 0

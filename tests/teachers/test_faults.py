@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard
+from omniopd.teachers.budget import InMemoryBudgetGuard
 from omniopd.teachers.emulator import scripted
-from omniopd.teachers.pricing import Price, cost_usd, reservation_usd
+from omniopd.teachers.pricing import Price, cost_micros, reservation_micros
 from omniopd.teachers.tokens import upper_bound_tokens
 from omniopd.teachers.types import (
     AttemptEstimate,
@@ -23,16 +23,19 @@ PRICE = Price(input=1.0, cached_input=0.1, cache_write=1.25, output=5.0)
 
 
 class Recorder:
-    """AttemptHooks that record every start and end (a fake ledger)."""
+    """A budget guard with no cap that records every reservation and settlement (a fake
+    ledger): it implements nothing but the async `BudgetGuard` protocol."""
 
     def __init__(self):
-        self.started, self.ended = [], []
+        self.started, self.amounts, self.ended, self.costs = [], [], [], []
 
-    def on_attempt_start(self, estimate):
+    async def reserve(self, estimate, amount_micros):
         self.started.append(estimate)
+        self.amounts.append(amount_micros)
 
-    def on_attempt_end(self, attempt):
+    async def settle(self, attempt, cost_micros):
         self.ended.append(attempt)
+        self.costs.append(cost_micros)
 
 
 def assert_billed_once(result_attempts, emu):
@@ -48,15 +51,15 @@ def assert_billed_once(result_attempts, emu):
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 def test_429_with_retry_after_is_retried_after_the_asked_delay(emulator, kind):
     emu = emulator(kind, generator=scripted(["ok"]), faults={"script": ["429"]})
-    hooks = Recorder()
-    result = run(call(make_client(kind, emu.url, cache=False), n=1, hooks=hooks))
+    ledger = Recorder()
+    result = run(call(make_client(kind, emu.url, cache=False), n=1, guard=ledger, price=PRICE))
     first, second = result.attempts
     assert (first.status, first.http_status, first.error_class) == ("failed", 429, "rate_limited")
     assert first.retry_after_s == pytest.approx(1.0, abs=0.01)
     assert second.status == "ok" and result.texts == ["ok"]
     log = emu.emulator.log
     assert log[1].t_start - log[0].t_start >= 1.0  # waited as told, not the 10 ms backoff
-    assert [a.key for a in hooks.ended] == [a.key for a in result.attempts]
+    assert [a.key for a in ledger.ended] == [a.key for a in result.attempts]
     assert_billed_once(result.attempts, emu)
 
 
@@ -185,10 +188,10 @@ def test_random_faults_lose_nothing_and_bill_nothing_twice(emulator):
     from omniopd.teachers.client import RetryPolicy
 
     client.retry = RetryPolicy(max_retries=20, backoff_base_s=0.01, backoff_max_s=0.02)
-    hooks = Recorder()
-    result = run(call(client, n=20, hooks=hooks))
+    ledger = Recorder()
+    result = run(call(client, n=20, guard=ledger, price=PRICE))
     assert len(result.texts) == 20
-    assert len(hooks.started) == len(hooks.ended) == len(result.attempts)
+    assert len(ledger.started) == len(ledger.ended) == len(result.attempts)
     assert len({a.key for a in result.attempts}) == len(result.attempts)  # unique idempotency keys
     assert {a.status for a in result.attempts} == {"ok", "failed", "unknown"}
     assert_billed_once(result.attempts, emu)
@@ -202,55 +205,69 @@ def test_budget_refusal_stops_further_attempts_and_keeps_what_was_paid(emulator)
     client = make_client("anthropic", emu.url, cache=False)  # 5 reservations at once
     # R of one attempt: prefill form carries "P" and "x"; one continuation of <= 8 tokens
     estimate = AttemptEstimate("k", "anthropic", "m", 1, upper_bound_tokens("P", "x"), 0, 8, cache_write_possible=False)
-    r = reservation_usd(estimate, PRICE)
-    guard = InMemoryBudgetGuard(cap_usd=2.5 * r)
+    r = reservation_micros(estimate, PRICE)
+    guard = InMemoryBudgetGuard(cap_micros=r * 5 // 2)
     with pytest.raises(BudgetExhausted) as err:
-        run(call(client, prompt="P", prefix="x", n=5, hooks=BudgetHooks(guard, PRICE)))
+        run(call(client, prompt="P", prefix="x", n=5, guard=guard, price=PRICE))
     partial = err.value.partial
     ok = [a for a in partial.attempts if a.status == "ok"]
     assert len(partial.texts) == len(ok) == len(emu.emulator.log) >= 1
     assert len(emu.emulator.log) <= 2  # the third reservation never fits
-    assert guard.reserved == pytest.approx(0.0)
-    assert guard.spent == pytest.approx(sum(cost_usd(a.usage, PRICE) for a in ok))
-    assert guard.spent <= guard.cap_usd
+    assert guard.reserved == 0
+    assert guard.spent == sum(cost_micros(a.usage, PRICE) for a in ok)  # exactly
+    assert guard.spent <= guard.cap_micros
 
 
 def test_unknown_outcome_stays_charged_at_its_reservation(emulator):
     emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
-    guard = InMemoryBudgetGuard(cap_usd=10.0)
-    settled = []
-    hooks = BudgetHooks(guard, PRICE, on_settled=lambda a, reserved, cost: settled.append((a.status, reserved, cost)))
-    result = run(call(make_client("openai", emu.url, timeout_s=0.5), n=1, hooks=hooks))
-    (s1, r1, c1), (s2, r2, c2) = settled
-    assert (s1, c1) == ("unknown", None) and s2 == "ok"
-    assert c2 == pytest.approx(cost_usd(result.attempts[1].usage, PRICE)) and c2 < r2
-    assert guard.spent == pytest.approx(r1 + c2)
+    guard = InMemoryBudgetGuard(cap_micros=10_000_000)
+    result = run(call(make_client("openai", emu.url, timeout_s=0.5), n=1, guard=guard, price=PRICE))
+    lost, ok = guard.settled
+    assert lost.attempt.status == "unknown" and lost.charged_micros == lost.reserved_micros
+    assert ok.attempt.status == "ok" and ok.charged_micros == cost_micros(result.attempts[1].usage, PRICE) < ok.reserved_micros
+    assert guard.spent == lost.reserved_micros + ok.charged_micros
 
 
-def test_hook_returning_false_refuses_like_budget_exhausted(emulator):
+def test_any_guard_of_the_async_protocol_is_reserved_before_and_settled_after_each_attempt(emulator):
+    """The client computes R and each attempt's charge from the price and awaits the guard
+    directly: R before every attempt, then one settle per attempt at failed 0, unknown None
+    (stays charged at R), ok the reported usage's cost."""
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["500", "timeout"], "hang_s": 30})
+    client = make_client("openai", emu.url, timeout_s=0.5)
+    ledger = Recorder()
+    result = run(call(client, n=1, guard=ledger, price=PRICE))
+    assert [a.status for a in result.attempts] == ["failed", "unknown", "ok"]
+    assert [e.key for e in ledger.started] == [a.key for a in ledger.ended] == [a.key for a in result.attempts]
+    assert ledger.amounts == [reservation_micros(e, PRICE) for e in ledger.started]
+    assert ledger.costs == [0, None, cost_micros(result.attempts[2].usage, PRICE)]
+    with pytest.raises(ValueError, match="needs the teacher's price"):
+        run(call(client, n=1, guard=ledger))
+
+
+def test_a_guard_refusing_the_reservation_stops_the_call_before_anything_is_sent(emulator):
     emu = emulator("openai", generator=scripted(["ok"]))
 
     class Refuse:
-        def on_attempt_start(self, estimate):
-            return False
+        async def reserve(self, estimate, amount_micros):
+            raise BudgetExhausted(f"no room for {amount_micros} micro-USD")
 
-        def on_attempt_end(self, attempt):
-            raise AssertionError("never started, never ended")
+        async def settle(self, attempt, cost_micros):
+            raise AssertionError("never reserved, never settled")
 
-    with pytest.raises(BudgetExhausted):
-        run(call(make_client("openai", emu.url), n=1, hooks=Refuse()))
+    with pytest.raises(BudgetExhausted, match="no room for"):
+        run(call(make_client("openai", emu.url), n=1, guard=Refuse(), price=PRICE))
     assert emu.emulator.log == []
 
 
 def test_cancelled_call_reports_the_in_flight_attempt_as_unknown(emulator):
     emu = emulator("openai", generator=scripted(["ok"]), faults={"script": ["timeout"], "hang_s": 30})
-    hooks = Recorder()
+    ledger = Recorder()
 
     async def cancel_midway():
         client = make_client("openai", emu.url)
         async with client:
-            task = asyncio.create_task(client.continue_prefix("P", "x", 1, 8, hooks=hooks))
-            while not hooks.started:
+            task = asyncio.create_task(client.continue_prefix("P", "x", 1, 8, guard=ledger, price=PRICE))
+            while not ledger.started:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
             task.cancel()
@@ -258,8 +275,9 @@ def test_cancelled_call_reports_the_in_flight_attempt_as_unknown(emulator):
                 await task
 
     run(cancel_midway())
-    [attempt] = hooks.ended
+    [attempt] = ledger.ended
     assert (attempt.status, attempt.error_class) == ("unknown", "cancelled")
+    assert ledger.costs == [None]  # stays charged at R
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from omniopd.config import PriceConfig, TeacherConfig
-from omniopd.teachers.budget import BudgetHooks, InMemoryBudgetGuard, attempt_cost
+from omniopd.teachers.budget import InMemoryBudgetGuard, Settlement
 from omniopd.teachers.build import teacher_price
 from omniopd.teachers.pricing import (
     Price,
     PricingError,
+    attempt_cost_micros,
+    cost_micros,
     cost_usd,
     load_prices,
     price_for,
-    reservation_usd,
+    reservation_micros,
 )
 from omniopd.teachers.tokens import count_tokens, estimate_tokens, tokenize, upper_bound_tokens
 from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, Usage
@@ -44,20 +48,58 @@ def test_prices_file_has_the_field_note_prices_with_source_and_date():
 
 def test_cost_prices_each_disjoint_count_at_its_rate():
     usage = Usage(input=1000, cached_input=9000, cache_write=2000, output=300, reasoning=100)
-    # 1000*1 + 9000*0.1 + 2000*1.25 + 400*5 = 1000 + 900 + 2500 + 2000 per 1M
-    assert cost_usd(usage, HAIKU) == pytest.approx(6400e-6)
+    # 1000*1 + 9000*0.1 + 2000*1.25 + 400*5 = 1000 + 900 + 2500 + 2000 micro-USD, exactly
+    assert cost_micros(usage, HAIKU) == 6400
+    assert cost_usd(usage, HAIKU) == pytest.approx(6400e-6)  # the forecasts' float twin
 
 
 def test_reservation_is_all_input_at_the_write_rate_plus_max_output():
-    assert reservation_usd(estimate(cache=True), HAIKU) == pytest.approx((1000 * 1.25 + 500 * 5) * 1e-6)
-    assert reservation_usd(estimate(cache=False), HAIKU) == pytest.approx((1000 * 1.0 + 500 * 5) * 1e-6)
+    assert reservation_micros(estimate(cache=True), HAIKU) == 1000 * 1.25 + 500 * 5
+    assert reservation_micros(estimate(cache=False), HAIKU) == 1000 * 1.0 + 500 * 5
+
+
+def test_amounts_round_up_to_the_next_whole_micro_dollar():
+    cheap = Price(input=0.1, cached_input=0.01, cache_write=0.1, output=0.4)
+    assert cost_micros(Usage(input=1), cheap) == 1  # 0.1 micro-USD, charged as 1
+    assert cost_micros(Usage(input=10), cheap) == 1  # exactly 1: 10 x 0.1 is not 1.0000000000000002 here
+    assert cost_micros(Usage(input=11), cheap) == 2
+    assert cost_micros(Usage(), cheap) == 0
+    assert reservation_micros(estimate(input_max=1, output_max=1, cache=False), cheap) == 1  # 0.5 -> 1
 
 
 @given(st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 500))
 def test_no_usage_within_the_estimate_costs_more_than_r(plain, cached, written, out):
     total_in = plain + cached + written
     usage = Usage(input=plain, cached_input=cached, cache_write=written, output=out)
-    assert cost_usd(usage, HAIKU) <= reservation_usd(estimate(input_max=max(total_in, 1), output_max=out), HAIKU) + 1e-12
+    assert cost_micros(usage, HAIKU) <= reservation_micros(estimate(input_max=max(total_in, 1), output_max=out), HAIKU)
+
+
+RATE = st.decimals(min_value=0, max_value=100, places=6)  # USD per 1M tokens, as a prices file writes them
+TOKENS = st.integers(0, 2_000_000)
+
+
+@given(st.tuples(RATE, RATE, RATE, RATE), TOKENS, TOKENS, TOKENS, TOKENS, TOKENS, st.integers(0, 3_000_000),
+       st.booleans())
+def test_reservation_is_never_below_the_exact_cost_and_charges_are_exact_to_a_micro_dollar(
+    rates, plain, cached, written, out, reasoning, slack, may_write_cache
+):
+    """Prices have at most six decimals per 1M tokens, so tokens x rate is an exact number of
+    micro-dollars (a Fraction here). The charge is that number rounded up (never below it,
+    less than 1 micro-USD above), and R of any estimate the usage fits in is never below it."""
+    r_in, r_cached, r_write, r_out = rates
+    r_cached = min(r_cached, r_in)  # a cache read never costs more than uncached input
+    price = Price(*(float(r) for r in (r_in, r_cached, r_write, r_out)))
+    if not may_write_cache:
+        written = 0  # a request that cannot write the cache reports no cache writes
+    usage = Usage(input=plain, cached_input=cached, cache_write=written, output=out, reasoning=reasoning)
+    f_in, f_cached, f_write, f_out = (Fraction(r) for r in (r_in, r_cached, r_write, r_out))
+    exact = plain * f_in + cached * f_cached + written * f_write + (out + reasoning) * f_out  # micro-USD
+    charged = cost_micros(usage, price)
+    assert exact <= charged < exact + 1
+    bound = AttemptEstimate(
+        "k", "anthropic", "m", 1, usage.total_input + slack, 0, usage.total_output + slack, may_write_cache
+    )
+    assert reservation_micros(bound, price) >= charged >= exact
 
 
 def test_config_override_wins_and_unknown_models_say_what_to_do():
@@ -78,51 +120,61 @@ def test_bad_prices_file_names_the_problem(tmp_path):
 
 def test_attempt_cost_by_status():
     usage = Usage(input=100, output=10)
-    assert attempt_cost(attempt(status="ok", usage=usage), HAIKU) == pytest.approx(150e-6)
-    assert attempt_cost(attempt(status="failed"), HAIKU) == 0.0
-    assert attempt_cost(attempt(status="unknown"), HAIKU) is None
+    assert attempt_cost_micros(attempt(status="ok", usage=usage), HAIKU) == 150
+    assert attempt_cost_micros(attempt(status="failed"), HAIKU) == 0
+    assert attempt_cost_micros(attempt(status="unknown"), HAIKU) is None
+
+
+def test_prices_become_exact_integer_rates_once():
+    assert HAIKU.exact.input == 1_000_000 and HAIKU.exact.cached_input == 100_000  # pico-USD per token
+    assert Price(0.025, 0.0000001, 0, 0).exact.cached_input == 1  # finer than six decimals: rounded up
+    with pytest.raises(PricingError, match="cached_input must be a number >= 0"):
+        Price(1, -0.1, 1, 1)
+    with pytest.raises(PricingError, match="output must be a number >= 0"):
+        Price(1, 1, 1, float("nan"))
 
 
 def test_guard_never_exceeds_its_cap_under_concurrent_reservations():
-    guard = InMemoryBudgetGuard(cap_usd=1.0)
+    guard = InMemoryBudgetGuard(cap_micros=1_000_000)
     admitted = []
 
     def worker(w: int) -> None:
         for i in range(200):
             key = f"{w}-{i}"
             try:
-                guard.reserve(estimate(key), 0.013)
+                asyncio.run(guard.reserve(estimate(key), 13_000))  # each thread its own event loop
             except BudgetExhausted:
                 continue
             admitted.append(key)
-            guard.settle(attempt(key, status="unknown"), None)  # stays charged at R
+            asyncio.run(guard.settle(attempt(key, status="unknown"), None))  # stays charged at R
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert guard.spent <= 1.0 and guard.reserved == pytest.approx(0.0)
-    assert len(admitted) == int(1.0 / 0.013)
+    assert guard.spent <= 1_000_000 and guard.reserved == 0
+    assert len(admitted) == 1_000_000 // 13_000
 
 
-def test_budget_hooks_reserve_then_settle_and_report_to_the_ledger():
-    guard = InMemoryBudgetGuard(cap_usd=1.0)
-    rows = []
-    hooks = BudgetHooks(guard, HAIKU, on_settled=lambda a, r, c: rows.append((a.key, r, c)))
-    import asyncio
-
-    asyncio.run(hooks.on_attempt_start(estimate("a")))
-    assert guard.reserved == pytest.approx(reservation_usd(estimate("a"), HAIKU))
-    asyncio.run(hooks.on_attempt_end(attempt("a", usage=Usage(input=10, output=2))))
-    assert rows == [("a", pytest.approx(reservation_usd(estimate("a"), HAIKU)), pytest.approx(20e-6))]
-    assert guard.spent == pytest.approx(20e-6) and guard.reserved == pytest.approx(0.0)
+def test_guard_reserves_then_settles_and_lists_what_it_charged():
+    guard = InMemoryBudgetGuard(cap_micros=1_000_000)
+    r = reservation_micros(estimate("a"), HAIKU)
+    asyncio.run(guard.reserve(estimate("a"), r))
+    asyncio.run(guard.reserve(estimate("b"), r))
+    assert guard.reserved == 2 * r
+    ok = attempt("a", usage=Usage(input=10, output=2))
+    asyncio.run(guard.settle(ok, attempt_cost_micros(ok, HAIKU)))
+    lost = attempt("b", status="unknown")
+    asyncio.run(guard.settle(lost, attempt_cost_micros(lost, HAIKU)))
+    assert guard.settled == [Settlement(ok, r, 20), Settlement(lost, r, r)]
+    assert guard.spent == 20 + r and guard.reserved == 0
 
 
 def test_refusal_message_names_the_cap_and_amounts():
-    guard = InMemoryBudgetGuard(cap_usd=0.001, name="run cap")
-    with pytest.raises(BudgetExhausted, match=r"run cap of \$0.0010 reached"):
-        guard.reserve(estimate(), 0.01)
+    guard = InMemoryBudgetGuard(cap_micros=1000, name="run cap")
+    with pytest.raises(BudgetExhausted, match=r"run cap of \$0.0010 reached.*needs up to \$0.0100"):
+        asyncio.run(guard.reserve(estimate(), 10_000))
 
 
 # ------------------------------------------------------------------ tokens

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import RUN_SCOPE
-from db.repo_budget import BudgetView, budgets, micros_to_usd, usd_to_micros
+from db.repo_budget import BudgetView, budgets
 from db.repo_ledger import OpenCall, TokenUsage, close_call, open_call
+from omniopd.money import micros_to_usd
 from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted
 
 LEDGER_STATUS = {"ok": "ok", "failed": "error", "unknown": "unknown"}
@@ -93,12 +94,11 @@ class StoreBudgetGuard:
     settled: list[LedgerAttempt] = field(default_factory=list)
     _open: dict[str, OpenCall] = field(default_factory=dict)
 
-    async def reserve(self, estimate: AttemptEstimate, amount_usd: float) -> None:
-        amount = usd_to_micros(amount_usd)
+    async def reserve(self, estimate: AttemptEstimate, amount_micros: int) -> None:
         deadline = time.monotonic() + self.wait_s
         delay = 0.05
         while True:
-            outcome = await self._in_thread(self._open_call, estimate, amount)
+            outcome = await self._in_thread(self._open_call, estimate, amount_micros)
             if isinstance(outcome, OpenCall):
                 self._open[estimate.key] = outcome
                 return
@@ -120,12 +120,12 @@ class StoreBudgetGuard:
                 return call
             return refusal(budgets(session, run_id=self.run_id), self.provider, amount)
 
-    async def settle(self, attempt: Attempt, cost_usd: float | None) -> None:
+    async def settle(self, attempt: Attempt, cost_micros: int | None) -> None:
         call = self._open.pop(attempt.key)
-        charged = await self._in_thread(self._close_call, call, attempt, cost_usd)
+        charged = await self._in_thread(self._close_call, call, attempt, cost_micros)
         self.settled.append(LedgerAttempt(attempt, call.id, charged))
 
-    def _close_call(self, call: OpenCall, attempt: Attempt, cost_usd: float | None) -> int:
+    def _close_call(self, call: OpenCall, attempt: Attempt, cost_micros: int | None) -> int:
         usage = attempt.usage
         with self.sessions.begin() as session:
             return close_call(
@@ -134,7 +134,7 @@ class StoreBudgetGuard:
                 status=LEDGER_STATUS[attempt.status],
                 # the ledger's output_tokens include reasoning (db/models/spend.py)
                 usage=TokenUsage(usage.input, usage.cached_input, usage.cache_write, usage.output + usage.reasoning, usage.reasoning),
-                cost_micros=None if cost_usd is None else usd_to_micros(cost_usd),
+                cost_micros=cost_micros,
                 http_status=attempt.http_status,
                 latency_ms=round(attempt.latency_s * 1000.0, 3),
                 n_returned=attempt.n_texts,

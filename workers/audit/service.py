@@ -1,4 +1,4 @@
-"""The audit of one trajectory (DESIGN.md §4; docs/audit.md): its chunks, in ascending
+"""The audit of one trajectory (docs/audit.md): its chunks, in ascending
 position, each continued N times by the teacher and scored against the student.
 
 Per chunk:
@@ -60,11 +60,12 @@ from db.repo_audit import (
     finish_audit,
     record_chunk_telemetry,
 )
-from db.repo_budget import budgets, micros_to_usd
+from db.repo_budget import budgets
 from omniopd.algo import estimator
 from omniopd.algo.similarity import cut_continuation, phi_batch
 from omniopd.config import OmniConfig, TeacherConfig
-from omniopd.teachers import BudgetHooks, Price, build_teacher, teacher_price
+from omniopd.money import micros_to_usd
+from omniopd.teachers import Price, build_teacher, teacher_price
 from omniopd.teachers.types import BudgetExhausted, FatalProviderError, TeacherError
 from workers.audit.budget_guard import StoreBudgetGuard
 from workers.audit.teacher_loop import TeacherLoop
@@ -261,7 +262,7 @@ def audit_chunk(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, prompt: st
     if missing:
         max_new = math.ceil((chunk.end - chunk.start) * ctx.teacher.max_new_tokens_factor)
         call = ctx.loop.client.continue_prefix(
-            prompt, chunk.prefix, len(missing), max_new, hooks=BudgetHooks(guard, ctx.price),
+            prompt, chunk.prefix, len(missing), max_new, guard=guard, price=ctx.price,
             call_key=f"t{work.trajectory_id}-c{chunk.id}-{uuid.uuid4().hex[:10]}",
         )
         with ctx.slots:
@@ -304,13 +305,13 @@ def _score(ctx: AuditContext, chunk: ChunkWork, missing: list[int], texts: list[
     if not texts:
         return []
     cut = [cut_continuation(t, chunk.student_text, ctx.config.estimator.cut) for t in texts]
-    phis = phi_batch(ctx.config.estimator.phi, chunk.student_text, cut)
+    phis = phi_batch(ctx.config.estimator.phi, chunk.student_text, cut)  # in [0, 1], or PhiRangeError
     # A text is attributed to its ledger row only when one attempt produced them all (the
     # client does not say which concurrent request returned which text).
     producers = [a for a in guard.settled if a.attempt.n_texts > 0]
     call_id = producers[0].call_id if len(producers) == 1 else None
     return [
-        TeacherSampleIn(i, text, c, min(1.0, max(0.0, float(phi))), call_id)
+        TeacherSampleIn(i, text, c, phi, call_id)
         for i, text, c, phi in zip(missing[: len(texts)], texts, cut, phis, strict=True)  # a partial fills the first
     ]
 
@@ -326,8 +327,8 @@ def _complete(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, samples: lis
     with ctx.sessions.begin() as session:
         add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
         stored = chunk_samples(session, chunk_id=chunk.id)
-        phi = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
-        k = float(estimator.k_sem(phi))
+        scores = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
+        k = float(estimator.k_sem(scores, phi=ctx.config.estimator.phi))
         if complete_chunk(session, chunk_id=chunk.id, k_sem=k):
             n = len(stored)
             telemetry.update(

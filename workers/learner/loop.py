@@ -64,6 +64,7 @@ from db.repo_bundles import (
 from db.repo_learner import BudgetState, budget_state, consumed_bundles, unfinished_trajectories
 from db.repo_runs import latest_policy_version, publish_policy_version
 from omniopd.config import OmniConfig
+from omniopd.money import micros_to_usd
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
 from omniopd.train.lockstep import Leader
@@ -89,6 +90,15 @@ class Driver(Protocol):
     """Paces rollouts by policy lag and drops stale trajectories; called once per iteration."""
 
     def tick(self, *, trained_version: int) -> TickReport: ...
+
+
+def budget_reason(state: BudgetState) -> str:
+    """Why the teacher budget stops the run, in USD (the store keeps micro-USD)."""
+    reached = state.cap_reached
+    if reached is not None:
+        return (f"the {reached.label} budget cap is reached (${micros_to_usd(reached.used):,.4f} of "
+                f"${micros_to_usd(reached.cap):,.4f} spent or reserved)")
+    return "an audit was refused for budget (a chunk ended skipped_budget)"
 
 
 class LearnerError(RuntimeError):
@@ -279,7 +289,7 @@ class Learner:
         with self.sessions.begin() as s:
             self.budget = budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
         if self.budget.exhausted:
-            return "budget", f"teacher budget spent: {self.budget.reason}"
+            return "budget", f"teacher budget spent: {budget_reason(self.budget)}"
         return None
 
     def _min_version(self) -> int:
@@ -334,7 +344,7 @@ class Learner:
             "wait_s": wait_s,
             "resumed_from_step": self.resumed.step if self.resumed else 0,
             "sampled_versions": sorted({b.policy_version for b in bundles}),
-            "spend_usd": self.budget.spent / 1e6 if self.budget else 0.0,
+            "spend_usd": micros_to_usd(self.budget.spent) if self.budget else 0.0,
             "driver_enqueued_batches": getattr(report, "enqueued_batches", None),
             "driver_in_flight_batches": getattr(report, "in_flight_batches", None),
             "driver_dropped_stale": getattr(report, "dropped_stale", None),
@@ -385,8 +395,8 @@ class Learner:
         view = ProgressView(
             step=self.trainer.steps_done, max_steps=self.cfg.max_steps,
             loss=metrics.loss if metrics else None, kl=metrics.kl if metrics else None,
-            bundles_waiting=waiting, spend_usd=budget.spent / 1e6 if budget else 0.0,
-            cap_usd=budget.cap / 1e6 if budget and budget.cap is not None else None, state=state,
+            bundles_waiting=waiting, spend_usd=micros_to_usd(budget.spent) if budget else 0.0,
+            cap_usd=micros_to_usd(budget.cap) if budget and budget.cap is not None else None, state=state,
         )
         for sink in self.sinks:
             sink.progress(view)
@@ -401,7 +411,7 @@ class Learner:
         return LearnerSummary(
             reason=reason, detail=detail, steps=self.steps, last_step=last, max_steps=self.cfg.max_steps,
             resumed_from_step=self.resumed.step if self.resumed else 0, bundles=self.bundles,
-            bundles_consumed_total=consumed, bundles_ready_left=ready, spend_usd=budget.spent / 1e6,
-            cap_usd=None if budget.cap is None else budget.cap / 1e6, policy_version=self.version,
+            bundles_consumed_total=consumed, bundles_ready_left=ready, spend_usd=micros_to_usd(budget.spent),
+            cap_usd=None if budget.cap is None else micros_to_usd(budget.cap), policy_version=self.version,
             checkpoint=str(ckpt.path) if ckpt else None, wall_s=wall_s, wait_s=self.wait_s,
         )

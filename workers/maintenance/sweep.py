@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from celery import Celery
 
 from db.models import utcnow
-from db.repo_budget import expire_stale, micros_to_usd
+from db.repo_budget import expire_stale
 from db.repo_maintenance import (
     inconsistent_chunks,
     mark_requeued,
@@ -34,6 +34,7 @@ from db.repo_maintenance import (
 )
 from db.repo_runs import RunNotFound, get_run
 from db.repo_trajectories import drop_trajectories
+from omniopd.money import micros_to_usd
 from workers.app import AUDIT_TASK, MAINTENANCE_TASK, audit_queue, enqueue_after_commit, runtime
 
 log = logging.getLogger(__name__)

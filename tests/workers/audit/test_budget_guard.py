@@ -14,9 +14,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from db.models import Budget
-from db.repo_budget import usd_to_micros
 from db.session import make_engine, make_session_factory
 from omniopd.cli import app as cli
+from omniopd.money import usd_to_micros
 from tests.workers.audit_helpers import (
     add_trajectories,
     assert_books_balance,

@@ -9,17 +9,23 @@ import re
 import threading
 import time
 from contextlib import ExitStack
+from itertools import count
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from db.repo_audit import TeacherSampleIn, add_teacher_samples
-from db.repo_budget import BudgetView, settle, usd_to_micros
-from db.repo_ledger import open_call
-from omniopd.algo.similarity import cut_continuation, phi_batch
+from db.repo_budget import BudgetView, settle
+from db.repo_ledger import ledger_totals, open_call
+from omniopd.algo import similarity
+from omniopd.algo.similarity import PhiRangeError, cut_continuation, phi_batch
+from omniopd.money import usd_to_micros
 from omniopd.teachers import client as client_module
 from omniopd.teachers import prompting
 from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread, scripted
-from omniopd.teachers.types import AttemptEstimate, BudgetExhausted
+from omniopd.teachers.pricing import Price, attempt_cost_micros, reservation_micros
+from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, Usage
 from tests.workers.audit_helpers import (
     KEY_ENV,
     add_trajectories,
@@ -120,6 +126,17 @@ def test_a_retry_fetches_only_the_missing_samples(audit_env):
     assert chunk_rows(store, [tid])[0].k_sem == pytest.approx(sum(s.phi for s in samples))
 
 
+def test_a_phi_out_of_range_stops_the_audit_with_an_error_instead_of_being_clamped(audit_env, monkeypatch):
+    store, ctx, emu = audit_env("openai")
+    (tid,) = add_trajectories(store, 1)
+    monkeypatch.setitem(similarity._BATCHED, "edit", lambda student, continuations: [1.25] * len(continuations))
+    with pytest.raises(PhiRangeError, match=r"phi 'edit' gave 1\.25, outside \[0, 1\]"):
+        audit_trajectory(ctx, tid)
+    assert [c.state for c in chunk_rows(store, [tid])] == ["pending", "pending"]  # nothing stored as 1.0
+    assert all(not samples_of(store, c.id) for c in chunk_rows(store, [tid]))
+    assert_books_balance(store, emu)  # the continuations paid for are in the ledger all the same
+
+
 def test_budget_cap_skips_the_rest_of_the_trajectory_without_overspending(audit_env):
     store, ctx, emu = audit_env("openai", n=3, teacher={"budget_usd": 1.0})
     ids = add_trajectories(store, 4, chunks=3)
@@ -213,12 +230,59 @@ def test_a_contended_budget_waits_for_attempts_in_flight_instead_of_skipping(tmp
             settle(s, reservation_id=other.reservation_id, actual=100_000)
 
     threading.Thread(target=settle_other).start()
-    asyncio.run(guard.reserve(estimate, 0.5))  # 0.7 + 0.5 > 1 now; fits once the other settles at 0.1
+    asyncio.run(guard.reserve(estimate, 500_000))  # 0.7 + 0.5 > 1 now; fits once the other settles at 0.1
     assert "k/0" in guard._open
     with pytest.raises(BudgetExhausted, match=re.escape("spent $0.1000 of cap $1.0000")):
-        asyncio.run(guard.reserve(AttemptEstimate("k/1", "openai", "m", 1, 10, 10, 10, False), 0.95))
+        asyncio.run(guard.reserve(AttemptEstimate("k/1", "openai", "m", 1, 10, 10, 10, False), 950_000))
     store.engine.dispose()
 
+
+def test_settled_costs_add_up_exactly_to_the_ledger_and_the_budgets(tmp_path, monkeypatch):
+    """Whatever the prices (six decimals per 1M tokens), usages and outcomes, the integer
+    micro-dollars settled through the store guard (the reported usage's cost if ok, 0 if
+    failed, R if unknown) sum exactly to the ledger's cost and to the provider's and the
+    run's spent: no float anywhere on the way."""
+    monkeypatch.setenv(KEY_ENV, "x" * 20)
+    store = Store(audit_config(tmp_path / "run.yaml", url="http://127.0.0.1:9"))
+    guard = StoreBudgetGuard(store.sessions, store.run_id, "emu", None, wait_s=0.0)
+    keys = count()
+    rate = st.decimals(min_value="0.01", max_value=100, places=6)
+    tokens = st.integers(0, 50_000)
+    outcome = st.tuples(st.sampled_from(["ok", "failed", "unknown"]), tokens, tokens, tokens, st.integers(1, 8_000))
+
+    def totals() -> tuple[int, int, int]:
+        with store.sessions.begin() as s:
+            ledger = sum(t.cost_micros for t in ledger_totals(s, run_id=store.run_id))
+        spent = budget_rows(store)
+        return ledger, spent["emu"].spent_micros, spent["*"].spent_micros
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.tuples(rate, rate, rate, rate), st.lists(outcome, min_size=1, max_size=6))
+    def check(rates, outcomes):
+        price = Price(*(float(r) for r in rates))
+        charged = []
+
+        async def attempts() -> None:
+            for status, plain, cached, written, out in outcomes:
+                usage = Usage(plain, cached, written, out)
+                key = f"a/{next(keys)}"
+                estimate = AttemptEstimate(key, "anthropic", "m", 1, usage.total_input, 0, usage.total_output, True)
+                r = reservation_micros(estimate, price)
+                await guard.reserve(estimate, r)
+                attempt = Attempt(key, "anthropic", "m", 0, status, "prefill", 1, 1,
+                                  usage if status == "ok" else Usage(), 0.1)
+                cost = attempt_cost_micros(attempt, price)
+                await guard.settle(attempt, cost)
+                charged.append(r if cost is None else cost)
+
+        before = totals()
+        asyncio.run(attempts())
+        after = totals()
+        assert [a - b for a, b in zip(after, before, strict=True)] == [sum(charged)] * 3
+        assert [a.charged_micros for a in guard.settled[-len(charged):]] == charged
+
+    check()
+    store.engine.dispose()
 
 
 def test_a_trajectory_dropped_during_its_audit_gets_no_more_teacher_calls(audit_env):

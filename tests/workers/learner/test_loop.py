@@ -11,8 +11,9 @@ import torch
 from sqlalchemy import select
 
 from db.models import PolicyVersion, Trajectory
-from db.repo_budget import reserve, settle, usd_to_micros
+from db.repo_budget import reserve, settle
 from db.repo_bundles import claim_ready_bundles, learner_steps, load_bundles
+from omniopd.money import usd_to_micros
 from omniopd.train import build_trainer, checkpoint_root, latest_checkpoint
 from tests.workers.conftest import Store, write_config
 from tests.workers.learner_fakes import StoreDriver, insert_bundles
