@@ -9,9 +9,16 @@ key prefix, so test runs (and several developers on one machine) never collide.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 
 import pytest
+
+# Several tests interrupt a child process with SIGINT (Ctrl-C) and check that it stops
+# cleanly. A shell starts background jobs (`scripts/test.sh &`) with SIGINT ignored, and
+# children inherit an ignored signal, so those tests would see nothing happen. Restoring
+# Python's handler here makes every child start with the default disposition again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REQUIRE_SERVICES = os.environ.get("OMNIOPD_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(
