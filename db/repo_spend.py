@@ -122,6 +122,7 @@ class AuditStats:
     mean_completion_tokens: float | None  # L of Appendix B
     mean_chunks_per_trajectory: float | None  # over trajectories that have chunks
     budget_stop: str | None  # why chunks were skipped for budget (the latest refusal), if any
+    teacher_stop: str | None = None  # why a teacher's audits stopped (its latest attempt was refused), if any
 
 
 def audit_stats(session: Session, *, run_id: int) -> AuditStats:
@@ -179,6 +180,7 @@ def audit_stats(session: Session, *, run_id: int) -> AuditStats:
         mean_completion_tokens=None if mean_completion is None else float(mean_completion),
         mean_chunks_per_trajectory=None if mean_chunks is None else float(mean_chunks),
         budget_stop=stop,
+        teacher_stop=teacher_stop(session, run_id=run_id),
     )
 
 
@@ -191,3 +193,30 @@ def budget_stop(session: Session, *, run_id: int) -> str | None:
         .where(Trajectory.run_id == run_id, Chunk.state == "skipped_budget")
         .order_by(Chunk.updated_at.desc(), Chunk.id.desc()).limit(1)
     )
+
+
+STOPPING_ERRORS = ("auth", "not_found", "quota", "sampling_refused", "thinking_refused", "refused")
+"""Ledger error classes of a refusal that retrying cannot fix: the audit workers stop that
+teacher (error classes: omniopd/teachers/httpinfo.py; the stop: workers/audit/service.py)."""
+
+
+def teacher_stop(session: Session, *, run_id: int) -> str | None:
+    """Why teachers' audits stopped: for each teacher whose latest finished attempt was such
+    a refusal, its HTTP status, class and the provider's message (scrubbed of keys when it
+    was recorded); None while no teacher is stopped. A fixed config's next answered attempt
+    clears it."""
+    latest = (
+        select(func.max(TeacherCall.id).label("id"))
+        .where(TeacherCall.run_id == run_id, TeacherCall.status != "reserved")
+        .group_by(TeacherCall.provider).subquery()
+    )
+    rows = session.execute(
+        select(TeacherCall.provider, TeacherCall.model, TeacherCall.http_status, TeacherCall.error_class,
+               TeacherCall.error_detail)
+        .join(latest, TeacherCall.id == latest.c.id)
+        .where(TeacherCall.error_class.in_(STOPPING_ERRORS)).order_by(TeacherCall.provider)
+    ).all()
+    return "; ".join(
+        f"teacher {provider} ({model}) refused: HTTP {status} {error_class}: {detail}"
+        for provider, model, status, error_class, detail in rows
+    ) or None

@@ -276,6 +276,8 @@ class TeacherConfig(Section):
     """Model name sent to the provider; also the key into the prices file."""
     base_url: str | None = None
     """API base URL; default: the provider's public endpoint."""
+    api_version: str | None = None
+    """Provider API version: Anthropic's `anthropic-version` header (2026-10-21, or 2023-06-01 for a non-default temperature on older models), Gemini's URL path (v1beta, v1); default: the registry's first (omniopd/providers.py)."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (never the key itself)."""
     continuation: ContinuationMode | None = None
@@ -284,10 +286,12 @@ class TeacherConfig(Section):
     """openai_compat raw mode: tokenizer path whose chat template renders the prompt; default: the model served."""
     max_new_tokens_factor: float = Field(1.5, ge=1)
     """Ask the teacher for this many times C tokens (tokenizers differ); continuations are cut to the chunk after."""
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = None
+    """Gemini 3 and later: the thinking level (default: the lowest the model accepts); models with a token budget use reasoning_tokens."""
     reasoning_tokens: int = Field(0, ge=0)
-    """Extra completion-token allowance for reasoning models (openai gpt-5*, thinking models)."""
+    """Output allowance for thinking, added to the output limit (gpt-5*/gpt-6*, Claude 5, Gemini); the thinking budget on Gemini 2.5."""
     temperature: float | None = Field(1.0, ge=0)
-    """Teacher sampling temperature (None: do not send; some reasoning models reject it)."""
+    """Teacher sampling temperature; the API's default (1.0 on hosted APIs) and None are not sent; models that refuse other values are a config error."""
     timeout_s: float = Field(120.0, gt=0)
     """Per-request timeout."""
     max_connections: int = Field(16, ge=1)
@@ -313,6 +317,41 @@ class TeacherConfig(Section):
                 raise ValueError(problem)
         return mode
 
+    @field_validator("continuation")
+    @classmethod
+    def _prefill_of_the_model(cls, mode: ContinuationMode | None, info: ValidationInfo) -> ContinuationMode | None:
+        kind, model = info.data.get("kind"), info.data.get("model")
+        if mode == "prefill" and kind is not None and model is not None:
+            spec = PROVIDER_SPECS[kind]
+            family = spec.family(model)
+            if not spec.model_rules(model).prefill and family is not None:
+                raise ValueError(f"{model} ({family.label}) refuses assistant prefill: use continuation: instruction (or leave it unset)")
+        return mode
+
+    @field_validator("api_version")
+    @classmethod
+    def _version_of_the_kind(cls, version: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind is not None:
+            PROVIDER_SPECS[kind].api_version(version)  # SettingRefused (a ValueError) names the choices
+        return version
+
+    @field_validator("reasoning_tokens")
+    @classmethod
+    def _thinking_of_the_model(cls, tokens: int, info: ValidationInfo) -> int:
+        kind, model = info.data.get("kind"), info.data.get("model")
+        if kind is not None and model is not None:
+            PROVIDER_SPECS[kind].thinking_for(model, tokens, info.data.get("thinking_level"))
+        return tokens
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_of_the_model(cls, value: float | None, info: ValidationInfo) -> float | None:
+        kind, model = info.data.get("kind"), info.data.get("model")
+        if kind is not None and model is not None and "api_version" in info.data:
+            PROVIDER_SPECS[kind].temperature_to_send(model, value, info.data["api_version"])
+        return value
+
     @property
     def spec(self) -> ProviderSpec:
         """This teacher's provider facts (omniopd/providers.py)."""
@@ -320,7 +359,7 @@ class TeacherConfig(Section):
 
     @property
     def continuation_mode(self) -> ContinuationMode:
-        return self.continuation or self.spec.default_continuation
+        return self.continuation or self.spec.default_mode(self.model)
 
 
 class AuditConfig(Section):

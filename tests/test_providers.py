@@ -126,15 +126,16 @@ def test_cache_rules_keep_the_values_the_emulator_and_forecast_used_before_the_r
         "openai_compat": ("implicit", 1024, 128),
         "gemini": ("implicit", 1024, 64),
     }
-    for model in ("claude-haiku-4-5", "claude-haiku-4.5-20251001"):
-        assert PROVIDER_SPECS["anthropic"].cache.for_model(model).min_tokens == 4096
-    assert PROVIDER_SPECS["anthropic"].cache.for_model("claude-sonnet-4-5").min_tokens == 1024
+    for model in ("claude-haiku-4-5", "claude-haiku-4.5-20251001", "claude-opus-4-5", "claude-opus-4-6-20260201"):
+        assert PROVIDER_SPECS["anthropic"].cache_rule(model).min_tokens == 4096
+    for model in ("claude-sonnet-4-5", "claude-opus-4-8"):
+        assert PROVIDER_SPECS["anthropic"].cache_rule(model).min_tokens == 1024
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("model", ["m", "claude-haiku-4-5"])
 def test_forecast_and_emulator_read_the_same_cache_rule(kind, model):
-    rule = PROVIDER_SPECS[kind].cache.for_model(model)
+    rule = PROVIDER_SPECS[kind].cache_rule(model)
     assert cache_rule(kind, model) == rule
     cache = Emulator(EmulatorConfig(provider=kind)).cache_for(model)
     assert (cache.rule, cache.min_tokens, cache.granularity) == (rule.style, rule.min_tokens, rule.granularity)
@@ -144,7 +145,7 @@ def test_forecast_and_emulator_read_the_same_cache_rule(kind, model):
 def test_caching_off_switches_off_only_explicit_caching(kind):
     spec = PROVIDER_SPECS[kind]
     off = cache_rule(kind, "m", enabled=False)
-    assert off == (CacheRule("none") if spec.cache.style == "explicit" else spec.cache.for_model("m"))
+    assert off == (CacheRule("none") if spec.cache.style == "explicit" else spec.cache_rule("m"))
     assert first_request_alone(kind, cache=False) is False
     assert first_request_alone(kind, cache=True) is spec.first_request_alone
 

@@ -124,3 +124,6 @@ def _print_audit(st) -> None:
         )
     if a.budget_stop:
         console.print(f"[yellow]budget:[/] {a.budget_stop}; remaining chunks are skipped", soft_wrap=True, highlight=False)
+    if a.teacher_stop:
+        console.print(f"[red]teacher stopped:[/] {a.teacher_stop}; fix the teacher's config and restart the audit "
+                      "workers (`omniopd teacher check` tries one call)", soft_wrap=True, highlight=False)

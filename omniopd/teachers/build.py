@@ -55,4 +55,6 @@ def build_teacher(
         reasoning_tokens=cfg.reasoning_tokens,
         temperature=cfg.temperature,
         chat_template=template,
+        api_version=cfg.api_version,
+        thinking_level=cfg.thinking_level,
     )

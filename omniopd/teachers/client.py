@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from omniopd.config import ContinuationMode
-from omniopd.providers import ProviderSpec
+from omniopd.providers import ProviderSpec, SettingRefused
 from omniopd.teachers import httpinfo
 from omniopd.teachers.budget import BudgetGuard
 from omniopd.teachers.pricing import Price, attempt_cost_micros, reservation_micros
@@ -98,6 +98,8 @@ class _Call:
     n: int
     max_new_tokens: int
     temperature: float | None
+    """The temperature to send (None: send none): the requested one, fitted by the provider's
+    rules (omniopd/providers.py, `ProviderSpec.temperature_to_send`)."""
     stop: tuple[str, ...]
     seed: int | None
     guard: BudgetGuard | None
@@ -148,10 +150,19 @@ class TeacherClient:
         reasoning_tokens: int = 0,
         temperature: float | None = 1.0,
         chat_template: Any = None,
+        api_version: str | None = None,
+        thinking_level: str | None = None,
     ):
         problem = self.spec.mode_error(mode)
         if problem is not None:
             raise FatalProviderError(problem)
+        if mode == "prefill" and self.spec.default_mode(model) == "instruction":
+            mode = "instruction"  # the model's family refuses prefill (omniopd/providers.py)
+        try:
+            self.api_version = self.spec.api_version(api_version)
+            self.thinking = self.spec.thinking_for(model, reasoning_tokens, thinking_level)
+        except SettingRefused as exc:
+            raise FatalProviderError(f"{self.spec.kind} {model}: {exc}") from None
         self.model = model
         self.base_url = self.normalise_base_url(base_url or self.spec.default_base_url)
         self.api_key = api_key
@@ -301,13 +312,20 @@ class TeacherClient:
             raise ValueError(f"n and max_new_tokens must be >= 1 (got n={n}, max_new_tokens={max_new_tokens})")
         if guard is not None and price is None:
             raise ValueError("a budget guard needs the teacher's price (price=teacher_price(...)) to reserve and settle")
+        try:  # refused before any attempt: nothing is sent, nothing is charged
+            temperature = self.spec.temperature_to_send(
+                self.model, self.temperature if temperature is _DEFAULT else temperature,
+                self.api_version.name if self.api_version is not None else None,
+            )
+        except SettingRefused as exc:
+            raise FatalProviderError(f"{self.kind} {self.model}: {exc}", Continuations([], [], [], self.effective_mode)) from None
         call = _Call(
             key=call_key or uuid.uuid4().hex,
             prompt=prompt,
             prefix=prefix,
             n=n,
             max_new_tokens=max_new_tokens,
-            temperature=self.temperature if temperature is _DEFAULT else temperature,
+            temperature=temperature,
             stop=tuple(stop),
             seed=seed,
             guard=guard,

@@ -51,7 +51,7 @@ def cache_rule(kind: str, model: str, enabled: bool = True) -> CacheRule:
     """The caching rule of a provider kind and model (omniopd/providers.py). `enabled` is
     the teacher's `cache` setting: it switches off explicit caching (Anthropic breakpoints);
     implicit caching (OpenAI, Gemini, vLLM) happens whatever the client does."""
-    rule = provider_spec(kind).cache.for_model(model)
+    rule = provider_spec(kind).cache_rule(model)
     return CacheRule("none") if rule.style == "explicit" and not enabled else rule
 
 

@@ -104,7 +104,8 @@ class Attempt:
     http_status: int | None = None
     error_class: str | None = None
     """rate_limited, server_error, timeout, connection, malformed, empty, prefill_rejected,
-    bad_request, auth, quota, budget, cancelled; None when the attempt fully succeeded."""
+    bad_request, sampling_refused, thinking_refused, refused, auth, not_found, quota, budget,
+    cancelled; None when the attempt fully succeeded (omniopd/teachers/httpinfo.py)."""
     error: str | None = None
     """Short, scrubbed description of what went wrong."""
     request_id: str | None = None

@@ -20,7 +20,7 @@ from tests.teachers.conftest import run
 
 def test_explicit_cache_writes_once_and_reads_only_after_the_writer_started():
     cache = PromptCache("explicit", min_tokens=10)
-    blocks = [("<|user|>\n", False), ("word " * 20, True)]
+    blocks = [("<|user|>\n", None), ("word " * 20, 300.0)]
     first = cache.explicit("m", blocks, now=0.0)
     assert (first.read, first.write) == (0, first.total)
     concurrent = cache.explicit("m", blocks, now=0.5)  # before the writer's response started
@@ -32,9 +32,9 @@ def test_explicit_cache_writes_once_and_reads_only_after_the_writer_started():
 
 def test_explicit_cache_ignores_prefixes_below_the_minimum_and_expires():
     cache = PromptCache("explicit", min_tokens=100, ttl_s=300)
-    short = cache.explicit("m", [("a " * 20, True)], now=0.0)
+    short = cache.explicit("m", [("a " * 20, 300.0)], now=0.0)
     assert short.write == 0 and short.pending == ()
-    long_blocks = [("a " * 200, True)]
+    long_blocks = [("a " * 200, 300.0)]
     cache.publish(cache.explicit("m", long_blocks, now=0.0).pending, 0.0)
     assert cache.explicit("m", long_blocks, now=299.0).read > 0  # hit refreshes the TTL
     assert cache.explicit("m", long_blocks, now=598.0).read > 0

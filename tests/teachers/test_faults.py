@@ -142,17 +142,25 @@ def test_partial_success_refetches_only_missing_samples(emulator):
 
 
 def test_rejected_prefill_falls_back_to_instruction_and_is_remembered(emulator):
-    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"reject_prefill": ["claude-sonnet-4-6"]})
-    client = make_client("anthropic", emu.url, model="claude-sonnet-4-6", cache=False)
+    # A model the registry does not know refuses prefill: one failed, unbilled attempt.
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"reject_prefill": ["claude-next-preview"]})
+    client = make_client("anthropic", emu.url, model="claude-next-preview", cache=False)
     result = run(call(client, n=2))
     first = result.attempts[0]
     assert (first.status, first.error_class, first.http_status) == ("failed", "prefill_rejected", 400)
     assert result.mode == "instruction" and result.texts == ["ok", "ok"]
-    again = run(call(make_client("anthropic", emu.url, model="claude-sonnet-4-6", cache=False), n=1))
+    again = run(call(make_client("anthropic", emu.url, model="claude-next-preview", cache=False), n=1))
     assert [a.mode for a in again.attempts] == ["instruction"]  # no second rejected attempt
     # another model of the same provider still uses prefill
     other = run(call(make_client("anthropic", emu.url, model="claude-haiku-4-5", cache=False), n=1))
     assert other.mode == "prefill"
+
+
+def test_a_model_whose_family_refuses_prefill_starts_in_instruction_form_without_a_failed_attempt(emulator):
+    emu = emulator("anthropic", generator=scripted(["ok"]))  # the emulator refuses prefill for Claude 4.6+ as the API does
+    result = run(call(make_client("anthropic", emu.url, model="claude-sonnet-4-6", mode="prefill", cache=False), n=2))
+    assert [a.mode for a in result.attempts] == ["instruction", "instruction"]
+    assert all(a.status == "ok" for a in result.attempts) and result.texts == ["ok", "ok"]
 
 
 def test_retries_exhausted_keeps_the_partial_result(emulator):
@@ -176,9 +184,23 @@ def test_bad_request_is_fatal_with_the_provider_message(emulator):
     emu = emulator("openai", generator=scripted(["ok"]), faults={"reject_temperature": True})
     from omniopd.teachers.types import FatalProviderError
 
-    with pytest.raises(FatalProviderError, match="temperature"):
-        run(call(make_client("openai", emu.url, temperature=1.0), n=1))
+    with pytest.raises(FatalProviderError, match="temperature") as err:
+        run(call(make_client("openai", emu.url, temperature=0.7), n=1))
     assert len(emu.emulator.log) == 1
+    assert err.value.partial.attempts[0].error_class == "sampling_refused"
+    assert "change the teacher's `temperature`" in str(err.value)
+
+
+def test_an_unrecognised_refusal_is_fatal_with_the_provider_message_and_costs_nothing(emulator):
+    from omniopd.teachers.types import FatalProviderError
+
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"script": ["refuse"]})
+    ledger = Recorder()
+    with pytest.raises(FatalProviderError, match="not permitted for this organization") as err:
+        run(call(make_client("anthropic", emu.url), n=3, guard=ledger, price=PRICE))
+    [attempt] = err.value.partial.attempts  # the first goes alone; the others never start after it
+    assert (attempt.status, attempt.error_class, attempt.http_status) == ("failed", "refused", 400)
+    assert "does not recognise" in str(err.value) and ledger.costs == [0]
 
 
 def test_random_faults_lose_nothing_and_bill_nothing_twice(emulator):

@@ -24,9 +24,13 @@ Outcomes of a chunk's teacher call (the client retried what is retryable already
   texts obtained are stored, the chunk stays pending, later chunks wait (cache order),
   and the task is delivered again after `audit.retry_delay_s`; on the last of
   `audit.retries` redeliveries the chunk becomes `failed`;
-- a 400 for this request (e.g. a prefix beyond the context window): the chunk `failed`;
-- any other fatal provider error (bad key, unknown model, per-day quota) is the run's
-  configuration, not the chunk's: `TeacherSetupError`, the chunk stays pending.
+- a 400 for this request (a prefix beyond the context window): the chunk `failed`;
+- any other fatal provider error (bad key, unknown model, per-day quota, a sampling or
+  thinking setting the model refuses, a refusal the adapter does not recognise) is the
+  run's configuration, not the chunk's: `TeacherSetupError`, the chunk stays pending, and
+  every later audit of the process stops before sending (`AuditContext.stopped`), so a
+  refusal is paid for at most once per attempt in flight; `omniopd status` shows the
+  provider's message (scrubbed of the key) from the ledger.
 
 When every chunk is terminal the trajectory becomes `ready`, or `dropped` (reason
 `unaudited`) if not one chunk was audited (db.repo_audit.finish_audit).
@@ -91,6 +95,11 @@ class AuditContext:
     slots: threading.BoundedSemaphore  # teacher.concurrency chunk calls in flight per process
     db_threads: ThreadPoolExecutor  # budget and ledger transactions of the attempts (store.pool_size)
     budget_reported: bool = False  # the cap refusal is logged as a warning once per process
+    # Set when the teacher refused a request in a way retrying cannot fix (bad key, unknown
+    # model, a setting the model refuses, a refusal the adapter does not recognise): every
+    # later audit of this process stops before sending, so refusals stay bounded by the
+    # attempts in flight at that moment.
+    stopped: str | None = None
     checked_runs: set[int] = field(default_factory=set)  # runs known to have this teacher's budget row
 
     def close(self) -> None:
@@ -151,6 +160,8 @@ class _ChunkResult:
 
 def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bool = False) -> AuditOutcome:
     """Audit what is left of one trajectory; safe to call again for the same id."""
+    if ctx.stopped is not None:  # the teacher refused before: no more attempts until restarted
+        raise TeacherSetupError(ctx.stopped)
     t0 = time.monotonic()
     with ctx.sessions.begin() as session:
         work = begin_audit(session, trajectory_id=trajectory_id)
@@ -289,8 +300,10 @@ def audit_chunk(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, prompt: st
             _fail(ctx, work, chunk, "failed", message, telemetry, samples)
             return _ChunkResult("failed", message, attempts, charged)
         _store(ctx, chunk, samples)
-        log.error("teacher %s refuses requests: %s", ctx.teacher_name, message)
-        raise TeacherSetupError(f"teacher {ctx.teacher_name}: {message}") from None
+        log.error("teacher %s refuses requests: %s; its audits in this process stop until the config is fixed "
+                  "and the workers restart", ctx.teacher_name, message)
+        ctx.stopped = f"teacher {ctx.teacher_name}: {message}"
+        raise TeacherSetupError(ctx.stopped) from None
     if last_delivery:
         _fail(ctx, work, chunk, "failed", message, telemetry, samples)
         return _ChunkResult("failed", message, attempts, charged)

@@ -8,7 +8,7 @@ from omniopd.config import ProviderKind
 
 FAULTS = (
     "ok", "429", "429_no_retry_after", "500", "529", "timeout", "malformed", "truncated",
-    "empty", "quota_day",
+    "empty", "quota_day", "refuse",
 )
 """Names accepted in `faults.script` (forced outcomes, consumed one per request)."""
 
@@ -42,7 +42,7 @@ class EmulatorCache(_Section):
     granularity: int | None = Field(None, ge=1)
     """Implicit caches hit in steps of this many tokens past the minimum; default: the provider's cache rule."""
     ttl_s: float = Field(300.0, gt=0)
-    """Entry lifetime, refreshed on every hit (Anthropic: 5 minutes)."""
+    """Entry lifetime, refreshed on every hit (Anthropic: 5 minutes; its `ttl: "1h"` breakpoints live an hour)."""
 
 
 class EmulatorLatency(_Section):
@@ -87,7 +87,8 @@ class EmulatorConfig(_Section):
     generator: str = "lorem"
     """Text generator: echo, lorem, scripted:FILE (JSON list or one text per line), hf:MODEL_DIR, py:MODULE:FACTORY."""
     models: list[str] = []
-    """Model names the models endpoint lists (requests for any name are served)."""
+    """Model names served. openai_compat (vLLM) serves only these and answers any other name with vLLM's 404; if
+    empty, the first name asked for becomes the one served model. Hosted providers serve any name; these are listed."""
     context_window: int = Field(131072, ge=1)
     """Context length reported by the models endpoint; longer prompts get a 400."""
     limits: EmulatorLimits = EmulatorLimits()

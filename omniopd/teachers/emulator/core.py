@@ -26,7 +26,8 @@ from omniopd.teachers.tokens import count_tokens, truncate_tokens
 @dataclass
 class EmuRequest:
     """A provider request, parsed. `cache_blocks` is set for explicit caching (Anthropic):
-    (text, ends_in_breakpoint) pieces whose concatenation is `prompt_text`."""
+    (text, lifetime in seconds of the breakpoint the piece ends in, or None) pieces whose
+    concatenation is `prompt_text`."""
 
     model: str
     n: int
@@ -37,10 +38,11 @@ class EmuRequest:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     has_prefill: bool = False
-    cache_blocks: list[tuple[str, bool]] | None = None
+    cache_blocks: list[tuple[str, float | None]] | None = None
     api_key: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
     thinking_budget: int | None = None
+    thinking_level: str | None = None
 
 
 @dataclass
@@ -48,7 +50,8 @@ class EmuResult:
     status: int
     request_id: str
     error: str | None = None
-    """rate_limited, server_error, overloaded, auth, bad_request, prefill_rejected, quota_day, temperature."""
+    """rate_limited, server_error, overloaded, auth, context, prefill_rejected, quota_day, temperature
+    (the wire modules word each as their API does)."""
     message: str = ""
     retry_after_s: float | None = None
     texts: list[str] = field(default_factory=list)
@@ -58,6 +61,8 @@ class EmuResult:
     cache: CacheUse = field(default_factory=lambda: CacheUse(0))
     body_fault: str | None = None  # malformed | truncated
     buckets: list[tuple[float, float, float]] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    """Numbers the wire's wording needs (context: prompt tokens, the window, max_tokens)."""
 
 
 @dataclass
@@ -126,7 +131,7 @@ class Emulator:
 
     def cache_for(self, model: str) -> PromptCache:
         if model not in self._caches:
-            rule = self.spec.cache.for_model(model)
+            rule = self.spec.cache_rule(model)  # the model family's minimum (omniopd/providers.py)
             cfg = self.config.cache
             self._caches[model] = PromptCache(
                 rule.style,
@@ -174,8 +179,18 @@ class Emulator:
         return "ok"
 
     def _rejects_prefill(self, model: str) -> bool:
+        """The model's family refuses prefill (Claude 4.6 and later), or the config says so."""
+        if not self.spec.model_rules(model).prefill:
+            return True
         reject = self.config.faults.reject_prefill
         return reject if isinstance(reject, bool) else model in reject
+
+    def refuse(self, path: str, model: str, body: dict[str, Any], status: int, error: str) -> str:
+        """Log a request the wire refused before `handle` (a 4xx of request validation); its id."""
+        rid = f"emu-{next(self._ids)}"
+        now = time.monotonic() - self.t0
+        self.log.append(LogEntry(rid, path, model, body, status=status, error=error, t_start=now, t_end=now))
+        return rid
 
     async def handle(
         self,
@@ -199,13 +214,16 @@ class Emulator:
             return EmuResult(401, rid, "auth", f"Incorrect API key provided: {req.api_key}")
         fault = self._draw_fault()
         entry.fault = fault if fault != "ok" else None
+        if fault == "refuse":  # a 400 no adapter recognises: the teacher must stop, not retry
+            return EmuResult(400, rid, "refused", "This request is not permitted for this organization (injected refusal).")
         if req.has_prefill and self._rejects_prefill(req.model):
-            return EmuResult(400, rid, "prefill_rejected", "This model does not support assistant message prefill. The conversation must end with a user message.")
+            return EmuResult(400, rid, "prefill_rejected", "Prefilling assistant messages is not supported for this model.")
         if cfg.faults.reject_temperature and req.temperature is not None:
             return EmuResult(400, rid, "temperature", "Unsupported value: 'temperature' does not support this value with this model. Only the default (1) value is supported.")
         input_tokens = count_tokens(req.prompt_text)
         if input_tokens + req.max_tokens > cfg.context_window:
-            return EmuResult(400, rid, "bad_request", f"prompt ({input_tokens} tokens) + max_tokens exceeds the context window {cfg.context_window}")
+            detail = {"tokens": input_tokens, "limit": cfg.context_window, "max_tokens": req.max_tokens}
+            return EmuResult(400, rid, "context", f"prompt ({input_tokens} tokens) + max_tokens exceeds the context window {cfg.context_window}", detail=detail)
         if fault == "quota_day" or (cfg.limits.daily_requests is not None and self._day_requests >= cfg.limits.daily_requests):
             return EmuResult(429, rid, "quota_day", "Quota exceeded for metric: generate_content_requests per day", None)
         self._day_requests += 1
@@ -214,7 +232,14 @@ class Emulator:
         if fault in ("429", "429_no_retry_after"):
             retry = 1.0 if fault == "429" and cfg.limits.retry_after else None
             return EmuResult(429, rid, "rate_limited", "Rate limit reached (injected).", retry, buckets=buckets)
-        debit = RateCost(1.0, input_tokens, req.n * req.max_tokens)
+        cache = self.cache_for(req.model)
+        if req.cache_blocks is not None:
+            use = cache.explicit(req.model, req.cache_blocks, time.monotonic(), touch=False)
+        else:
+            use = cache.implicit(req.model, req.prompt_text, time.monotonic(), touch=False)
+        # Anthropic's input-tokens-per-minute limit leaves cache reads out (`CacheRule.reads_limited`).
+        limited_input = input_tokens if self.spec.cache.reads_limited else input_tokens - use.read
+        debit = RateCost(1.0, limited_input, req.n * req.max_tokens)
         if limiter is not None:
             wait = limiter.try_acquire_now(debit)
             if wait > 0:
@@ -227,12 +252,7 @@ class Emulator:
         if fault in ("500", "529"):
             return await self._refund(limiter, debit, EmuResult(int(fault), rid, "server_error" if fault == "500" else "overloaded", "Internal server error (injected)."))
 
-        cache = self.cache_for(req.model)
-        now = time.monotonic()
-        if req.cache_blocks is not None:
-            use = cache.explicit(req.model, req.cache_blocks, now)
-        else:
-            use = cache.implicit(req.model, req.prompt_text, now)
+        cache.commit(use, time.monotonic())  # admitted: the entries it read are refreshed
         if fault == "timeout":
             await asyncio.sleep(cfg.faults.hang_s)
         lat = cfg.latency
@@ -246,7 +266,7 @@ class Emulator:
         result.output_tokens = sum(count_tokens(t) for t in texts)
         await asyncio.sleep(lat.per_token_s * max((count_tokens(t) for t in texts), default=0))
         if limiter is not None:
-            used = RateCost(1.0, input_tokens, result.output_tokens + reasoning)
+            used = RateCost(1.0, limited_input, result.output_tokens + reasoning)
             await limiter.settle(debit, used)
             result.buckets = limiter.buckets()
         result.body_fault = fault if fault in ("malformed", "truncated") else None
@@ -273,6 +293,8 @@ class Emulator:
         reasoning = self.config.faults.reasoning_tokens
         if req.thinking_budget is not None:
             reasoning = min(reasoning, req.thinking_budget)
+        if req.thinking_level == "minimal":  # Gemini 3: close to no thinking
+            reasoning = 0
         budget = req.max_tokens - reasoning
         if fault == "empty" or budget <= 0:
             reason = "length" if budget <= 0 else "stop"

@@ -1,6 +1,15 @@
-"""Gemini API wire format: /v1beta/models/{model}:generateContent, /v1beta/models/{model};
-no rate-limit headers; a 429 carries `RetryInfo.retryDelay` and a `QuotaFailure` in its
-body; `candidateCount` limited to 1..8."""
+"""Gemini API wire format: `models/{model}:generateContent` and `models/{model}` under both
+API versions, /v1beta and /v1 (google-genai 3.x calls /v1 by default); no rate-limit
+headers; a 429 carries `RetryInfo.retryDelay` and a `QuotaFailure` in its body;
+`candidateCount` limited to 1..8.
+
+`systemInstruction` is part of the prompt and counted; usage reports
+`promptTokensDetails` (and `cacheTokensDetails` on a hit) per modality, like the API.
+Thinking is checked against the model's family (omniopd/providers.py; sources in
+docs/field-notes.md, "Gemini"): a budget and a level together, a level on a Gemini 2.5
+model, a budget of 0 where thinking cannot be turned off (gemini-2.5-pro), a budget out
+of range, or a level the model does not have are 400s.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,8 @@ from aiohttp import web
 
 from omniopd.teachers.emulator.core import Emulator, EmuRequest, EmuResult, chat_text
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+VERSIONS = ("v1beta", "v1")
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 _FINISH = {"length": "MAX_TOKENS", "stop": "STOP"}
 _QUOTA_ID = {
     "rate_limited": "GenerateRequestsPerMinutePerProjectPerModel",
@@ -29,6 +39,11 @@ def _error(result: EmuResult, retry_after: bool) -> web.Response:
     if result.error == "auth":
         # Gemini answers a bad key with 400 INVALID_ARGUMENT and does not echo the key.
         return error_response(400, "API key not valid. Please pass a valid API key.")
+    if result.error == "prefill_rejected":
+        return error_response(400, "Please ensure that multiturn requests ends with a user role or a function response.")
+    if result.error == "context":
+        d = result.detail
+        return error_response(400, f"The input token count ({d['tokens']}) exceeds the maximum number of tokens allowed ({d['limit']}).")
     status = 503 if result.error == "overloaded" else result.status
     details: list[dict[str, Any]] = []
     if result.status == 429:
@@ -41,7 +56,39 @@ def _error(result: EmuResult, retry_after: bool) -> web.Response:
     return error_response(status, result.message, details)
 
 
+def thinking_problem(emu: Emulator, model: str, config: dict[str, Any]) -> str | None:
+    """What the API says about a `thinkingConfig` for `model` (None: accepted). Wording
+    marked "unconfirmed" in docs/field-notes.md is ours, the refusal itself is not."""
+    budget, level = config.get("thinkingBudget"), config.get("thinkingLevel")
+    if budget is not None and level is not None:
+        return "You can only set one of thinking budget and thinking level."
+    rules = emu.spec.model_rules(model)
+    if level is not None:
+        if rules.thinking != "level":
+            return "Thinking level is not supported for this model."
+        if str(level).lower() not in rules.levels:
+            return f"Thinking level {level} is not supported for this model."
+    if budget is not None and rules.thinking == "budget":
+        if budget == 0 and not rules.budget_off:
+            return "Budget 0 is invalid. This model only works in thinking mode."
+        low = max(rules.budget_min, 1)
+        if budget not in (0, -1) and not low <= budget <= rules.budget_max:
+            return f"The thinking budget {budget} is invalid. Please choose a value between {low} and {rules.budget_max}."
+    return None
+
+
+def _system_text(body: dict[str, Any]) -> str:
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    if not isinstance(system, dict):
+        return ""
+    return "".join(p.get("text", "") for p in system.get("parts") or [])
+
+
 def routes(emu: Emulator) -> list[web.RouteDef]:
+    def refuse(request: web.Request, model: str, body: dict[str, Any], message: str) -> web.Response:
+        emu.refuse(request.path, model, body, 400, "bad_request")
+        return error_response(400, message)
+
     async def generate(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
         try:
@@ -51,38 +98,47 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
         gen = body.get("generationConfig") or {}
         count = int(gen.get("candidateCount") or 1)
         if not 1 <= count <= emu.spec.max_candidates:
-            return error_response(400, f"* GenerateContentRequest.generation_config.candidate_count: must be in [1, {emu.spec.max_candidates}], got {count}")
+            return refuse(request, model, body, f"* GenerateContentRequest.generation_config.candidate_count: must be in [1, {emu.spec.max_candidates}], got {count}")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
-            return error_response(400, "* GenerateContentRequest.contents: contents is not specified")
+            return refuse(request, model, body, "* GenerateContentRequest.contents: contents is not specified")
         turns = []
+        system = _system_text(body)
+        if system:
+            turns.append(("system", system))
         for i, content in enumerate(contents):
             role = content.get("role", "user")
             if role not in ("user", "model"):
-                return error_response(400, f"* contents[{i}].role: must be user or model")
+                return refuse(request, model, body, f"* contents[{i}].role: must be user or model")
             text = "".join(p.get("text", "") for p in content.get("parts") or [])
             if not text:
-                return error_response(400, f"* contents[{i}].parts: must contain non-empty text")
+                return refuse(request, model, body, f"* contents[{i}].parts: must contain non-empty text")
             turns.append(("assistant" if role == "model" else "user", text))
-        prefill = turns[-1][0] == "assistant"
-        thinking = (gen.get("thinkingConfig") or {}).get("thinkingBudget")
+        thinking = gen.get("thinkingConfig") or {}
+        problem = thinking_problem(emu, model, thinking)
+        if problem is not None:
+            return refuse(request, model, body, problem)
+        budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
         emu_req = EmuRequest(
             model=model, n=count, max_tokens=int(gen.get("maxOutputTokens") or 8192),
             prompt_text=chat_text(turns, continue_last=True), temperature=gen.get("temperature"), seed=gen.get("seed"),
-            stop=list(gen.get("stopSequences") or []), has_prefill=prefill,
+            stop=list(gen.get("stopSequences") or []), has_prefill=turns[-1][0] == "assistant",
             api_key=request.headers.get("x-goog-api-key") or request.query.get("key"), body=body,
-            thinking_budget=thinking if isinstance(thinking, int) and thinking >= 0 else None,
+            thinking_budget=budget if isinstance(budget, int) and budget >= 0 else None,
+            thinking_level=str(level).lower() if level is not None else None,
         )
         result = await emu.handle(emu_req, request.path)
         if result.status != 200:
             return _error(result, emu.config.limits.retry_after)
-        usage: dict[str, int] = {
+        usage: dict[str, Any] = {
             "promptTokenCount": result.cache.total,
             "candidatesTokenCount": result.output_tokens,
             "totalTokenCount": result.cache.total + result.output_tokens + result.reasoning_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": result.cache.total}],
         }
         if result.cache.read:
             usage["cachedContentTokenCount"] = result.cache.read
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": result.cache.read}]
         if result.reasoning_tokens:
             usage["thoughtsTokenCount"] = result.reasoning_tokens
         payload = {
@@ -109,6 +165,10 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
         })
 
     return [
-        web.post("/v1beta/models/{model:[^/:]+}:generateContent", generate),
-        web.get("/v1beta/models/{model:[^/:]+}", model_info),
+        route
+        for version in VERSIONS
+        for route in (
+            web.post(f"/{version}/models/{{model:[^/:]+}}:generateContent", generate),
+            web.get(f"/{version}/models/{{model:[^/:]+}}", model_info),
+        )
     ]

@@ -14,6 +14,10 @@ the other N-1 follow: the prefix is written once and read N-1 times.
 
 Usage: input_tokens is the uncached part; cache_creation_input_tokens and
 cache_read_input_tokens are separate; output_tokens includes any thinking.
+
+Version and sampling: the `anthropic-version` header is the teacher's `api_version`
+(default 2026-10-21, which has no temperature); a temperature is sent only where the
+model and version accept it, and 1.0, the API's default, never (omniopd/providers.py).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from omniopd.teachers.wire import (
     ProviderError,
 )
 
-API_VERSION = "2023-06-01"
 _EPHEMERAL = {"type": "ephemeral"}
 _DIMS = {"requests": "requests", "input-tokens": "input", "output-tokens": "output", "tokens": "tokens"}
 _SNAPSHOT_HEADERS = {
@@ -65,7 +68,10 @@ class AnthropicClient(TeacherClient):
         return url[: -len("/v1")] if urlsplit(url).path.endswith("/v1") else url
 
     def auth_headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": API_VERSION}
+        # The version decides what a request may carry (2026-10-21: no temperature); it is
+        # the teacher's `api_version`, by default the registry's first (omniopd/providers.py).
+        assert self.api_version is not None
+        headers = {"anthropic-version": self.api_version.name}
         if self.api_key is not None:
             headers["x-api-key"] = self.api_key.reveal()
         return headers
@@ -93,9 +99,8 @@ class AnthropicClient(TeacherClient):
             texts = [*plan.segments, INSTRUCTION_TAIL]
             messages = [{"role": "user", "content": self._blocks(texts, len(plan.segments))}]
         body: dict[str, Any] = {"model": self.model, "max_tokens": call.max_new_tokens + self.reasoning_tokens, "messages": messages}
-        temperature = self.spec.sampling.temperature(call.temperature)  # clamped to [0, 1]
-        if temperature is not None:
-            body["temperature"] = temperature
+        if call.temperature is not None:  # only where model and version accept it
+            body["temperature"] = call.temperature
         if call.stop:
             body["stop_sequences"] = self.spec.sampling.stops(call.stop)
         if stream:

@@ -2,9 +2,12 @@
 
 `candidateCount` is at most 8 on 2.5 models, so N above 8 is split into several requests;
 with caching on, the first goes alone so the others read its implicit-cache entry.
-Thinking is switched off (`thinkingBudget: 0`) unless the teacher has a reasoning
-allowance; thoughts are billed as output. Default mode prefill: a trailing `model` turn
-holding the prefix, continued by the model; instruction form as the fallback.
+Thinking follows the model's family (omniopd/providers.py): Gemini 2.5 takes a token
+budget (`thinkingBudget`: the teacher's `reasoning_tokens`, 0 = off where the model allows
+it), Gemini 3 a level (`thinkingLevel`: `thinking_level`, default the lowest). Thoughts are
+billed as output and count against `maxOutputTokens`. Default mode prefill: a trailing
+`model` turn holding the prefix, continued by the model; instruction form as the fallback.
+The API version is the URL path: `/v1beta` by default, `/v1` with `api_version: v1`.
 
 There are no rate-limit headers: a 429 carries `RetryInfo.retryDelay` in its body, and a
 per-day quota violation (`QuotaFailure` with a *PerDay* quota id) is fatal, not
@@ -51,11 +54,14 @@ def gemini_usage(meta: dict[str, Any] | None) -> Usage | None:
 class GeminiClient(TeacherClient):
     spec = PROVIDER_SPECS["gemini"]
 
-    @staticmethod
-    def normalise_base_url(url: str) -> str:
-        url = url.rstrip("/")
-        path = urlsplit(url).path
-        return url if path.endswith(("/v1beta", "/v1")) else url + "/v1beta"
+    @property
+    def root(self) -> str:
+        """The versioned API root: the base URL if it names a version (/v1, /v1beta), else
+        the base URL plus the teacher's `api_version` (default v1beta, omniopd/providers.py)."""
+        if urlsplit(self.base_url).path.endswith(("/v1beta", "/v1")):
+            return self.base_url
+        assert self.api_version is not None
+        return f"{self.base_url}/{self.api_version.name}"
 
     def auth_headers(self) -> dict[str, str]:
         # The key goes in a header, never in the URL, so URLs in errors and logs are safe.
@@ -71,18 +77,21 @@ class GeminiClient(TeacherClient):
         generation: dict[str, Any] = {
             "candidateCount": n,
             "maxOutputTokens": call.max_new_tokens + self.reasoning_tokens,
-            "thinkingConfig": {"thinkingBudget": self.reasoning_tokens},
         }
+        # Thoughts count against maxOutputTokens, so the reasoning allowance bounds the bill.
+        if self.thinking.budget is not None:
+            generation["thinkingConfig"] = {"thinkingBudget": self.thinking.budget}
+        elif self.thinking.level is not None:
+            generation["thinkingConfig"] = {"thinkingLevel": self.thinking.level.upper()}
         rules = self.spec.sampling
-        temperature = rules.temperature(call.temperature)
-        if temperature is not None:
-            generation["temperature"] = temperature
+        if call.temperature is not None:
+            generation["temperature"] = call.temperature
         if call.stop:
             generation["stopSequences"] = rules.stops(call.stop)
         if call.seed is not None and rules.seed:
             generation["seed"] = call.seed + seq
         body = {"contents": contents, "generationConfig": generation}
-        return HttpRequest("POST", f"{self.base_url}/models/{self.model}:generateContent", body)
+        return HttpRequest("POST", f"{self.root}/models/{self.model}:generateContent", body)
 
     def parse_response(self, plan: Plan, body: bytes, stream: bool) -> Parsed:
         try:
@@ -124,6 +133,6 @@ class GeminiClient(TeacherClient):
         return info
 
     async def context_window(self) -> int | None:
-        data = await self.get_json(f"{self.base_url}/models/{self.model}")
+        data = await self.get_json(f"{self.root}/models/{self.model}")
         value = (data or {}).get("inputTokenLimit")
         return value if isinstance(value, int) else None

@@ -7,9 +7,13 @@ continuations in one request. Mode prefill uses vLLM's chat extension
 
 openai, default mode instruction: `/v1/chat/completions` with `n`; a trailing assistant
 message is not continued by OpenAI chat models, so the partial answer goes in
-the user message. `max_completion_tokens` = tokens + the reasoning allowance (gpt-5*
-spend it on reasoning first); temperature is omitted when configured None (gpt-5-mini
-rejects it). Mode raw is the legacy `/v1/completions` (old models only).
+the user message. `max_completion_tokens` = tokens + the reasoning allowance (gpt-5*,
+gpt-6* and the o-series reason first, so config validation requires one); temperature is
+omitted when None or 1.0 (the API's default), and a model that accepts only the default
+(gpt-5*, o-series) or none (gpt-6*) is refused another at config validation
+(omniopd/providers.py). Mode raw is the legacy `/v1/completions` (old models only).
+On openai_compat every configured temperature is sent: vLLM's default is the served
+model's generation config, not 1.0.
 
 Usage: prompt_tokens includes cached_tokens, completion_tokens includes reasoning_tokens;
 normalised to disjoint counts.
@@ -67,9 +71,8 @@ class OpenAIClient(TeacherClient):
     def _sampling(self, n: int, call: _Call, seq: int, length_key: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "n": n, length_key: call.max_new_tokens + self.reasoning_tokens}
         rules = self.spec.sampling
-        temperature = rules.temperature(call.temperature)
-        if temperature is not None:
-            body["temperature"] = temperature
+        if call.temperature is not None:  # only where the model accepts it (omniopd/providers.py)
+            body["temperature"] = call.temperature
         if call.stop:
             body["stop"] = rules.stops(call.stop)
         if call.seed is not None and rules.seed:
