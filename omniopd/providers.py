@@ -140,6 +140,10 @@ class ModelRules:
     completion_tokens_only: bool = False
     """OpenAI reasoning models: chat requests must bound output with `max_completion_tokens`
     (`max_tokens` is a 400)."""
+    cache_writes_billed: bool = False
+    """Implicit caching that bills writes (OpenAI gpt-5.6 and later: an automatic breakpoint,
+    writes at the cache-write price): a request may be billed at that price whatever the
+    client sends, so its reservation assumes it."""
 
     def __post_init__(self) -> None:
         if bool(self.levels) != (self.thinking == "level"):
@@ -371,7 +375,11 @@ _CLAUDE = (
 _OPENAI = (
     # GPT-6: temperature only with reasoning effort "none", which OmniOPD does not send.
     ModelFamily(r"(?:^|/)gpt-6", "GPT-6",
-                ModelRules(temperature="none", thinking="always", completion_tokens_only=True)),
+                ModelRules(temperature="none", thinking="always", completion_tokens_only=True, cache_writes_billed=True)),
+    # GPT-5.6 and later: one automatic cache breakpoint per request, writes billed (1.25x input).
+    ModelFamily(r"(?:^|/)gpt-5\.(?:[6-9]|\d\d)", "GPT-5.6 and later",
+                ModelRules(temperature="default_only", thinking="always", completion_tokens_only=True,
+                           cache_writes_billed=True)),
     # GPT-5 reasoning models and the o-series: temperature 1 only; they reason before answering.
     ModelFamily(r"(?:^|/)gpt-5(?!.*-chat)", "GPT-5",
                 ModelRules(temperature="default_only", thinking="always", completion_tokens_only=True)),

@@ -221,8 +221,10 @@ class TeacherClient:
     @property
     def cache_write_premium(self) -> bool:
         """Whether a request may be billed at the cache-write rate: explicit caching
-        writes only where the client marks breakpoints, i.e. with caching on."""
-        return self.cache and self.spec.cache.style == "explicit"
+        writes only where the client marks breakpoints, i.e. with caching on; some models
+        bill writes of their automatic caching (omniopd/providers.py, `cache_writes_billed`)."""
+        explicit = self.cache and self.spec.cache.style == "explicit"
+        return explicit or self.spec.model_rules(self.model).cache_writes_billed
 
     async def context_window(self) -> int | None:
         """The model's context length if the provider says it; None otherwise."""

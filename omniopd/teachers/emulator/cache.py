@@ -53,6 +53,8 @@ class PromptCache:
     granularity: int = 1
     ttl_s: float = 300.0
     enabled: bool = True
+    bill_writes: bool = False
+    """Implicit caching that reports what it writes (OpenAI gpt-5.6+ `cache_write_tokens`)."""
     _entries: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # key -> (available_at, expires_at, ttl)
 
     def _live(self, key: str, now: float) -> bool:
@@ -131,7 +133,10 @@ class PromptCache:
             elif key not in self._entries:
                 pending.append((key, self.ttl_s))
             boundary += self.granularity
-        use = CacheUse(total, read, 0, tuple(pending), tuple(hits))
+        # The new entries reach the longest boundary; what lies past the hit is written.
+        written = (self.min_tokens + (total - self.min_tokens) // self.granularity * self.granularity) - read
+        write = written if self.bill_writes and pending else 0
+        use = CacheUse(total, read, write, tuple(pending), tuple(hits))
         if touch:
             self.commit(use, now)
         return use

@@ -139,6 +139,7 @@ class Emulator:
                 cfg.granularity or rule.granularity,
                 cfg.ttl_s,
                 cfg.enabled,
+                bill_writes=self.spec.model_rules(model).cache_writes_billed,
             )
         return self._caches[model]
 

@@ -56,10 +56,18 @@ def _error(result: EmuResult, retry_after: bool) -> web.Response:
     return error_response(status, result.message, details)
 
 
+def field(obj: dict[str, Any], name: str) -> Any:
+    """A JSON field by its lowerCamelCase name or its proto name: the API accepts both, and
+    google-genai sends `thinkingConfig`'s fields as `thinking_level` / `thinking_budget`."""
+    if name in obj:
+        return obj[name]
+    return obj.get("".join(f"_{c.lower()}" if c.isupper() else c for c in name))
+
+
 def thinking_problem(emu: Emulator, model: str, config: dict[str, Any]) -> str | None:
     """What the API says about a `thinkingConfig` for `model` (None: accepted). Wording
     marked "unconfirmed" in docs/field-notes.md is ours, the refusal itself is not."""
-    budget, level = config.get("thinkingBudget"), config.get("thinkingLevel")
+    budget, level = field(config, "thinkingBudget"), field(config, "thinkingLevel")
     if budget is not None and level is not None:
         return "You can only set one of thinking budget and thinking level."
     rules = emu.spec.model_rules(model)
@@ -78,7 +86,7 @@ def thinking_problem(emu: Emulator, model: str, config: dict[str, Any]) -> str |
 
 
 def _system_text(body: dict[str, Any]) -> str:
-    system = body.get("systemInstruction") or body.get("system_instruction")
+    system = field(body, "systemInstruction")
     if not isinstance(system, dict):
         return ""
     return "".join(p.get("text", "") for p in system.get("parts") or [])
@@ -114,11 +122,11 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
             if not text:
                 return refuse(request, model, body, f"* contents[{i}].parts: must contain non-empty text")
             turns.append(("assistant" if role == "model" else "user", text))
-        thinking = gen.get("thinkingConfig") or {}
+        thinking = field(gen, "thinkingConfig") or {}
         problem = thinking_problem(emu, model, thinking)
         if problem is not None:
             return refuse(request, model, body, problem)
-        budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
+        budget, level = field(thinking, "thinkingBudget"), field(thinking, "thinkingLevel")
         emu_req = EmuRequest(
             model=model, n=count, max_tokens=int(gen.get("maxOutputTokens") or 8192),
             prompt_text=chat_text(turns, continue_last=True), temperature=gen.get("temperature"), seed=gen.get("seed"),
@@ -164,11 +172,16 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
             "inputTokenLimit": emu.config.context_window, "outputTokenLimit": 65536,
         })
 
+    async def stream(request: web.Request) -> web.Response:
+        # OmniOPD's Gemini adapter does not stream; say so instead of a bare 404.
+        return error_response(400, "the OmniOPD emulator does not serve streamGenerateContent; use generateContent")
+
     return [
         route
         for version in VERSIONS
         for route in (
             web.post(f"/{version}/models/{{model:[^/:]+}}:generateContent", generate),
+            web.post(f"/{version}/models/{{model:[^/:]+}}:streamGenerateContent", stream),
             web.get(f"/{version}/models/{{model:[^/:]+}}", model_info),
         )
     ]

@@ -219,11 +219,14 @@ def routes(emu: Emulator) -> list[web.RouteDef]:
 def _usage(result: EmuResult) -> dict[str, Any]:
     prompt = result.cache.total
     completion = result.output_tokens + result.reasoning_tokens
+    details = {"cached_tokens": result.cache.read, "audio_tokens": 0}
+    if result.cache.write:  # models that bill cache writes (gpt-5.6 and later)
+        details["cache_write_tokens"] = result.cache.write
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": result.cache.read, "audio_tokens": 0},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": result.reasoning_tokens, "audio_tokens": 0},
     }
 

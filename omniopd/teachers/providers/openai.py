@@ -15,8 +15,9 @@ omitted when None or 1.0 (the API's default), and a model that accepts only the 
 On openai_compat every configured temperature is sent: vLLM's default is the served
 model's generation config, not 1.0.
 
-Usage: prompt_tokens includes cached_tokens, completion_tokens includes reasoning_tokens;
-normalised to disjoint counts.
+Usage: prompt_tokens includes cached_tokens and cache_write_tokens (gpt-5.6 and later
+bill cache writes), completion_tokens includes reasoning_tokens; normalised to disjoint
+counts.
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def openai_usage(data: dict[str, Any]) -> Usage | None:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)  # gpt-5.6+: billed at the cache-write price
     reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    return Usage(input=prompt - cached, cached_input=cached, output=completion - reasoning, reasoning=reasoning)
+    return Usage(input=prompt - cached - written, cached_input=cached, cache_write=written,
+                 output=completion - reasoning, reasoning=reasoning)
 
 
 class OpenAIClient(TeacherClient):
