@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from omniopd.config import ConfigError, TeacherConfig, parse_config
-from omniopd.providers import PROVIDER_SPECS, CacheRule, ProviderSpec, SamplingRules, provider_spec
+from omniopd.providers import (
+    PROVIDER_SPECS,
+    CacheRule,
+    ProviderSpec,
+    SamplingRules,
+    SettingRefused,
+    Thinking,
+    provider_spec,
+)
 from omniopd.teachers.client import RetryPolicy
 from omniopd.teachers.emulator import Emulator, EmulatorConfig, EmulatorThread, scripted
 from omniopd.teachers.emulator.server import _WIRES
@@ -219,3 +227,117 @@ def test_the_registry_and_the_config_import_without_torch_or_aiohttp():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------ model families
+
+
+@pytest.mark.parametrize(("kind", "model", "family"), [
+    ("anthropic", "claude-opus-4-7", "Claude Opus 4.7"),
+    ("anthropic", "anthropic.claude-opus-4-7-v1:0", "Claude Opus 4.7"),  # Bedrock-style ids match too
+    ("anthropic", "claude-opus-4-8", "Claude Opus 4.8"),
+    ("anthropic", "claude-sonnet-5-5", "Claude 5 and later"),
+    ("anthropic", "claude-haiku-5-5", "Claude 5 and later"),
+    ("anthropic", "claude-fable-5-1", "Claude 5 and later"),
+    ("anthropic", "claude-haiku-4-5-20251001", "Claude Opus 4.5 / Haiku 4.5"),
+    ("anthropic", "claude-sonnet-4-5", None),
+    ("openai", "gpt-6.1-terra", "GPT-6"),
+    ("openai", "gpt-5.6-luna", "GPT-5.6 and later"),
+    ("openai", "gpt-5-mini", "GPT-5"),
+    ("openai", "gpt-5-chat-latest", None),
+    ("openai", "o4-mini", "OpenAI o-series"),
+    ("openai", "gpt-4.1-mini", None),
+    ("gemini", "gemini-2.5-pro", "Gemini 2.5 Pro"),
+    ("gemini", "gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
+    ("gemini", "gemini-3.1-pro-preview", "Gemini 3.1 Pro"),
+    ("gemini", "gemini-3-pro-preview", "Gemini 3 Pro"),
+    ("gemini", "gemini-3.5-flash-lite", "Gemini 3.x Flash / Flash-Lite"),
+    ("gemini", "gemini-3.7-flash", "Gemini 3.7 Flash"),
+    ("gemini", "gemini-4-ultra", "Gemini 3 and later"),
+])
+def test_model_names_find_their_family(kind, model, family):
+    found = PROVIDER_SPECS[kind].family(model)
+    assert (found.label if found else None) == family
+
+
+def test_temperature_is_sent_only_where_model_and_version_accept_it():
+    anthropic, openai, gemini, vllm = (PROVIDER_SPECS[k] for k in ("anthropic", "openai", "gemini", "openai_compat"))
+    for spec in (anthropic, openai, gemini):
+        assert spec.temperature_to_send("m", 1.0) is None  # the API's default is never sent
+    assert vllm.temperature_to_send("m", 1.0) == 1.0  # vLLM's default is the model's generation config
+    assert anthropic.temperature_to_send("claude-haiku-4-5", 0.5, "2023-06-01") == 0.5
+    assert anthropic.temperature_to_send("claude-haiku-4-5", 1.5, "2023-06-01") is None  # clamped to 1.0, the default
+    with pytest.raises(SettingRefused, match=r"API version 2026-10-21 has no temperature.*`api_version: 2023-06-01`"):
+        anthropic.temperature_to_send("claude-haiku-4-5", 0.5)
+    for model in ("claude-opus-4-7", "claude-sonnet-5-5"):
+        with pytest.raises(SettingRefused, match=r"accepts only the API's default temperature: set `temperature: 1\.0`"):
+            anthropic.temperature_to_send(model, 0.5, "2023-06-01")
+    with pytest.raises(SettingRefused, match=r"gpt-5-mini \(GPT-5\) accepts only"):
+        openai.temperature_to_send("gpt-5-mini", 0.2)
+    assert openai.temperature_to_send("gpt-4.1-mini", 0.2) == 0.2 and gemini.temperature_to_send("gemini-3.5-flash", 0.2) == 0.2
+
+
+@pytest.mark.parametrize(("model", "tokens", "level", "sent"), [
+    ("gemini-2.5-flash", 0, None, Thinking(budget=0)),
+    ("gemini-2.5-flash", 2048, None, Thinking(budget=2048)),
+    ("gemini-2.5-pro", 128, None, Thinking(budget=128)),
+    ("gemini-3.5-flash", 0, None, Thinking(level="minimal")),
+    ("gemini-3.1-pro-preview", 512, None, Thinking(level="low")),
+    ("gemini-3.1-pro-preview", 512, "medium", Thinking(level="medium")),
+    ("gemini-3.7-flash", 256, None, Thinking(level="low")),
+])
+def test_gemini_thinking_follows_the_family(model, tokens, level, sent):
+    assert PROVIDER_SPECS["gemini"].thinking_for(model, tokens, level) == sent
+
+
+@pytest.mark.parametrize(("kind", "model", "tokens", "level", "words"), [
+    ("gemini", "gemini-2.5-pro", 0, None, "cannot turn thinking off"),
+    ("gemini", "gemini-2.5-flash-lite", 100, None, "0 \\(thinking off\\) or 512 to 24576"),
+    ("gemini", "gemini-2.5-flash", 0, "low", "has no thinking levels: remove `thinking_level`"),
+    ("gemini", "gemini-3-pro-preview", 512, "medium", "accepts thinking levels low, high"),
+    ("gemini", "gemini-3.1-pro-preview", 0, None, "thinks at level 'low'.*set `reasoning_tokens`"),
+    ("anthropic", "claude-sonnet-5-5", 0, None, "always thinks.*set `reasoning_tokens`"),
+    ("openai", "gpt-5-mini", 0, None, "always thinks"),
+])
+def test_thinking_a_model_cannot_do_is_refused_naming_the_key(kind, model, tokens, level, words):
+    with pytest.raises(SettingRefused, match=words):
+        PROVIDER_SPECS[kind].thinking_for(model, tokens, level)
+
+
+def test_config_validation_refuses_what_the_provider_would_and_names_the_key():
+    cases = [
+        ({"kind": "anthropic", "model": "claude-opus-4-7", "temperature": 0.3, "api_version": "2023-06-01"}, "teachers.t.temperature: claude-opus-4-7"),
+        ({"kind": "anthropic", "model": "claude-haiku-4-5", "api_version": "2025-01-01"}, "teachers.t.api_version: anthropic API version '2025-01-01'"),
+        ({"kind": "openai", "model": "gpt-4.1", "api_version": "v1"}, "teachers.t.api_version: openai has no API versions"),
+        ({"kind": "gemini", "model": "gemini-2.5-pro"}, "teachers.t.reasoning_tokens: gemini-2.5-pro (Gemini 2.5 Pro) cannot turn thinking off"),
+        ({"kind": "anthropic", "model": "claude-opus-4-6", "continuation": "prefill"}, "teachers.t.continuation: claude-opus-4-6"),
+    ]
+    for teacher, message in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"teachers": {"t": teacher}}, "x.yaml")
+        assert f"x.yaml: {message}" in str(info.value)
+    ok = parse_config({"teachers": {"t": {"kind": "anthropic", "model": "claude-opus-4-6"}}}).teachers["t"]
+    assert ok.continuation_mode == "instruction"  # its family refuses prefill: the default follows
+
+
+def test_cache_rules_of_families_and_versions_of_providers():
+    anthropic, gemini, openai = (PROVIDER_SPECS[k] for k in ("anthropic", "gemini", "openai"))
+    assert anthropic.cache_rule("claude-opus-4-7").min_tokens == 4096 and not anthropic.cache.reads_limited
+    assert gemini.cache_rule("gemini-3.8-flash").min_tokens == 4096 and gemini.cache_rule("gemini-2.5-flash").min_tokens == 1024
+    assert [v.name for v in anthropic.api_versions] == ["2026-10-21", "2023-06-01"]
+    assert [v.name for v in gemini.api_versions] == ["v1beta", "v1"] and openai.api_version(None) is None
+    assert openai.model_rules("gpt-5.6-sol").cache_writes_billed and not openai.model_rules("gpt-5-mini").cache_writes_billed
+    assert PROVIDER_SPECS["openai_compat"].self_hosted and not openai.self_hosted
+
+
+def test_every_model_a_shipped_config_names_has_a_price_with_its_source_and_date():
+    from omniopd.config import load_config
+    from omniopd.teachers.pricing import load_prices
+
+    prices = load_prices(ROOT / "configs" / "prices.yaml")
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        if path.name == "prices.yaml":
+            continue
+        for teacher in load_config(path).teachers.values():
+            assert teacher.model in prices, f"{path.name}: no price for {teacher.model}"
+    assert all(p.source and p.date for p in prices.values())

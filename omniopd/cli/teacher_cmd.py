@@ -25,7 +25,7 @@ def check(
     json_: JsonOpt = False,
     set_: SetOpt = None,
 ) -> None:
-    """One tiny real call per configured teacher, before money is committed: does it answer, which continuation mode does it accept (a rejected prefill falls back to the instruction form), does it report usage, what did the call cost at the configured prices, how long is its context. Exits 1 if any teacher fails a check.
+    """One tiny real call per configured teacher, before money is committed: does it answer, which continuation mode does it accept (a rejected prefill falls back to the instruction form), which sampling and thinking settings (and API version) it accepted — a refusal names the config key to change —, does it report usage, what did the call cost at the configured prices, how long is its context. Exits 1 if any teacher fails a check.
 
     Example: omniopd teacher check -c configs/qwen3-4b_claude-haiku.yaml --provider claude-haiku
     """
@@ -51,6 +51,9 @@ def check(
             status = "[green]ok[/]" if r.ok else "[bold red]FAILED[/]"
             console.print(f"{status} {r.teacher} ({r.kind}, {r.model})", highlight=False)
             console.print(f"  continuation mode: configured {r.mode_configured}, accepted {r.mode_used or '-'}", highlight=False)
+            accepted = {True: "accepted", False: "REFUSED", None: "not tried"}[r.settings_accepted]
+            version = f" (API version {r.api_version})" if r.api_version else ""
+            console.print(f"  sampling: {r.sampling}; thinking: {r.thinking}{version}: {accepted}", highlight=False, markup=False)
             console.print(f"  context window: {r.context_window if r.context_window is not None else 'not published'}", highlight=False)
             if r.usage is not None:
                 console.print(f"  usage: {r.usage} (reported: {'yes' if r.usage_reported else 'no'})", highlight=False)

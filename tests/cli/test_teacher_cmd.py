@@ -56,6 +56,21 @@ def test_check_fails_with_exit_1_and_says_what_to_fix(tmp_path):
     assert "wrong-key-abcdefgh" not in result.stdout + result.stderr
 
 
+def test_check_reports_the_sampling_and_thinking_settings_and_names_the_key_of_a_refused_one(tmp_path):
+    refusing = EmulatorConfig(provider="openai", faults={"reject_temperature": True})
+    with EmulatorThread(EmulatorConfig(provider="gemini"), scripted([" five"])) as g, EmulatorThread(refusing) as o:
+        config = write_config(tmp_path, {
+            "gem": {"kind": "gemini", "model": "gemini-3.5-flash", "base_url": g.url, "api_key_env": KEY_ENV},
+            "gpt": {"kind": "openai", "model": "gpt-4.1-mini", "base_url": o.url, "api_key_env": KEY_ENV, "temperature": 0.7},
+        })
+        result = omniopd("teacher", "check", "-c", config, env={KEY_ENV: "secret-value-123456789"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = re.sub(r"\s+", " ", result.stdout)
+    assert "sampling: no temperature (1.0 is the API's default); thinking: thinkingLevel MINIMAL (API version v1beta): accepted" in text
+    assert "sampling: temperature 0.7; thinking: none sent: REFUSED" in text
+    assert "change teachers.gpt.temperature in the config" in text
+
+
 def test_check_unknown_teacher_is_a_usage_error(tmp_path):
     config = write_config(tmp_path, {"o": {"kind": "openai", "model": "gpt-4.1-mini"}})
     result = omniopd("teacher", "check", "-c", config, "--provider", "nope")

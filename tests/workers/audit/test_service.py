@@ -189,7 +189,7 @@ def test_a_bad_request_fails_only_its_chunk(audit_env):
     outcome = audit_trajectory(ctx, tid)
     assert (outcome.audited, outcome.failed, outcome.state) == (1, 1, "ready")
     failed = chunk_rows(store, [tid])[1]
-    assert failed.state == "failed" and "context window" in failed.error
+    assert failed.state == "failed" and "maximum context length" in failed.error  # OpenAI's wording
 
 
 def test_a_rejected_key_is_a_setup_error_and_the_chunk_stays_pending(audit_env):
@@ -200,6 +200,27 @@ def test_a_rejected_key_is_a_setup_error_and_the_chunk_stays_pending(audit_env):
     assert "Incorrect API key provided: ***" in str(err.value) and "0123456789abcdef" not in str(err.value)
     assert [c.state for c in chunk_rows(store, [tid])] == ["pending", "pending"]
     assert trajectory_rows(store, [tid])[0].state == "auditing"
+
+
+def test_an_unrecognised_refusal_stops_the_teachers_audits_after_one_unpaid_attempt_and_shows_in_status(audit_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from omniopd.cli import app as cli
+
+    store, ctx, emu = audit_env("anthropic", faults={"script": ["refuse"]})
+    first, second = add_trajectories(store, 2)
+    with pytest.raises(TeacherSetupError, match="not permitted for this organization") as err:
+        audit_trajectory(ctx, first)
+    assert "does not recognise" in str(err.value) and "sk-test-audit" not in str(err.value)
+    [row] = ledger(store)  # the first request goes alone (caching), so one attempt in flight
+    assert (row.status, row.error_class, row.http_status, row.cost_micros) == ("error", "refused", 400, 0)
+    with pytest.raises(TeacherSetupError, match="not permitted"):
+        audit_trajectory(ctx, second)  # stopped: not sent again
+    assert len(emu.emulator.log) == 1 and len(ledger(store)) == 1
+    assert [c.state for c in chunk_rows(store, [first, second])] == ["pending"] * 4
+    status = CliRunner().invoke(cli, ["status", "--config", str(tmp_path / "run.yaml")], terminal_width=250).output
+    assert "teacher stopped: teacher emu (claude-sonnet-4-5) refused: HTTP 400 refused: invalid_request_error: This request" in status
+    assert "restart the audit workers" in status
 
 
 def test_teacher_prompt_without_a_recorded_one_is_the_problem_text_for_template_none(audit_env):
