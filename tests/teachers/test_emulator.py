@@ -41,6 +41,17 @@ def test_explicit_cache_ignores_prefixes_below_the_minimum_and_expires():
     assert cache.explicit("m", long_blocks, now=2000.0).read == 0  # expired
 
 
+def test_one_hour_breakpoints_outlive_five_minute_ones_and_are_counted_apart():
+    cache = PromptCache("explicit", min_tokens=10)
+    blocks = [("a " * 50, 3600.0), ("b " * 50, 300.0)]
+    head = count_tokens(blocks[0][0])
+    first = cache.explicit("m", blocks, now=0.0)
+    assert first.write == first.total and first.write_long == head  # the stretch closed by the 1h breakpoint
+    cache.publish(first.pending, 0.0)
+    later = cache.explicit("m", blocks, now=1000.0)  # the 5-minute entry expired, the hour one did not
+    assert (later.read, later.write, later.write_long) == (head, first.total - head, 0)
+
+
 def test_implicit_cache_hits_in_increments_past_the_minimum():
     cache = PromptCache("implicit", min_tokens=1024, granularity=128)
     text = "t " * 1500  # 1500 emulator tokens
@@ -83,6 +94,18 @@ def test_anthropic_429_has_retry_after_and_reset_timestamps(emulator):
     assert int(headers["retry-after"]) >= 1
     assert headers["anthropic-ratelimit-input-tokens-limit"] == "60"
     assert headers["anthropic-ratelimit-input-tokens-reset"].endswith("Z")
+
+
+def test_anthropic_input_limit_leaves_cache_reads_out(emulator):
+    # 2,000 input tokens a minute: three 1,500-token requests fit only because the second and
+    # third read their prefix from the cache (current Claude models do not count reads).
+    emu = emulator("anthropic", generator=scripted(["x"]), limits={"input_tokens_per_min": 2000})
+    blocks = [{"type": "text", "text": "w " * 1500, "cache_control": {"type": "ephemeral"}}]
+    body = {"model": "claude-opus-4-8", "max_tokens": 2, "messages": [{"role": "user", "content": blocks}]}
+    headers = {"x-api-key": "k", "anthropic-version": "2026-10-21"}
+    answers = [run(post(f"{emu.url}/v1/messages", body, headers)) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert [a[2]["usage"]["cache_read_input_tokens"] > 1400 for a in answers] == [False, True, True]
 
 
 def test_gemini_429_carries_retry_info_and_per_day_quota_is_distinguishable(emulator):
