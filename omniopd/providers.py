@@ -12,7 +12,7 @@ and requests per chunk) and the emulator (`omniopd/teachers/emulator/`: which wi
 serves a kind, and what it refuses for a model and version). Nothing else lists the
 providers or branches on a model name; adding one is the short list in docs/teachers.md,
 "Adding a provider". Each model-family rule's source and the date it was read are in
-docs/field-notes.md, "Model families".
+docs/field-notes.md, "Teacher APIs".
 
 Why here and not under `omniopd/teachers/`: `omniopd.config` reads this registry, and must
 stay importable without torch and aiohttp. Importing anything under `omniopd.teachers`
@@ -355,7 +355,7 @@ class ProviderSpec:
 
 
 # Model families: each rule's source and the date it was read are in docs/field-notes.md,
-# "Model families". Patterns are searched in the lower-cased model name, first match wins.
+# "Teacher APIs". Patterns are searched in the lower-cased model name, first match wins.
 _CLAUDE = (
     # Claude 5 (Sonnet 5/5.5, Opus 5/5.5, Haiku 5.5, Fable, Mythos): a non-default
     # temperature is a 400; adaptive thinking is on by default (always on for Opus 5.5 and
