@@ -156,7 +156,7 @@ class TeacherClient:
         problem = self.spec.mode_error(mode)
         if problem is not None:
             raise FatalProviderError(problem)
-        if mode == "prefill" and self.spec.default_mode(model) == "instruction":
+        if mode == "prefill" and not self.spec.model_rules(model).prefill and "instruction" in self.spec.modes:
             mode = "instruction"  # the model's family refuses prefill (omniopd/providers.py)
         try:
             self.api_version = self.spec.api_version(api_version)
