@@ -69,6 +69,7 @@ def run_list(session: Session) -> list[dict[str, Any]]:
     out = []
     for record in list_runs(session):
         views = budgets(session, run_id=record.id)
+        stop = budget_stop(session, run_id=record.id)
         total = next((b for b in views if b.provider == RUN_SCOPE), None)
         counts = run_counts(session, run_id=record.id)
         evals = [e for e in eval_points(session, run_id=record.id) if e.pass_at_1 is not None and e.step is not None]
@@ -80,7 +81,7 @@ def run_list(session: Session) -> list[dict[str, Any]]:
             "step": counts.latest_step,
             "spent_usd": usd(total.spent) if total else 0.0,
             "cap_usd": usd(total.cap) if total else None,
-            "reached": [_scope(b.provider) for b in views if _reached(b)],
+            "reached": [_scope(b.provider) for b in views if _reached(b, stop)],
             "trajectories_audited": counts.trajectories_audited,
             "pass_first": None if first_eval is None else _eval(first_eval),
             "pass_last": None if last_eval is None else _eval(last_eval),
@@ -92,9 +93,14 @@ def _scope(provider: str) -> str:
     return "run" if provider == RUN_SCOPE else provider
 
 
-def _reached(b) -> bool:
-    """A cap is reached once spent + reserved meets it: the next reservation is refused."""
-    return b.cap is not None and b.spent + b.reserved >= b.cap
+def _reached(b, stop: str | None = None) -> bool:
+    """A cap is reached once spent + reserved meets it (no reservation fits any more), or once
+    the audits were refused for it: `stop` is the refusal the run recorded (db.repo_spend.
+    budget_stop), which names the cap as workers/audit/budget_guard.py words it."""
+    if b.cap is None:
+        return False
+    named = "exhausted for the run" if b.provider == RUN_SCOPE else f"exhausted for provider {b.provider}:"
+    return b.spent + b.reserved >= b.cap or (stop is not None and named in stop)
 
 
 def _eval(e) -> dict[str, Any]:
@@ -126,6 +132,7 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
     audited = audited_series(session, run_id=record.id, t0=span.t0, width_s=width)
     total_cost = sum(c.cost_micros for c in calls)
     plan = read_plan(config) if config is not None else None
+    stop = budget_stop(session, run_id=record.id)
     return {
         "run": {
             "name": record.name, "status": record.status, "live": record.status in LIVE_STATUSES,
@@ -142,10 +149,10 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
         },
         "budgets": [
             {"scope": _scope(b.provider), "cap_usd": usd(b.cap), "spent_usd": usd(b.spent), "reserved_usd": usd(b.reserved),
-             "headroom_usd": usd(b.headroom), "reached": _reached(b)}
+             "headroom_usd": usd(b.headroom), "reached": _reached(b, stop)}
             for b in budgets(session, run_id=record.id)
         ],
-        "budget_stop": budget_stop(session, run_id=record.id),
+        "budget_stop": stop,
         "spend": {
             "series": spend,
             "total_usd": micros_to_usd(total_cost),

@@ -132,6 +132,12 @@ function chart(id, series, opts = {}) {
       path.setAttribute("stroke-width", "1.8");
       if (s.dash) path.setAttribute("stroke-dasharray", "5 3");
       svg.append(path);
+      if (pts.length === 1 && !s.bars) { // one point makes no line: show it as a dot
+        const dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("cx", X(pts[0][0])); dot.setAttribute("cy", Y(pts[0][1])); dot.setAttribute("r", "3");
+        dot.setAttribute("fill", color);
+        svg.append(dot);
+      }
     }
     for (const b of s.bars || []) {
       if (b[2] !== null && b[3] !== null) {
@@ -298,7 +304,7 @@ function renderRuns(listing) {
       const passText = first ? `${pct(first.pass_at_1)} → ${pct(lastE.pass_at_1)}` : "-";
       const tr = el("tr", { "data-run": r.name, "data-source": s.source },
         el("td", {}, box), cell(s.source), el("td", {}, link), cell(r.status, "status", "status-" + r.status),
-        cell(int(r.step), "step", "num"), cell(usd(r.spent_usd), "spent", "num"), cell(usd(r.cap_usd), "cap", "num"),
+        cell(int(r.step), "step", "num"), cell(usd(r.spent_usd), "spent", "num"), cell(r.cap_usd === null ? "none" : usd(r.cap_usd), "cap", "num"),
         cell(r.reached.length ? "REACHED: " + r.reached.join(", ") : "none", "reached", r.reached.length ? "reached" : ""),
         cell(int(r.trajectories_audited), "audited", "num"), cell(passText, "pass", "num"));
       if (state.selected && state.selected[0] === s.source && state.selected[1] === r.name) tr.classList.add("selected");
