@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,13 +98,19 @@ def dashboard_process(*args: str, env: dict[str, str] | None = None) -> Iterator
         process.stdout.close()
 
 
-def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+def check_live_dashboard(workdir: Path, run_name: str, tmp_path: Path) -> None:
+    """The dashboard a running `omniopd demo` serves (its address is in <workdir>/logs/
+    dashboard.log) loads in Chromium, shows the run live with its learner steps, and refreshes."""
+    log = workdir / "logs" / "dashboard.log"
+    match = re.search(r"http://\S+", log.read_text() if log.is_file() else "")
+    assert match, f"the demo's dashboard printed no address in {log}"
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(match.group(0))
+        wait_loaded(page)
+        row = page.locator(f"#runs-table tr[data-run='{run_name}']")
+        assert row.locator("[data-field=status]").inner_text() == "running"
+        assert int(row.locator("[data-field=step]").inner_text()) >= 1
+        assert "(live)" in page.locator("#run-line").inner_text()
+        wait_loaded(page, refreshes=2)  # a live run refreshes by itself
+        keep_screenshot(page, tmp_path, "dashboard-live-demo")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard.browser import check_live_dashboard
 from tests.workers.conftest import ROOT, pid_alive, wait_for
 
 
@@ -49,6 +50,7 @@ def test_demo_smoke_interrupted_and_resumed_end_to_end(tmp_path):
         wait_for(lambda: any((run_dir / "checkpoints").glob("step-*")) or first.poll() is not None, 240,
                  "the learner's first checkpoint")
         assert first.poll() is None, first.communicate()[0]
+        check_live_dashboard(workdir, "demo-smoke-full-s0", tmp_path)
         os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         out, _ = first.communicate(timeout=120)
     finally:
