@@ -153,5 +153,6 @@ def fill_run(url: str, run_dir: Path, *, name: str = "dash-run", calls: int = 12
     config_path = write_config(run_dir, name=name, store_url=url, teacher_cap_usd=cap / 1e6, run_cap_usd=None,
                                broker_url=broker_url)
     (run_dir / "plan.json").write_text(json.dumps({
-        "per_trajectory": {"cost_usd": 0.0015}, "run": {"cost_usd": 0.012}, "trajectories": 8}))
+        "per_trajectory": {"cost_usd": 0.0015}, "run": {"cost_usd": 0.012}, "trajectories": 8, "prompt_tokens": 20.0,
+        "trajectory_tokens": 8.0, "trajectory_source": "given"}))
     return Filled(config_path, name, cap, run_dir.parent)
