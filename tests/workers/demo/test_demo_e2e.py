@@ -46,11 +46,12 @@ def test_demo_smoke_interrupted_and_resumed_end_to_end(tmp_path):
     run_dir = workdir / "smoke-full-s0"
     first = demo(workdir)
     try:
+        # The demo serves its dashboard: the page loads in a real browser while the run is live.
+        check_live_dashboard(workdir, "demo-smoke-full-s0", tmp_path)
         # Interrupt once the learner has published a checkpoint (real training happened).
         wait_for(lambda: any((run_dir / "checkpoints").glob("step-*")) or first.poll() is not None, 240,
                  "the learner's first checkpoint")
         assert first.poll() is None, first.communicate()[0]
-        check_live_dashboard(workdir, "demo-smoke-full-s0", tmp_path)
         os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         out, _ = first.communicate(timeout=120)
     finally:
