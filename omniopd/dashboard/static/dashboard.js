@@ -421,7 +421,7 @@ function renderLive(d, broker) {
   }
   fill(document.querySelector("#workers tbody"), d.workers.length ? d.workers.map((w) => {
     const answered = w.role === "rollout" ? pinged.has(w.name) : null;
-    const pingText = broker.error ? "broker down" : w.role === "rollout" ? (answered ? "yes" : "no (busy or gone)") : "-";
+    const pingText = broker.error ? "no broker" : w.role === "rollout" ? (answered ? "yes" : "no (busy or gone)") : "-";
     const done = w.role === "audit" ? `${w.done} calls, ${w.in_flight} in flight` : w.role === "learner" ? `${w.done} steps` : `${w.done} batches`;
     return el("tr", { "data-worker": w.name }, cell(w.role), cell(w.role === "audit" ? `audits.${w.name} (queue)` : w.name),
       cell(ago(w.last_at, d.run.now), "last"), cell(done, "done", "num"), cell(pingText, "ping"));
@@ -443,7 +443,7 @@ function renderLive(d, broker) {
   }
   fill(lim, rows);
   const cool = (broker.limiters || []).filter((l) => l.cooldown_s > 0).map((l) => `${l.teacher}: paused ${l.cooldown_s.toFixed(1)} s after a 429`);
-  document.getElementById("limiter-note").textContent = broker.error ? "" :
+  document.getElementById("limiter-note").textContent = broker.error ? "the shared limiter's buckets live in the run's broker, which cannot be read now" :
     (cool.join("; ") || "no cool-down in progress (a 429 pauses every worker of a teacher together)");
   const p = d.policy;
   document.getElementById("lag-line").textContent = p.lag_now === null
