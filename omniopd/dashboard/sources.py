@@ -10,6 +10,7 @@ tried again on the next request, so the page recovers by itself when the run get
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +63,16 @@ class StoreUnavailable(RuntimeError):
 
 
 class Stores:
-    """Read-only stores by URL, opened on first use and kept (thread-safe)."""
+    """Read-only stores by URL, opened on first use and kept (thread-safe).
+
+    A SQLite file that was replaced (`omniopd demo` without --resume starts a variant's
+    directory anew) is opened again: the kept connections would go on reading the deleted
+    file. To tell, the file is held open by a descriptor of our own: once it is unlinked
+    its link count is 0, and its inode cannot be reused by the new file while we hold it.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[str, Store] = {}
+        self._open: dict[str, tuple[Store, int | None]] = {}
         self._lock = threading.Lock()
 
     def get(self, source: Source) -> Store:
@@ -74,31 +81,56 @@ class Stores:
             raise StoreUnavailable(f"{source.config_path}: {source.error}")
         url = config.store_url
         with self._lock:
-            store = self._open.get(url)
-            if store is not None:
-                return store
-            _require_sqlite_file(url, source.config_path)
+            path = _sqlite_path(url, source.config_path)
+            kept = self._open.get(url)
+            if kept is not None and (path is None or _same_file(kept[1], path)):
+                return kept[0]
+            self._drop(url)
+            held = None if path is None else os.open(path, os.O_RDONLY)
             try:
                 store = open_store(config, source.config_path, read_only=True, pool_size=2)
             except (SchemaNotCurrent, ValueError) as exc:
+                if held is not None:
+                    os.close(held)
                 raise StoreUnavailable(str(exc)) from None
             refuse_writes(store.engine)
-            self._open[url] = store
+            self._open[url] = (store, held)
             return store
+
+    def _drop(self, url: str) -> None:
+        kept = self._open.pop(url, None)
+        if kept is not None:
+            kept[0].dispose()
+            if kept[1] is not None:
+                os.close(kept[1])
 
     def close(self) -> None:
         with self._lock:
-            for store in self._open.values():
-                store.dispose()
-            self._open.clear()
+            for url in list(self._open):
+                self._drop(url)
 
 
-def _require_sqlite_file(url: str, config_path: Path) -> None:
-    """A SQLite store that does not exist yet is reported, not created (connecting would create
-    an empty file, a write the dashboard never makes)."""
+def _same_file(held: int | None, path: Path) -> bool:
+    if held is None:
+        return False
+    mine = os.fstat(held)
+    try:
+        return mine.st_nlink > 0 and os.stat(path).st_ino == mine.st_ino
+    except OSError:
+        return False
+
+
+def _sqlite_path(url: str, config_path: Path) -> Path | None:
+    """The file of a SQLite store (None for a server). A file that does not exist yet is
+    reported, not created (connecting would create an empty one: a write the dashboard never
+    makes)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = Path(parsed.database or "")
+    if not path.is_file():
         raise StoreUnavailable(
             f"no store yet at {parsed.database}: the run has not started (it is created by "
             f"`omniopd db upgrade --config {config_path}`)"
         )
+    return path

@@ -215,3 +215,26 @@ def test_live_reads_queues_and_the_limiter_without_changing_them(tmp_path, redis
     assert buckets["input"]["level"] < buckets["input"]["depth"]  # the 30,000 tokens show
     assert run_keys() == before
     client.close()
+
+
+def test_a_store_replaced_on_disk_is_read_anew(tmp_path):
+    """`omniopd demo` without --resume deletes a variant's directory and starts it again."""
+    run_dir = tmp_path / "work" / "full-s0"
+    filled = fill_run(f"sqlite:///{run_dir / 'omniopd.db'}", run_dir, name="first")
+    spec, stores = RunSpec(workdirs=(tmp_path / "work",)), Stores()
+    try:
+        from omniopd.dashboard.snapshot import run_list
+
+        def names() -> list[str]:
+            with stores.get(spec.sources()[0]).sessions.begin() as s:
+                return [r["name"] for r in run_list(s)]
+
+        assert names() == ["first"]
+        import shutil
+
+        shutil.rmtree(run_dir)
+        fill_run(f"sqlite:///{run_dir / 'omniopd.db'}", run_dir, name="second")
+        assert names() == ["second"]
+        assert filled.run_name == "first"
+    finally:
+        stores.close()
