@@ -39,8 +39,9 @@ def dashboard(
     lag; loss, KL and the Bayesian proxy per step; Pass@1 with its interval per evaluation.
     Several runs (the variants of one `omniopd demo --workdir DIR`) are listed side by side.
 
-    Read-only: it never writes to a store (its connections refuse writes) or a broker, and
-    never shows an API key. Binds 127.0.0.1; another --host needs a token.
+    Read-only: it never writes to a store (its connections refuse writes) or to the rate
+    limiter's state, asks the broker only for queue depths and a ping, and never shows an
+    API key. Binds 127.0.0.1; another --host needs a token.
     """
     from aiohttp import web
 

@@ -7,8 +7,9 @@
 
 Read-only by construction: only GET routes exist; each store is opened with
 `open_store(read_only=True)` and its connections refuse writes in the database itself
-(`db.session.refuse_writes`); the broker is read with depth queries, a ping and plain
-Redis reads (omniopd/dashboard/live.py). Database and broker calls run in worker threads,
+(`db.session.refuse_writes`); the broker is asked for queue depths and a ping (Celery's
+ping leaves its own expiring reply bindings, nothing of the run's), the rate limiter is
+read with plain Redis reads (omniopd/dashboard/live.py). Database and broker calls run in worker threads,
 so a store that hangs or is down never stops the page from answering: every failure comes
 back as JSON `{"error": "<what is wrong and what to do>"}` and the page shows the words.
 
