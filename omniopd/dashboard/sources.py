@@ -80,22 +80,26 @@ class Stores:
         if config is None:
             raise StoreUnavailable(f"{source.config_path}: {source.error}")
         url = config.store_url
+        path = _sqlite_path(url, source.config_path)
         with self._lock:
-            path = _sqlite_path(url, source.config_path)
             kept = self._open.get(url)
             if kept is not None and (path is None or _same_file(kept[1], path)):
                 return kept[0]
             self._drop(url)
-            held = None if path is None else os.open(path, os.O_RDONLY)
-            try:
-                store = open_store(config, source.config_path, read_only=True, pool_size=2)
-            except (SchemaNotCurrent, ValueError) as exc:
-                if held is not None:
-                    os.close(held)
-                raise StoreUnavailable(str(exc)) from None
-            refuse_writes(store.engine)
+        # Opened outside the lock: a database server that takes its connect timeout to
+        # answer must not hold up the other sources' requests.
+        held = None if path is None else os.open(path, os.O_RDONLY)
+        try:
+            store = open_store(config, source.config_path, read_only=True, pool_size=2)
+        except (SchemaNotCurrent, ValueError) as exc:
+            if held is not None:
+                os.close(held)
+            raise StoreUnavailable(str(exc)) from None
+        refuse_writes(store.engine)
+        with self._lock:
+            self._drop(url)  # another request may have opened it meanwhile: keep the newest
             self._open[url] = (store, held)
-            return store
+        return store
 
     def _drop(self, url: str) -> None:
         kept = self._open.pop(url, None)

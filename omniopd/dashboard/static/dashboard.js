@@ -226,14 +226,15 @@ async function refreshAll() {
   await refreshCompare(all);
   if (state.selected) {
     const [source, run] = state.selected;
-    const detail = await getJSON(`/api/run?${query(source, run)}`);
+    // The broker's answer (it waits for pings) comes in parallel with the store's.
+    const [detail, broker] = await Promise.all([
+      getJSON(`/api/run?${query(source, run)}`), getJSON(`/api/live?${query(source, run)}`)]);
     if (detail.error) {
       problems.unshift(detail.error);
       document.getElementById("detail").hidden = true;
     } else {
       renderDetail(detail);
       live = live || detail.run.live;
-      const broker = await getJSON(`/api/live?${query(source, run)}`);
       renderLive(detail, broker);
     }
   }
