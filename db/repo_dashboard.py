@@ -98,11 +98,10 @@ def run_span(session: Session, *, run_id: int) -> RunSpan:
         select(Run.id, Run.name, Run.status, Run.created_at, Run.finished_at, _epoch(Run.created_at), _epoch(Run.updated_at))
         .where(Run.id == run_id)
     ).one()
-    last_call = session.scalar(
-        select(func.max(_epoch(func.coalesce(TeacherCall.finished_at, TeacherCall.created_at)))).where(TeacherCall.run_id == run_id)
-    )
-    last_step = session.scalar(select(func.max(_epoch(LearnerStep.created_at))).where(LearnerStep.run_id == run_id))
-    last_traj = session.scalar(select(func.max(_epoch(Trajectory.updated_at))).where(Trajectory.run_id == run_id))
+    # max(created_at) reads the (run_id, provider, created_at) index alone, not the rows
+    last_call = session.scalar(select(_epoch(func.max(TeacherCall.created_at))).where(TeacherCall.run_id == run_id))
+    last_step = session.scalar(select(_epoch(func.max(LearnerStep.created_at))).where(LearnerStep.run_id == run_id))
+    last_traj = session.scalar(select(_epoch(func.max(Trajectory.updated_at))).where(Trajectory.run_id == run_id))
     t0 = int(run[5])
     t1 = max(int(x) for x in (run[6], last_call, last_step, last_traj, t0) if x is not None)
     return RunSpan(run[0], run[1], run[2], run[3], run[4], t0, t1)
@@ -151,11 +150,13 @@ def run_counts(session: Session, *, run_id: int) -> RunCounts:
 
 
 @dataclass(frozen=True)
-class ProviderCalls:
-    """A provider's ledger rows: outcomes, HTTP 429s, latency, cost, and the last minute's use
-    (calls and tokens sent since `since`, for the rate-limit gauges). Money in micro-USD."""
+class LedgerBucket:
+    """One provider's attempts sent in one time bucket: outcomes, HTTP 429s, tokens, cost (and
+    the running total of cost up to the end of the bucket), latency, and how many were sent
+    since `since` (the last minute's use, for the rate-limit gauges). Money in micro-USD."""
 
     provider: str
+    bucket: int
     model: str
     calls: int
     ok: int
@@ -164,106 +165,117 @@ class ProviderCalls:
     in_flight: int
     rate_limited: int  # answered HTTP 429
     cost_micros: int
-    reserved_micros: int  # worst case held by the calls in flight
+    cumulative_micros: int
+    reserved_micros: int  # worst case held by the attempts in flight
     input_tokens: int  # uncached + cache read + cache write
+    output_tokens: int
+    latency_sum_ms: float
+    latency_count: int
+    latency_max_ms: float | None
+    recent_calls: int
+    recent_tokens: int
+    recent_rate_limited: int
+    last_sent_at: datetime | None
+    last_finished_at: datetime | None
+
+
+def ledger_series(session: Session, *, run_id: int, t0: int, width_s: int, since: datetime) -> list[LedgerBucket]:
+    """The run's ledger per provider and time bucket (by when each attempt was sent), sorted;
+    buckets without attempts are absent. One pass over the run's rows: the per-provider
+    totals are sums of these buckets (`provider_totals`), not another scan."""
+    c, status = TeacherCall, TeacherCall.status
+    bucket = ((_epoch(c.created_at) - t0) // width_s).label("bucket")
+    tokens_in = c.input_tokens + c.cached_input_tokens + c.cache_write_tokens
+    limited, recent = c.http_status == RATE_LIMITED, c.created_at >= since
+    cost = _sum(c.cost_micros)
+    stmt = (
+        select(
+            c.provider, bucket, func.max(c.model), func.count(), _count_where(status == "ok"),
+            _count_where(status == "error"), _count_where(status == "unknown"), _count_where(status == "reserved"),
+            _count_where(limited), cost, func.sum(cost).over(partition_by=c.provider, order_by=bucket),
+            _sum(c.reserved_micros, status == "reserved"), _sum(tokens_in), _sum(c.output_tokens),
+            func.coalesce(func.sum(c.latency_ms), 0.0), func.count(c.latency_ms), func.max(c.latency_ms),
+            _count_where(recent), _sum(tokens_in + c.output_tokens, recent), _count_where(and_(recent, limited)),
+            func.max(c.created_at), func.max(c.finished_at),
+        )
+        .where(c.run_id == run_id)
+        .group_by(c.provider, bucket)
+        .order_by(c.provider, bucket)
+    )
+    return [
+        LedgerBucket(row[0], *(int(v) for v in row[1:2]), row[2], *(int(v) for v in row[3:14]), float(row[14]),
+                     int(row[15]), None if row[16] is None else float(row[16]), *(int(v) for v in row[17:20]),
+                     row[20], row[21])
+        for row in session.execute(stmt)
+    ]
+
+
+@dataclass(frozen=True)
+class ProviderCalls:
+    """A provider's whole ledger (see LedgerBucket for the fields)."""
+
+    provider: str
+    model: str
+    calls: int
+    ok: int
+    errors: int
+    unknown: int
+    in_flight: int
+    rate_limited: int
+    cost_micros: int
+    reserved_micros: int
+    input_tokens: int
     output_tokens: int
     mean_latency_ms: float | None
     max_latency_ms: float | None
     recent_calls: int
     recent_tokens: int
     recent_rate_limited: int
-    last_call_at: datetime | None
+    last_sent_at: datetime | None
+    last_finished_at: datetime | None
 
 
-def provider_calls(session: Session, *, run_id: int, since: datetime) -> list[ProviderCalls]:
-    """Per provider (teacher name), sorted; `since` starts the window of the recent_* fields."""
-    status, recent = TeacherCall.status, TeacherCall.created_at >= since
-    tokens_in = TeacherCall.input_tokens + TeacherCall.cached_input_tokens + TeacherCall.cache_write_tokens
-    limited = TeacherCall.http_status == RATE_LIMITED
-    stmt = (
-        select(
-            TeacherCall.provider, func.max(TeacherCall.model), func.count(),
-            _count_where(status == "ok"), _count_where(status == "error"), _count_where(status == "unknown"),
-            _count_where(status == "reserved"), _count_where(limited),
-            _sum(TeacherCall.cost_micros), _sum(TeacherCall.reserved_micros, status == "reserved"),
-            _sum(tokens_in), _sum(TeacherCall.output_tokens),
-            func.avg(TeacherCall.latency_ms), func.max(TeacherCall.latency_ms),
-            _count_where(recent), _sum(tokens_in + TeacherCall.output_tokens, recent), _count_where(and_(recent, limited)),
-            func.max(func.coalesce(TeacherCall.finished_at, TeacherCall.created_at)),
-        )
-        .where(TeacherCall.run_id == run_id)
-        .group_by(TeacherCall.provider)
-        .order_by(TeacherCall.provider)
-    )
+_SUMMED = ("calls", "ok", "errors", "unknown", "in_flight", "rate_limited", "cost_micros", "reserved_micros",
+           "input_tokens", "output_tokens")
+
+
+def provider_totals(buckets: list[LedgerBucket]) -> list[ProviderCalls]:
+    """Per provider, the sums of its buckets (a few hundred aggregates, not the ledger's rows)."""
     out = []
-    for row in session.execute(stmt):
-        ints = [int(v) for v in row[2:12]]
+    for provider, rows in series_by(buckets, lambda b: b.provider).items():
+        n_latency = sum(b.latency_count for b in rows)
+        maxima = [b.latency_max_ms for b in rows if b.latency_max_ms is not None]
+        sent = [b.last_sent_at for b in rows if b.last_sent_at is not None]
+        finished = [b.last_finished_at for b in rows if b.last_finished_at is not None]
         out.append(ProviderCalls(
-            row[0], row[1], *ints,
-            None if row[12] is None else float(row[12]), None if row[13] is None else float(row[13]),
-            int(row[14]), int(row[15]), int(row[16]), row[17],
+            provider, max(b.model for b in rows), *(sum(getattr(b, f) for b in rows) for f in _SUMMED),
+            sum(b.latency_sum_ms for b in rows) / n_latency if n_latency else None, max(maxima, default=None),
+            sum(b.recent_calls for b in rows), sum(b.recent_tokens for b in rows),
+            sum(b.recent_rate_limited for b in rows), max(sent, default=None), max(finished, default=None),
         ))
     return out
 
 
 def error_counts(session: Session, *, run_id: int) -> list[tuple[str, int | None, str, int]]:
     """(provider, HTTP status, error class, count) of the run's failed and unknown attempts."""
+    what = func.coalesce(TeacherCall.error_class, TeacherCall.status)
     stmt = (
-        select(TeacherCall.provider, TeacherCall.http_status, func.coalesce(TeacherCall.error_class, TeacherCall.status),
-               func.count())
+        select(TeacherCall.provider, TeacherCall.http_status, what, func.count())
         .where(TeacherCall.run_id == run_id, TeacherCall.status.in_(("error", "unknown")))
-        .group_by(TeacherCall.provider, TeacherCall.http_status, func.coalesce(TeacherCall.error_class, TeacherCall.status))
+        .group_by(TeacherCall.provider, TeacherCall.http_status, what)
         .order_by(TeacherCall.provider, func.count().desc())
     )
     return [(p, None if h is None else int(h), str(c), int(n)) for p, h, c, n in session.execute(stmt)]
 
 
-@dataclass(frozen=True)
-class LedgerBucket:
-    """One provider's calls sent in one time bucket, and its cost charged up to the end of it."""
-
-    provider: str
-    bucket: int
-    calls: int
-    rate_limited: int
-    tokens: int
-    cost_micros: int
-    cumulative_micros: int
-
-
-def ledger_series(session: Session, *, run_id: int, t0: int, width_s: int) -> list[LedgerBucket]:
-    """Per provider and time bucket (by when each attempt was sent), with the running total of
-    cost per provider (a window sum in SQL). Buckets without calls are absent."""
-    bucket = ((_epoch(TeacherCall.created_at) - t0) // width_s).label("bucket")
-    cost = _sum(TeacherCall.cost_micros)
-    tokens = TeacherCall.input_tokens + TeacherCall.cached_input_tokens + TeacherCall.cache_write_tokens + TeacherCall.output_tokens
-    stmt = (
-        select(
-            TeacherCall.provider, bucket, func.count(), _count_where(TeacherCall.http_status == RATE_LIMITED),
-            _sum(tokens), cost,
-            func.sum(cost).over(partition_by=TeacherCall.provider, order_by=bucket),
-        )
-        .where(TeacherCall.run_id == run_id)
-        .group_by(TeacherCall.provider, bucket)
-        .order_by(TeacherCall.provider, bucket)
-    )
-    return [LedgerBucket(p, int(b), int(c), int(r), int(t), int(m), int(cum)) for p, b, c, r, t, m, cum in session.execute(stmt)]
-
-
-def audited_series(session: Session, *, run_id: int, t0: int, width_s: int) -> list[tuple[int, int, int]]:
-    """(bucket, trajectories whose last chunk audit finished in it, running total): the
-    trajectories `omniopd spend` divides the cost by, over time (the forecast's x axis)."""
-    done = (
-        select(Chunk.trajectory_id, func.max(Chunk.updated_at).label("at"))
-        .join(Trajectory, Chunk.trajectory_id == Trajectory.id)
-        .where(Trajectory.run_id == run_id, Chunk.state == "audited")
-        .group_by(Chunk.trajectory_id)
-        .subquery()
-    )
-    bucket = ((_epoch(done.c.at) - t0) // width_s).label("bucket")
+def bundle_series(session: Session, *, run_id: int, t0: int, width_s: int) -> list[tuple[int, int, int]]:
+    """(bucket, trajectories that became audit bundles in it, running total): the forecast's
+    x axis (a trajectory is a bundle once every chunk of it is audited or given up)."""
+    bucket = ((_epoch(Trajectory.ready_at) - t0) // width_s).label("bucket")
     stmt = (
         select(bucket, func.count(), func.sum(func.count()).over(order_by=bucket))
-        .select_from(done).group_by(bucket).order_by(bucket)
+        .where(Trajectory.run_id == run_id, Trajectory.ready_at.is_not(None))
+        .group_by(bucket).order_by(bucket)
     )
     return [(int(b), int(n), int(total)) for b, n, total in session.execute(stmt)]
 
@@ -331,14 +343,13 @@ def learner_series(session: Session, *, run_id: int, max_points: int = 400) -> l
 @dataclass(frozen=True)
 class WorkerActivity:
     """The last work a process recorded in the store: `role` rollout (by Celery hostname,
-    from its recorded batches), learner (by learner id, from its steps) or audit (by the
-    teacher its queue serves, from the ledger: audit workers are not named in the store)."""
+    from its recorded batches) or learner (by learner id, from its steps). Audit workers are
+    not named in the store; their queue's activity is in the ledger (`provider_totals`)."""
 
     role: str
     name: str
     last_at: datetime | None
-    done: int  # batches recorded, steps trained, teacher calls finished
-    in_flight: int = 0  # audit: calls sent and not answered yet
+    done: int  # batches recorded, steps trained
 
 
 def worker_activity(session: Session, *, run_id: int) -> list[WorkerActivity]:
@@ -354,12 +365,6 @@ def worker_activity(session: Session, *, run_id: int) -> list[WorkerActivity]:
         .where(LearnerStep.run_id == run_id).group_by(LearnerStep.learner_id).order_by(LearnerStep.learner_id)
     ):
         out.append(WorkerActivity("learner", name, last, int(n)))
-    for provider, last, done, flying in session.execute(
-        select(TeacherCall.provider, func.max(TeacherCall.finished_at), _count_where(TeacherCall.status != "reserved"),
-               _count_where(TeacherCall.status == "reserved"))
-        .where(TeacherCall.run_id == run_id).group_by(TeacherCall.provider).order_by(TeacherCall.provider)
-    ):
-        out.append(WorkerActivity("audit", provider, last, int(done), int(flying)))
     return out
 
 
@@ -395,7 +400,7 @@ def eval_points(session: Session, *, run_id: int) -> list[EvalPoint]:
 
 
 def window_start(now: datetime, seconds: float = 60.0) -> datetime:
-    """The start of the last `seconds` before `now` (the recent_* window of provider_calls)."""
+    """The start of the last `seconds` before `now` (the recent_* window of ledger_series)."""
     return now - timedelta(seconds=seconds)
 
 

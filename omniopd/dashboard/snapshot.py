@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 from db.models import RUN_SCOPE, utcnow
 from db.repo_budget import budgets
 from db.repo_dashboard import (
-    audited_series,
+    bundle_series,
     error_counts,
     eval_points,
     learner_series,
     ledger_series,
-    provider_calls,
+    provider_totals,
     run_counts,
     run_span,
     window_start,
@@ -116,20 +116,21 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
     span = run_span(session, run_id=record.id)
     width = span.width_s(buckets)
     counts = run_counts(session, run_id=record.id)
-    calls = provider_calls(session, run_id=record.id, since=window_start(now))
+    series = ledger_series(session, run_id=record.id, t0=span.t0, width_s=width, since=window_start(now))
+    calls = provider_totals(series)
     teachers = config.teachers if config is not None else {}
 
     def at(bucket: int) -> int:  # the end of a bucket, in epoch seconds
         return span.t0 + (bucket + 1) * width
 
-    series = ledger_series(session, run_id=record.id, t0=span.t0, width_s=width)
     spend: dict[str, list[list[float]]] = {}
     for b in series:
         spend.setdefault(b.provider, []).append([at(b.bucket), micros_to_usd(b.cumulative_micros)])
     use: dict[str, list[list[float]]] = {}
     for b in series:
-        use.setdefault(b.provider, []).append([at(b.bucket), b.calls * 60.0 / width, b.rate_limited, b.tokens * 60.0 / width])
-    audited = audited_series(session, run_id=record.id, t0=span.t0, width_s=width)
+        use.setdefault(b.provider, []).append([at(b.bucket), b.calls * 60.0 / width, b.rate_limited,
+                                             (b.input_tokens + b.output_tokens) * 60.0 / width])
+    bundles = bundle_series(session, run_id=record.id, t0=span.t0, width_s=width)
     total_cost = sum(c.cost_micros for c in calls)
     plan = read_plan(config) if config is not None else None
     stop = budget_stop(session, run_id=record.id)
@@ -158,7 +159,7 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
             "total_usd": micros_to_usd(total_cost),
             "cost_per_trajectory_usd": micros_to_usd(total_cost) / counts.trajectories_audited
             if counts.trajectories_audited else None,
-            "audited_series": [[at(b), n] for b, _, n in audited],
+            "bundle_series": [[at(b), n] for b, _, n in bundles],
             "plan": plan,
         },
         "providers": [_provider(c, teachers.get(c.provider)) for c in calls],
@@ -176,8 +177,10 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
         ],
         "evals": [_eval(e) for e in eval_points(session, run_id=record.id)],
         "workers": [
-            {"role": w.role, "name": w.name, "last_at": epoch(w.last_at), "done": w.done, "in_flight": w.in_flight}
-            for w in worker_activity(session, run_id=record.id)
+            *({"role": w.role, "name": w.name, "last_at": epoch(w.last_at), "done": w.done, "in_flight": 0}
+              for w in worker_activity(session, run_id=record.id)),
+            *({"role": "audit", "name": c.provider, "last_at": epoch(c.last_finished_at), "done": c.calls - c.in_flight,
+               "in_flight": c.in_flight} for c in calls),
         ],
     }
 
@@ -196,5 +199,5 @@ def _provider(c, teacher) -> dict[str, Any]:
             "input_tokens_per_min": limits.input_tokens_per_min, "output_tokens_per_min": limits.output_tokens_per_min,
             "fraction": limits.fraction,
         },
-        "last_call_at": epoch(c.last_call_at),
+        "last_call_at": epoch(max((t for t in (c.last_sent_at, c.last_finished_at) if t is not None), default=None)),
     }

@@ -6,10 +6,10 @@ outcome, the rest in flight), one chunk and one audited trajectory per three cal
 learner steps with their metrics, their consumed bundles, and 20 evaluations. Then, each
 `--reps` times:
 
-- sql: the heavy parts of the page (per-provider ledger totals with the last minute's
-  use, the per-bucket cost series with running totals, the learner curve with its policy
-  lag), as the dashboard computes them: db/repo_dashboard.py, GROUP BY and window sums in
-  the database;
+- sql: the heavy parts of the page (the ledger per provider and time bucket: outcomes,
+  429s, tokens, cost with running totals, latency, the last minute's use; the learner
+  curve with its policy lag), as the dashboard computes them: db/repo_dashboard.py, GROUP
+  BY and window sums in the database;
 - python: the same numbers from the same store, the strongest way Python can: one Core
   SELECT of only the needed columns (tuples, no ORM objects), aggregated in dicts. Both
   results are compared (equal, floats to 1e-9) for every size of `--sizes`;
@@ -61,7 +61,7 @@ from db.repo_dashboard import (  # noqa: E402
     LEARNER_METRICS,
     learner_series,
     ledger_series,
-    provider_calls,
+    provider_totals,
     run_span,
     window_start,
 )
@@ -153,22 +153,21 @@ def _epoch(dt) -> int:
 
 
 def python_parts(session, run_id: int, t0: int, width: int, since, max_points: int = 400) -> dict:
-    """provider_calls, ledger_series and learner_series computed from fetched rows."""
+    """ledger_series, provider_totals and learner_series computed from fetched rows."""
     c = TeacherCall
     rows = session.execute(sa.select(
         c.provider, c.model, c.status, c.http_status, c.cost_micros, c.reserved_micros, c.input_tokens,
         c.cached_input_tokens, c.cache_write_tokens, c.output_tokens, c.latency_ms, c.created_at, c.finished_at,
     ).where(c.run_id == run_id)).all()
-    prov: dict[str, dict] = {}
-    buckets: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    cells: dict[tuple[str, int], dict] = {}
     for (p, model, status, http, cost, reserved, inp, cached, write, out, lat, created, finished) in rows:
-        a = prov.setdefault(p, {"model": model, "calls": 0, "ok": 0, "errors": 0, "unknown": 0, "in_flight": 0,
-                                "rate_limited": 0, "cost": 0, "reserved": 0, "input": 0, "output": 0, "lat": [],
-                                "recent": 0, "recent_tokens": 0, "recent_limited": 0, "last": None})
+        a = cells.setdefault((p, (_epoch(created) - t0) // width), {
+            "model": model, "calls": 0, "ok": 0, "errors": 0, "unknown": 0, "in_flight": 0, "rate_limited": 0,
+            "cost": 0, "reserved": 0, "input": 0, "output": 0, "lat_sum": 0.0, "lat_n": 0, "lat_max": None,
+            "recent": 0, "recent_tokens": 0, "recent_limited": 0, "sent": None, "finished": None})
         a["model"] = max(a["model"], model)
         a["calls"] += 1
-        key = {"ok": "ok", "error": "errors", "unknown": "unknown", "reserved": "in_flight"}[status]
-        a[key] += 1
+        a[{"ok": "ok", "error": "errors", "unknown": "unknown", "reserved": "in_flight"}[status]] += 1
         tokens_in = inp + cached + write
         a["rate_limited"] += http == 429
         a["cost"] += cost or 0
@@ -176,26 +175,23 @@ def python_parts(session, run_id: int, t0: int, width: int, since, max_points: i
         a["input"] += tokens_in
         a["output"] += out
         if lat is not None:
-            a["lat"].append(lat)
+            a["lat_sum"] += lat
+            a["lat_n"] += 1
+            a["lat_max"] = lat if a["lat_max"] is None else max(a["lat_max"], lat)
         if created >= since:
             a["recent"] += 1
             a["recent_tokens"] += tokens_in + out
             a["recent_limited"] += http == 429
-        last = finished or created
-        a["last"] = last if a["last"] is None else max(a["last"], last)
-        b = buckets[(p, (_epoch(created) - t0) // width)]
-        b[0] += 1
-        b[1] += http == 429
-        b[2] += tokens_in + out
-        b[3] += cost or 0
-    calls = [(p, a["model"], a["calls"], a["ok"], a["errors"], a["unknown"], a["in_flight"], a["rate_limited"], a["cost"],
-              a["reserved"], a["input"], a["output"], statistics.fmean(a["lat"]) if a["lat"] else None,
-              max(a["lat"]) if a["lat"] else None, a["recent"], a["recent_tokens"], a["recent_limited"], a["last"])
-             for p, a in sorted(prov.items())]
+        a["sent"] = created if a["sent"] is None else max(a["sent"], created)
+        if finished is not None:
+            a["finished"] = finished if a["finished"] is None else max(a["finished"], finished)
     series, running = [], defaultdict(int)
-    for (p, b), (n, limited, tokens, cost) in sorted(buckets.items()):
-        running[p] += cost
-        series.append((p, b, n, limited, tokens, cost, running[p]))
+    for (p, b), a in sorted(cells.items()):
+        running[p] += a["cost"]
+        series.append((p, b, a["model"], a["calls"], a["ok"], a["errors"], a["unknown"], a["in_flight"],
+                       a["rate_limited"], a["cost"], running[p], a["reserved"], a["input"], a["output"], a["lat_sum"],
+                       a["lat_n"], a["lat_max"], a["recent"], a["recent_tokens"], a["recent_limited"], a["sent"],
+                       a["finished"]))
     steps = session.execute(sa.select(LearnerStep.step, LearnerStep.loss, LearnerStep.metrics, LearnerStep.policy_version)
                             .where(LearnerStep.run_id == run_id)).all()
     last = max((s[0] for s in steps), default=0)
@@ -220,15 +216,15 @@ def python_parts(session, run_id: int, t0: int, width: int, since, max_points: i
             lag = lags.get(b)
             learner.append((max(r[0] for r in rs), len(rs), statistics.fmean(r[1] for r in rs), metrics,
                             max(lag) if lag else None, statistics.fmean(lag) if lag else None))
-    return {"calls": calls, "series": series, "learner": learner}
+    return {"series": series, "learner": learner}
 
 
 def sql_parts(session, run_id: int, t0: int, width: int, since, max_points: int = 400) -> dict:
-    calls = [tuple(vars(c).values()) for c in provider_calls(session, run_id=run_id, since=since)]
-    series = [tuple(vars(b).values()) for b in ledger_series(session, run_id=run_id, t0=t0, width_s=width)]
+    buckets = ledger_series(session, run_id=run_id, t0=t0, width_s=width, since=since)
+    provider_totals(buckets)  # part of the work (sums of a few hundred buckets); compared through the buckets
     learner = [(p.step, p.steps, p.loss, p.metrics, p.max_lag, p.mean_lag)
                for p in learner_series(session, run_id=run_id, max_points=max_points)]
-    return {"calls": calls, "series": series, "learner": learner}
+    return {"series": [tuple(vars(b).values()) for b in buckets], "learner": learner}
 
 
 def same(a, b) -> bool:

@@ -60,9 +60,9 @@ def test_run_endpoint_numbers_equal_the_store_on_both_backends(store_url, tmp_pa
     (p,) = data["providers"]
     assert (p["calls"], p["ok"], p["errors"], p["unknown"], p["in_flight"], p["rate_limited"]) == (13, 9, 2, 1, 1, 1)
     assert p["cost_usd"] == data["spend"]["total_usd"] == teacher["spent_usd"]
-    # the running totals end at the ledger total; the forecast axis counts every audited trajectory
+    # the running totals end at the ledger total; the forecast's axis counts every audit bundle
     assert data["spend"]["series"][TEACHER][-1][1] == p["cost_usd"]
-    assert data["spend"]["audited_series"][-1][1] == data["counts"]["trajectories_audited"] == 8
+    assert data["spend"]["bundle_series"][-1][1] == data["counts"]["trajectories_audited"] == 8
     assert [x["step"] for x in data["learner"]] == [1, 2, 3]
     assert [x["loss"] for x in data["learner"]] == pytest.approx([1.0, 0.5, 1 / 3])
     assert [(e["step"], e["pass_at_1"], e["ci_low"]) for e in data["evals"]] == [(0, 0.25, 0.15), (3, 0.5, 0.4)]

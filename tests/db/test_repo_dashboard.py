@@ -31,7 +31,7 @@ def test_time_buckets_and_running_totals_are_the_same_on_both_backends(engine):
         span = run_span(s, run_id=run.id)
         assert span.t0 == calendar.timegm(start.timetuple())  # whole seconds, rounded down, as UTC
         width = span.width_s(10)
-        got = ledger_series(s, run_id=run.id, t0=span.t0, width_s=width)
+        got = ledger_series(s, run_id=run.id, t0=span.t0, width_s=width, since=start)
     expected: dict[tuple[str, int], list[int]] = {}
     for provider, t, cost, limited in costs:
         cell = expected.setdefault((provider, (t - span.t0) // width), [0, 0, 0])

@@ -9,7 +9,7 @@ const IDLE_MS = 15000;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 const SVG = "http://www.w3.org/2000/svg";
 
-const state = { sources: [], selected: null, checked: new Set(), details: {}, timer: null };
+const state = { sources: [], selected: null, checked: new Set(), details: {}, fetched: {}, cycle: 0, timer: null };
 
 // ------------------------------------------------------------------ formatting
 
@@ -223,7 +223,7 @@ async function refreshAll() {
   const problems = listing.sources.filter((s) => s.error).map((s) => `${s.source}: ${s.error}`);
   if (listing.message) problems.unshift(listing.message);
   let live = all.some(([, r]) => r.status === "created" || r.status === "running");
-  await refreshCompare(all);
+  state.cycle = (state.cycle || 0) + 1;
   if (state.selected) {
     const [source, run] = state.selected;
     // The broker's answer (it waits for pings) comes in parallel with the store's.
@@ -233,11 +233,14 @@ async function refreshAll() {
       problems.unshift(detail.error);
       document.getElementById("detail").hidden = true;
     } else {
+      state.details[key(source, run)] = detail;
+      state.fetched[key(source, run)] = state.cycle;
       renderDetail(detail);
       live = live || detail.run.live;
       renderLive(detail, broker);
     }
   }
+  await refreshCompare(all);
   showMessage(problems.join("\n"));
   document.body.setAttribute("data-state", "loaded");
   document.body.setAttribute("data-refreshes", String(Number(document.body.getAttribute("data-refreshes") || 0) + 1));
@@ -249,9 +252,10 @@ async function refreshCompare(all) {
   await Promise.all(wanted.map(async ([s, r]) => {
     const k = key(s, r.name);
     const old = state.details[k];
+    if (state.fetched[k] === state.cycle) return; // the shown run, fetched a moment ago
     if (old && !old.run.live && old.run.status === r.status) return; // a finished run does not change
     const d = await getJSON(`/api/run?${query(s, r.name)}`);
-    if (!d.error) state.details[k] = d;
+    if (!d.error) { state.details[k] = d; state.fetched[k] = state.cycle; }
   }));
   const shown = wanted.map(([s, r]) => [s, r, state.details[key(s, r.name)]]).filter((x) => x[2]);
   chart("cmp-loss", shown.map(([s, r, d]) => ({ name: `${s}/${r.name}`, points: d.learner.map((p) => [p.step, p.loss]) })),
@@ -352,8 +356,8 @@ function renderSpend(d) {
   if (series.length > 1) series.push({ name: "run total", points: totalSpend(d), color: "#333" });
   const plan = d.spend.plan;
   if (plan) {
-    series.push({ name: "forecast (plan × audited)", dash: true, color: "#888",
-      points: d.spend.audited_series.map(([t, n]) => [t, n * plan.per_trajectory_usd]) });
+    series.push({ name: "forecast (plan × audit bundles)", dash: true, color: "#888",
+      points: d.spend.bundle_series.map(([t, n]) => [t, n * plan.per_trajectory_usd]) });
   }
   const caps = d.budgets.filter((b) => b.cap_usd !== null).map((b) => ({ y: b.cap_usd, label: `cap ${b.scope} ${usd(b.cap_usd)}`, color: b.reached ? "#c00" : "#999" }));
   const ymax = Math.max(0, ...series.flatMap((s) => s.points.map((p) => p[1])));
