@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from db.models import (
-    CHUNK_STATES,
     TRAJECTORY_STATES,
     Chunk,
     EvalResult,
@@ -109,11 +108,10 @@ def run_span(session: Session, *, run_id: int) -> RunSpan:
 
 @dataclass(frozen=True)
 class RunCounts:
-    """Where the run's work stands: trajectories and chunks by state, audited trajectories,
-    policy versions, learner steps."""
+    """Where the run's work stands: trajectories by state, audited trajectories, policy
+    versions, learner steps. (Chunks by state are `omniopd status`'s: a join the page skips.)"""
 
     trajectories: dict[str, int]
-    chunks: dict[str, int]
     trajectories_audited: int  # with at least one audited chunk (as `omniopd spend` counts them)
     latest_version: int
     latest_step: int
@@ -126,12 +124,6 @@ def run_counts(session: Session, *, run_id: int) -> RunCounts:
     trajectories = dict.fromkeys(TRAJECTORY_STATES, 0)
     for state, n in session.execute(select(Trajectory.state, func.count()).where(in_run).group_by(Trajectory.state)):
         trajectories[state] = int(n)
-    chunks = dict.fromkeys(CHUNK_STATES, 0)
-    for state, n in session.execute(
-        select(Chunk.state, func.count()).join(Trajectory, Chunk.trajectory_id == Trajectory.id).where(in_run)
-        .group_by(Chunk.state)
-    ):
-        chunks[state] = int(n)
     audited = session.scalar(
         select(func.count(distinct(Chunk.trajectory_id))).join(Trajectory, Chunk.trajectory_id == Trajectory.id)
         .where(in_run, Chunk.state == "audited")
@@ -142,7 +134,7 @@ def run_counts(session: Session, *, run_id: int) -> RunCounts:
         select(func.min(Trajectory.policy_version), func.max(Trajectory.policy_version))
         .where(in_run, Trajectory.state.in_(WAITING_STATES))
     ).one()
-    return RunCounts(trajectories, chunks, int(audited), -1 if version is None else int(version),
+    return RunCounts(trajectories, int(audited), -1 if version is None else int(version),
                      int(step or 0), low, high)
 
 

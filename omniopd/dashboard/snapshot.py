@@ -145,7 +145,7 @@ def run_snapshot(session: Session, *, run_name: str, config: OmniConfig | None, 
             "method": config.loss.method if config else None,
         },
         "counts": {
-            "trajectories": counts.trajectories, "chunks": counts.chunks,
+            "trajectories": counts.trajectories,
             "trajectories_audited": counts.trajectories_audited,
         },
         "budgets": [

@@ -15,8 +15,9 @@ learner steps with their metrics, their consumed bundles, and 20 evaluations. Th
   results are compared (equal, floats to 1e-9) for every size of `--sizes`;
 - snapshot: the whole /api/run answer (`run_snapshot`: every query the page needs);
 - http: GET /, the script, the style sheet, /api/runs and /api/run of the real aiohttp app;
-- browser (when Chromium is installed): Chromium opens the page served by a real
-  `omniopd dashboard` process until the data is drawn (`data-state=loaded`).
+- browser (when Chromium is installed): Chromium opens the run's page (a link with
+  ?source=&run=) served by a real `omniopd dashboard` process, until every panel is drawn
+  (`data-state=loaded`).
 
 Printed: median and the 5th-95th percentile interval per measurement, and python / sql.
 
@@ -287,7 +288,7 @@ def http_page(config: Path, run_name: str, reps: int) -> list[float]:
     return asyncio.run(go())
 
 
-def browser_page(config: Path, reps: int) -> list[float] | None:
+def browser_page(config: Path, name: str, reps: int) -> list[float] | None:
     chromium = Path("/usr/bin/chromium")
     try:
         from playwright.sync_api import sync_playwright
@@ -312,7 +313,7 @@ def browser_page(config: Path, reps: int) -> list[float] | None:
             for _ in range(reps + 1):
                 page = browser.new_page(bypass_csp=True)
                 began = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}/")
+                page.goto(f"http://127.0.0.1:{port}/?source={config}&run={name}")
                 page.wait_for_selector("body[data-state=loaded]", timeout=60_000)
                 times.append(time.perf_counter() - began)
                 page.close()
@@ -352,7 +353,7 @@ def measure(url: str, size: int, reps: int, browser: bool, tmp: Path) -> list[tu
     config.write_text(f"run: {{name: {span.name}, output_dir: {tmp}}}\nstore: {{url: '{url}'}}\n")
     rows.append(("http", http_page(config, span.name, reps)))
     if browser:
-        shown = browser_page(config, max(3, reps // 3))
+        shown = browser_page(config, span.name, max(3, reps // 3))
         if shown:
             rows.append(("browser", shown))
     return rows

@@ -208,15 +208,18 @@ async function refresh() {
 }
 
 async function refreshAll() {
+  // The shown run is asked for beside the list when it is known already (from the address,
+  // or the last refresh): the page waits for the slower of the two, not for both in turn.
+  const params = new URLSearchParams(location.search);
+  const known = state.selected || (params.get("source") !== null ? [params.get("source"), params.get("run")] : null);
+  const early = known ? fetchRun(known[0], known[1]) : null;
   const listing = await getJSON("/api/runs");
   if (listing.error) { showMessage(listing.error); return false; }
   state.sources = listing.sources;
   const all = [];
   for (const s of listing.sources) for (const r of s.runs) all.push([s.source, r]);
-  const params = new URLSearchParams(location.search);
   if (!state.selected) {
-    const wanted = params.get("source") !== null ? [params.get("source"), params.get("run")] : null;
-    state.selected = wanted || (all.length ? [all[0][0], all[0][1].name] : null);
+    state.selected = known || (all.length ? [all[0][0], all[0][1].name] : null);
     for (const [s, r] of all) state.checked.add(key(s, r.name));
   }
   renderRuns(listing);
@@ -226,9 +229,8 @@ async function refreshAll() {
   state.cycle = (state.cycle || 0) + 1;
   if (state.selected) {
     const [source, run] = state.selected;
-    // The broker's answer (it waits for pings) comes in parallel with the store's.
-    const [detail, broker] = await Promise.all([
-      getJSON(`/api/run?${query(source, run)}`), getJSON(`/api/live?${query(source, run)}`)]);
+    const sameRun = known && known[0] === source && known[1] === run;
+    const [detail, broker] = await (sameRun ? early : fetchRun(source, run));
     if (detail.error) {
       problems.unshift(detail.error);
       document.getElementById("detail").hidden = true;
@@ -268,6 +270,11 @@ async function refreshCompare(all) {
   chart("cmp-spend", shown.map(([s, r, d]) => ({
     name: `${s}/${r.name}`, points: totalSpend(d).map((p) => [(p[0] - d.run.created_at) / 60, p[1]]),
   })), { xLabel: "minutes", yFmt: (v) => "$" + num(v, 3), empty: "no teacher calls yet" });
+}
+
+// One run from the store, and the broker's answer (it waits for pings) in parallel.
+function fetchRun(source, run) {
+  return Promise.all([getJSON(`/api/run?${query(source, run)}`), getJSON(`/api/live?${query(source, run)}`)]);
 }
 
 // The run's cumulative spend over time: the per-provider running totals added up.
