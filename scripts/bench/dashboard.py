@@ -19,7 +19,10 @@ learner steps with their metrics, their consumed bundles, and 20 evaluations. Th
   ?source=&run=) served by a real `omniopd dashboard` process, until every panel is drawn
   (`data-state=loaded`).
 
-Printed: median and the 5th-95th percentile interval per measurement, and python / sql.
+Printed: median wall time and the 5th-95th percentile interval per measurement, the median
+CPU time of this process (where the work is in this process: SQLite's queries, Python's
+aggregation; on shared cores it is what the wall time would be on an idle one), and
+python / sql. The load average is printed at the end: read wall times against it.
 
     .venv/bin/python scripts/bench/dashboard.py                       # SQLite, 100,000 calls
     .venv/bin/python scripts/bench/dashboard.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import os
 import random
 import statistics
 import subprocess
@@ -250,12 +254,19 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------ timing
 
 
+CPU: dict[int, list[float]] = {}
+"""CPU seconds of this process per timed list (by id): SQLite's work runs in this process, so
+on a machine whose cores are shared this is what the wall time would be on an idle core."""
+
+
 def timed(fn, reps: int) -> list[float]:
-    out = []
+    out, cpu = [], []
     for _ in range(reps):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         fn()
         out.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    CPU[id(out)] = cpu
     return out
 
 
@@ -378,9 +389,12 @@ def main() -> None:
                 finally:
                     drop()
             for label, values in rows:
-                print(f"{backend:10} {size:7d}  {label:10} {summary(values):>30}", flush=True)
+                cpu = CPU.get(id(values))
+                cpu_text = f"   cpu {1000 * statistics.median(cpu):7.1f} ms" if cpu else ""
+                print(f"{backend:10} {size:7d}  {label:10} {summary(values):>30}{cpu_text}", flush=True)
             ratio = statistics.median(dict(rows)["python"]) / statistics.median(dict(rows)["sql"])
             print(f"{backend:10} {size:7d}  python/sql {ratio:8.1f}x  (results equal)", flush=True)
+    print("load average (1, 5, 15 min):", " ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 def _database(backend: str, admin: str | None, tmp: Path):
