@@ -115,6 +115,23 @@ def insert_ignoring_conflicts(session: Session, table: Table, *, unique: Sequenc
     return dialect.insert(table).on_conflict_do_nothing(index_elements=list(unique))
 
 
+def refuse_writes(engine: Engine) -> None:
+    """Make every connection of `engine` refuse writes in the database itself, not only by
+    convention: SQLite's `PRAGMA query_only`, PostgreSQL's read-only transactions. For
+    viewers that must never change the store they watch (`omniopd dashboard`). Pooled
+    connections are dropped, so every later one is opened this way."""
+    sqlite_backend = engine.dialect.name == "sqlite"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        if sqlite_backend:
+            dbapi_connection.execute("PRAGMA query_only = ON")
+        else:  # psycopg 3: every transaction this connection starts is READ ONLY
+            dbapi_connection.read_only = True
+
+    engine.dispose()
+
+
 def require_writable(session: Session, what: str) -> None:
     """Refuse a read-only session where correctness depends on holding the write lock."""
     if session.get_bind().get_execution_options().get(READ_ONLY_OPTION, False):

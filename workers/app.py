@@ -247,3 +247,18 @@ def in_flight(app: Celery) -> int:
         conn.ensure_connection(max_retries=1, timeout=5)
         channel = conn.default_channel
         return int(channel.client.hlen(channel.unacked_key))
+
+
+def inspection_app(config: OmniConfig, *, broker_url: str) -> Celery:
+    """A Celery app that only looks at the run's broker (queue depths, pings): no task
+    module is registered, so a read-only viewer (`omniopd dashboard`) never imports torch."""
+    app = Celery("omniopd", broker=broker_url, set_as_current=False)
+    app.conf.update(broker_transport_options=transport_options(config), broker_connection_retry_on_startup=False)
+    return app
+
+
+def ping_workers(app: Celery, timeout_s: float = 1.0) -> list[str]:
+    """Hostnames of the run's workers that answered a broadcast ping within `timeout_s`. A
+    worker with a solo pool (a rollout worker) answers only between tasks."""
+    replies = app.control.ping(timeout=timeout_s) or []
+    return sorted(name for reply in replies for name in reply)

@@ -13,6 +13,7 @@ import typer
 from omniopd import __version__
 from omniopd.cli import (
     config_cmd,
+    dashboard_cmd,
     data_cmd,
     db_cmd,
     demo_cmd,
@@ -53,6 +54,7 @@ app.command("spend")(spend_cmd.spend)
 app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
+app.command("dashboard")(dashboard_cmd.dashboard)
 
 
 def _version(value: bool) -> None:

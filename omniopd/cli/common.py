@@ -8,15 +8,49 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from omniopd.config import ConfigError, OmniConfig, load_config
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-console = Console()
-err_console = Console(stderr=True)
+OFF_TERMINAL_WIDTH = 1000
+"""Width of output that goes to a file, a pipe or a CI log: wide enough that no table is cut."""
+
+
+class ReportConsole(Console):
+    """A rich console that, off a terminal, prints at full width instead of 80 columns.
+
+    Rich sizes output that does not go to a terminal at $COLUMNS or 80 columns, and shrinks
+    tables to fit, cutting cells to "ca…" and "em…"; `omniopd status > status.txt` or a CI log
+    would be unreadable. Off a terminal (and without $COLUMNS) this console is
+    OFF_TERMINAL_WIDTH wide: tables keep their natural width (they do not expand), lines
+    are not wrapped, and rules, which fill the width, stay 80 columns long.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(OFF_TERMINAL_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def rule(self, *args, **kwargs) -> None:
+        if self.width == OFF_TERMINAL_WIDTH and not self.is_terminal:
+            from rich.rule import Rule
+
+            self.print(Rule(*args, **kwargs), width=80)
+            return
+        super().rule(*args, **kwargs)
+
+
+console = ReportConsole()
+err_console = ReportConsole(stderr=True)
 
 ConfigOpt = Annotated[
     Path,

@@ -24,11 +24,13 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where prepared models, runs, logs and plots go.")] = Path("runs/demo"),
     smoke: Annotated[bool, typer.Option("--smoke", help="A one-minute check that every part runs on this machine "
                                         "(a smaller student, 8 steps, 1 sample per problem); its numbers mean nothing.")] = False,
+    dashboard: Annotated[bool, typer.Option("--dashboard/--no-dashboard", help="Serve `omniopd dashboard` on the "
+                                            "work directory while the demo runs and print its address.")] = True,
     set_: SetOpt = None,
 ) -> None:
     """Run OmniOPD end to end on a synthetic step-by-step arithmetic task, in embedded mode.
 
-    Prepares (once, cached) a tiny student that has half-learned the task; serves a scripted expert teacher through the provider emulator (Gemini wire format, rate limits, prices); starts real rollout and audit workers and the learner; measures Pass@1 on 200 held-out problems x 4 samples before and after; prints the teacher spend and writes the training plot. About 10 minutes on 2 CPU cores.
+    Prepares (once, cached) a tiny student that has half-learned the task; serves a scripted expert teacher through the provider emulator (Gemini wire format, rate limits, prices); starts real rollout and audit workers and the learner; measures Pass@1 on 200 held-out problems x 4 samples before and after; prints the teacher spend and writes the training plot; serves the live dashboard meanwhile (its address is printed). About 10 minutes on 2 CPU cores.
 
     Ctrl-C stops every process cleanly; `--resume` continues. Results: <workdir>/<variant>-s<seed>/ (demo-result.json, training.png, logs/).
     """
@@ -40,7 +42,7 @@ def demo(
         fail(f"--config {config}: no such file (run from the repository root, or pass the demo config)")
     extra = list(ABLATIONS) if ablation == "all" else [ablation] if ablation else []
     settings = DemoSettings(config_path=config, workdir=workdir, seed=seed, variants=["full", *extra],
-                            resume=resume, overrides=set_ or [], smoke=smoke,
+                            resume=resume, overrides=set_ or [], smoke=smoke, dashboard=dashboard,
                             log=lambda m: console.print(f"[bold cyan]demo[/] {m}", highlight=False, soft_wrap=True))
     try:
         results = run_demo(settings)

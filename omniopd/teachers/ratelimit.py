@@ -491,8 +491,68 @@ def build_limiter(cfg: RateLimitConfig, *, provider: str, model: str, redis_url:
     if rates.unlimited:
         return NullRateLimiter()
     if redis_url:
-        return RedisRateLimiter(rates, redis_url, f"{key_prefix}omniopd:ratelimit:{provider}:{model}")
+        return RedisRateLimiter(rates, redis_url, limiter_key(provider=provider, model=model, key_prefix=key_prefix))
     return LocalRateLimiter(rates)
+
+
+def limiter_key(*, provider: str, model: str, key_prefix: str = "") -> str:
+    """The Redis key stem of one (provider, model)'s shared buckets (`:buckets`, `:cooldown`)."""
+    return f"{key_prefix}omniopd:ratelimit:{provider}:{model}"
+
+
+@dataclass(frozen=True)
+class BucketLevel:
+    """One bucket as the shared limiter sees it now: its rate (per minute, after any lower
+    limit the provider reported), its depth and what it holds (negative: promised to
+    attempts that are waiting for their turn)."""
+
+    dim: str
+    per_min: float
+    depth: float
+    level: float
+
+
+@dataclass(frozen=True)
+class LimiterState:
+    """The shared limiter of one (provider, model), read without changing it. `seen` is False
+    while no attempt has used it (the buckets are then full); `cooldown_s` is the time left
+    of the pause after a 429, `override_s` that of a lower limit reported by the provider."""
+
+    seen: bool
+    buckets: tuple[BucketLevel, ...]
+    cooldown_s: float
+    override_s: float
+
+
+def read_limiter_state(client: Any, cfg: RateLimitConfig, *, provider: str, model: str, key_prefix: str = "") -> LimiterState:
+    """Read the Redis buckets of `RedisRateLimiter` with plain reads (HGETALL, GET, TIME) and
+    refill them to the server's clock the way its script does, writing nothing: a dashboard
+    that watches the limiter never moves it. `client` is a synchronous redis-py client."""
+    rates = Rates.from_config(cfg)
+    key = limiter_key(provider=provider, model=model, key_prefix=key_prefix)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(f"{key}:buckets")
+    pipe.get(f"{key}:cooldown")
+    pipe.time()
+    raw, cool, (sec, usec) = pipe.execute()
+    now = sec + usec / 1e6
+    state = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+    over_until = state.get("over_until", 0.0)
+    buckets = []
+    for i, dim in enumerate(DIMS):
+        rate = rates.per_s[i]
+        over = state.get(f"over{i + 1}")
+        if rate and over is not None and now < over_until and over < rate:
+            rate = over
+        depth = rate * rates.burst_s
+        level = state.get(f"lvl{i + 1}", depth)
+        if rate:
+            level = min(depth, level + max(0.0, now - state.get("ts", now)) * rate)
+            buckets.append(BucketLevel(dim, rate * 60.0 / rates.fraction, depth, level))
+    return LimiterState(
+        seen=bool(state), buckets=tuple(buckets), cooldown_s=max(0.0, float(cool or 0.0) - now),
+        override_s=max(0.0, over_until - now),
+    )
 
 
 def backoff_delay(retry: int, *, base_s: float, max_s: float, retry_after_s: float | None = None) -> float:

@@ -84,6 +84,8 @@ class DemoSettings:
     """Measure Pass@1 before and after (benchmarks of the pipeline itself turn it off)."""
     emulator_args: list[str] = field(default_factory=list)
     """Extra `omniopd teacher emulate` options, e.g. ["--ttft-ms", "400"] for a realistic latency."""
+    dashboard: bool = True
+    """Serve `omniopd dashboard` on the work directory while the demo runs (its address is printed)."""
     prepared_root: Path | None = None
     """Where the prepared student and data live (default <workdir>/[smoke-]prepared-s<seed>)."""
 
@@ -116,6 +118,8 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     results = []
     try:
         port = _start_teacher(children, settings)
+        if settings.dashboard:
+            _start_dashboard(children, settings)
         for variant in settings.variants:
             results.append(_run_variant(variant, prepared, port, children, settings, started))
     finally:
@@ -148,6 +152,18 @@ def _start_teacher(children: Children, settings: DemoSettings) -> int:
     wait_for_port(port, child)
     settings.log(f"teacher: scripted expert behind an emulated Gemini API on 127.0.0.1:{port}")
     return port
+
+
+def _start_dashboard(children: Children, settings: DemoSettings) -> None:
+    """`omniopd dashboard` on the work directory: every variant's run, live (a child process,
+    so the dashboard package stays out of the workers' imports)."""
+    from workers.demo.supervise import free_port
+
+    port = free_port()
+    child = children.start("dashboard", omniopd_command(
+        "dashboard", "--workdir", str(settings.workdir), "--port", str(port)), settings.workdir / "logs" / "dashboard.log")
+    wait_for_port(port, child)
+    settings.log(f"dashboard: http://127.0.0.1:{port}/ (live while the demo runs)")
 
 
 def _run_variant(variant: str, prepared, port: int, children: Children, settings: DemoSettings,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard.browser import check_live_dashboard
 from tests.workers.conftest import ROOT, pid_alive, wait_for
 
 
@@ -45,6 +46,8 @@ def test_demo_smoke_interrupted_and_resumed_end_to_end(tmp_path):
     run_dir = workdir / "smoke-full-s0"
     first = demo(workdir)
     try:
+        # The demo serves its dashboard: the page loads in a real browser while the run is live.
+        check_live_dashboard(workdir, "demo-smoke-full-s0", tmp_path)
         # Interrupt once the learner has published a checkpoint (real training happened).
         wait_for(lambda: any((run_dir / "checkpoints").glob("step-*")) or first.poll() is not None, 240,
                  "the learner's first checkpoint")
