@@ -208,6 +208,13 @@ def evaluator(
         worker = Evaluator(cfg, config)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc).strip('"'))
+    import os
+
+    logging.getLogger("omniopd.evaluator").info(
+        "evaluator of run %s: every %d steps, %s items x %d samples per benchmark; CUDA_VISIBLE_DEVICES=%s",
+        cfg.run.name, cfg.eval.every_steps, worker.plan.max_items or "all", worker.plan.samples,
+        os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    )
     stop = threading.Event()
 
     def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (the batch being graded is stored)

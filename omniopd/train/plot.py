@@ -6,8 +6,8 @@ The loss panel draws the loss (Eq. 8) as a thick solid line and its chunk term a
 dashed one in another colour on top: with a small beta the two nearly coincide, and the
 gap between them is the anchor's beta * KL. The accuracy panel draws each evaluation series
 (one benchmark at one item count and k, e.g. the evaluator's curve and the before/after
-evaluations of the whole held-out set) as points with their 95% bootstrap interval: a band
-for a curve, error bars on every point.
+evaluations of the whole held-out set) as points with their 95% bootstrap interval: error
+bars on every point, and a band under a curve of three points or more.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _eval_series(ax, name: str, curve: EvalCurve | Curve) -> None:
     ax.errorbar(steps, mid, yerr=[[m - lo for m, lo in zip(mid, low, strict=True)],
                                   [hi - m for m, hi in zip(mid, high, strict=True)]],
                 fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.8)
-    if len(known) > 1:
+    if len(known) > 2:  # a curve; two points (before / after) get error bars only
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
 
 
