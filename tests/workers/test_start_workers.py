@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from omniopd.cli import app
+from tests.conftest import wait_left
 from tests.workers.conftest import ROOT, pid_alive, wait_for, write_config
 
 SCRIPT = ROOT / "scripts" / "start_workers.sh"
@@ -18,7 +19,7 @@ SCRIPT = ROOT / "scripts" / "start_workers.sh"
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        ["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=wait_left(300),
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMNIOPD_PYTHON": sys.executable, **(env or {})},
     )
 

@@ -14,6 +14,7 @@ import pytest
 
 from db.repo_eval import eval_results, list_eval_runs
 from db.repo_runs import publish_policy_version, set_run_status
+from tests.conftest import wait_left
 from tests.workers.conftest import ROOT, Store, wait_for, write_config
 from workers.evaluator.service import curve_benchmarks, curve_plan, curve_prefix
 
@@ -64,13 +65,13 @@ def test_evaluator_evaluates_every_due_checkpoint_although_the_learner_prunes_it
         publish(store, tiny_model_dir, checkpoints, version, step)
         if step in (4, 8):  # due: they cross multiples of eval.every_steps = 4 (10 is due as the last)
             wait_for(lambda s=step: (snapshots / f"step-{s:08d}" / ".snapshot-complete").is_file()
-                     or evaluator.poll() is not None, 120, f"the evaluator to snapshot step {step}")
+                     or evaluator.poll() is not None, 60, f"the evaluator to snapshot step {step}")
     with store.sessions.begin() as s:
         set_run_status(s, run_id=store.run_id, status="finished")
     assert len(list(checkpoints.glob("step-*"))) == 1  # steps 4 and 8 were deleted by the learner
     with store.sessions.begin() as s:
         ended_with_evaluations_left = len(list_eval_runs(s, run_id=store.run_id)) < 4
-    assert evaluator.wait(timeout=300) == 0, (tmp_path / "evaluator.log").read_text()[-3000:]
+    assert evaluator.wait(timeout=wait_left(240)) == 0, (tmp_path / "evaluator.log").read_text()[-3000:]
     assert ended_with_evaluations_left  # the learner finished without waiting for the curve
 
     cfg = store.config
