@@ -231,3 +231,5 @@ def evaluator(
         raise typer.Exit(0) from None
     skipped = f"; not on the curve (pruned before they were seen): {summary.skipped}" if summary.skipped else ""
     console.print(f"evaluated steps {summary.evaluated or 'none'}{skipped}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        fail(f"the evaluation of steps {summary.failed} failed (see the log above); a restart tries them again", code=1)

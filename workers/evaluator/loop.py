@@ -44,11 +44,13 @@ log = logging.getLogger("omniopd.evaluator")
 
 @dataclass
 class EvaluatorSummary:
-    """What one evaluator session did: steps evaluated, and steps lost (pruned before the
-    evaluator saw them, e.g. while it was not running)."""
+    """What one evaluator session did: steps evaluated, steps lost (pruned before the
+    evaluator saw them, e.g. while it was not running), and steps whose evaluation failed
+    (logged with the error; a restart tries them again)."""
 
     evaluated: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -107,10 +109,11 @@ class Evaluator:
         ended = run.status in RUN_ENDED
         due = due_versions(versions, self.every_steps, run_ended=ended)
         new: dict[int, _Pending] = {}
+        known = self._known()
         for d in due:
-            if d.step in done or d.step in self._known():
-                if d.step in done:
-                    drop_snapshot(self._snapshot_path(d.step))
+            if d.step in done and d.step not in known:  # evaluated by an earlier session
+                drop_snapshot(self._snapshot_path(d.step))
+            if d.step in done or d.step in known:
                 continue
             try:
                 new[d.step] = self._prepare(d)
@@ -125,7 +128,7 @@ class Evaluator:
 
     def _known(self) -> set[int]:
         with self._lock:
-            return set(self._pending) | self._done | set(self.summary.skipped)
+            return set(self._pending) | self._done | set(self.summary.skipped) | set(self.summary.failed)
 
     def _snapshot_path(self, step: int) -> Path:
         return self.snapshot_dir / f"step-{step:08d}"
@@ -197,8 +200,15 @@ class Evaluator:
     def _evaluate(self, item: _Pending) -> None:
         step = item.due.step
         log.info("evaluating step %d (policy version %d, %s)", step, item.due.version, item.model_path)
-        report = evaluate_version(self.config, self.config_path, item.due, item.model_path, prefix=self.prefix,
-                                  out_dir=self.results_dir / f"step-{step}")
+        try:
+            report = evaluate_version(self.config, self.config_path, item.due, item.model_path, prefix=self.prefix,
+                                      out_dir=self.results_dir / f"step-{step}")
+        except Exception:  # one bad checkpoint must not end the curve; the snapshot stays for a retry
+            log.exception("the evaluation of step %d failed; a restart of the evaluator tries it again", step)
+            with self._lock:
+                self._pending.pop(step, None)
+                self.summary.failed.append(step)
+            return
         self._log(step, report)
         with self._lock:
             self._pending.pop(step, None)

@@ -103,3 +103,24 @@ def test_evaluator_refuses_a_config_without_every_steps(tmp_path: Path, tiny_mod
     proc = subprocess.run([sys.executable, "-m", "omniopd", "worker", "evaluator", "-c", str(config), "--once",
                            "--set", "eval.every_steps=null"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "eval.every_steps is not set" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_evaluated_is_reported_and_the_curve_goes_on(tmp_path: Path, tiny_model_dir: str) -> None:
+    import threading
+
+    from workers.evaluator.loop import Evaluator
+
+    config = config_for(tmp_path, tiny_model_dir)
+    store = Store(config)
+    broken = tmp_path / "checkpoints" / "step-00000004"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with store.sessions.begin() as s:
+        publish_policy_version(s, run_id=store.run_id, version=1, path=str(broken), step=4)
+    summary = Evaluator(store.config, config).run(threading.Event(), once=True)
+    assert (summary.evaluated, summary.failed) == ([0], [4])
+    with store.sessions.begin() as s:
+        # step 4's evaluation stays open, for a restart to resume; its snapshot stays too
+        assert [(r.step, r.status) for r in list_eval_runs(s, run_id=store.run_id)] == [(0, "finished"), (4, "running")]
+    assert (Path(store.config.run.output_dir) / "eval-snapshots" / "step-00000004" / "model.safetensors").is_file()
