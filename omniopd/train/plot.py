@@ -7,7 +7,8 @@ dashed one in another colour on top: with a small beta the two nearly coincide, 
 gap between them is the anchor's beta * KL. The accuracy panel draws each evaluation series
 (one benchmark at one item count and k, e.g. the evaluator's curve and the before/after
 evaluations of the whole held-out set) as points with their 95% bootstrap interval: error
-bars on every point, and a band under a curve of three points or more.
+bars on every point; a series of three points or more is a curve (joined, with a band),
+fewer are unjoined squares (no line claims a path between before and after).
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ def _eval_series(ax, name: str, curve: EvalCurve | Curve) -> None:
     if not isinstance(curve, EvalCurve):
         curve = EvalCurve(curve.steps, curve.values, [None] * len(curve.steps), [None] * len(curve.steps))
     pct = [100 * v for v in curve.values]
-    line = ax.plot(curve.steps, pct, marker="o", label=name)[0]
+    # Points of a curve are joined; two or fewer (before / after training) are not: a straight
+    # line between them would claim a path nobody measured.
+    joined = len(curve.steps) > 2
+    line = ax.plot(curve.steps, pct, marker="o" if joined else "s", linestyle="-" if joined else "none",
+                   label=name)[0]
     known = [i for i, (lo, hi) in enumerate(zip(curve.low, curve.high, strict=True)) if lo is not None and hi is not None]
     if not known:
         return
@@ -119,7 +124,7 @@ def _eval_series(ax, name: str, curve: EvalCurve | Curve) -> None:
     ax.errorbar(steps, mid, yerr=[[m - lo for m, lo in zip(mid, low, strict=True)],
                                   [hi - m for m, hi in zip(mid, high, strict=True)]],
                 fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.8)
-    if len(known) > 2:  # a curve; two points (before / after) get error bars only
+    if joined and len(known) > 2:
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
 
 

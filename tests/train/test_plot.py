@@ -46,6 +46,15 @@ def test_pass_at_1_curve_is_drawn_with_its_95_percent_interval() -> None:
     assert "95% CI" in ax_eval.get_title()
 
 
+def test_before_and_after_points_are_not_joined_by_a_line() -> None:
+    ax_eval = figure(**{"demo (200 items x 4)": EvalCurve([0, 150], [0.36, 0.86], [0.32, 0.83], [0.40, 0.89])}).axes[2]
+    (points,) = [ln for ln in ax_eval.get_lines() if ln.get_label() == "demo (200 items x 4)"]
+    assert points.get_linestyle() == "None" and points.get_marker() == "s"
+    assert not [c for c in ax_eval.collections if isinstance(c, PolyCollection)]  # no band either
+    (bars,) = [c for c in ax_eval.collections if isinstance(c, LineCollection)]
+    assert len(bars.get_segments()) == 2
+
+
 def record(step, p, *, items=64, k=4, low=None, high=None, benchmark="demo", status="finished"):
     metrics = {"n_items": items, "samples_per_item": k} | ({"ci_low": low, "ci_high": high} if low is not None else {})
     return EvalRunRecord(0, f"k{step}", benchmark, "m", k, status, 1, step, step, {}, p, metrics,
