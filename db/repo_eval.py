@@ -203,3 +203,10 @@ def policy_version_at_step(session: Session, *, run_id: int, step: int) -> Polic
         .limit(1)
     ).first()
     return None if version is None else get_policy_version(session, run_id=run_id, version=version)
+
+
+def policy_versions(session: Session, *, run_id: int) -> list[PolicyVersionRecord]:
+    """Every published policy version of run `run_id`, oldest first (what an evaluator of
+    the run's checkpoints polls)."""
+    rows = session.scalars(select(PolicyVersion).where(PolicyVersion.run_id == run_id).order_by(PolicyVersion.version))
+    return [PolicyVersionRecord(r.run_id, r.version, r.path, r.step, r.created_at, r.meta) for r in rows]

@@ -3,10 +3,16 @@ r"""Math answers: the paper's prompt, answer extraction, and grading with math-v
 Prompt: Table 7 of the paper, the same template for training and evaluation (one
 definition, `omniopd.templates.TABLE7_TEMPLATE`, shared with the rollout engines).
 
-Extraction (`extract_answer`): the last line of the form `Answer: ...` (the template's
-directive; `**Answer:**` and `Final Answer:` are accepted), else the content of the last
-`\boxed{...}` (balanced braces). The answer is cleaned: surrounding `$`, `\( \)`,
-`\[ \]`, markdown bold and an inner `\boxed{}` are removed, and a trailing period.
+Extraction (`extract_answer`): the **final** answer, i.e. the one the response states
+last, whichever form it takes. A response states an answer with an `Answer:` marker (the
+template's directive: at the start of a line in any case, `**Answer:**`, `Final Answer:`;
+inside a line as `Answer:` or `final answer:`) followed by the rest of that line, or with
+a `\boxed{...}` (balanced braces). Precedence is by position only: `\boxed{18} ...
+Actually Answer: 19` and `Answer: 18 ... \boxed{19}` are both 19. A box inside the
+marker's line is that line's answer; a marker with nothing after it, or a box cut off by
+truncation, states nothing (the answer before it counts). The answer is cleaned:
+surrounding `$`, `\( \)`, `\[ \]`, markdown bold and an inner `\boxed{}` are removed,
+and a trailing period. Response rows of the regression file pin revisions and mixed forms.
 
 Grading (`verify_answer`): `math_verify.verify(parse(gold), parse(answer))` — gold
 first: math-verify is not symmetric (assignments and interval/relation conversions are
@@ -39,6 +45,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,18 +66,34 @@ def math_prompt(question: str) -> str:
 
 # ------------------------------------------------------------------ extraction
 
-_ANSWER_LINE = re.compile(r"^[ \t>#*_]*(?:final[ \t]+)?answer[ \t]*\**[ \t]*[:：]\**[ \t]*(.*)$", re.I | re.M)
+# An `Answer:` marker (the Table 7 directive) starts a line in any case (`answer:`,
+# `**Answer:**`, `Final Answer:`), or stands inside a line when written as the template
+# writes it (`... so we conclude. Answer: 19`, `the final answer: 19`); a lower-case
+# `answer:` inside a sentence ("check the answer: 19 works") is prose, not a marker.
+_MARKER_TAIL = r"[ \t]*\**[ \t]*[:：]\**[ \t]*"
+_LINE_MARKER = re.compile(r"^[ \t>#*_]*(?:final[ \t]+)?answer" + _MARKER_TAIL, re.I | re.M)
+_INLINE_MARKER = re.compile(r"(?<![A-Za-z])(?:[Ff]inal[ \t]+[Aa]nswer|FINAL[ \t]+ANSWER|Answer|ANSWER)" + _MARKER_TAIL)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"), ("*", "*"))
 
 
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last `\boxed{...}` / `\fbox{...}` with balanced braces, or None.
+@dataclass(frozen=True)
+class AnswerSpan:
+    """One stated answer: `text[start:end]` holds it, `answer` is its raw (uncleaned) text.
+    `kind` is "line" (an `Answer:` marker) or "boxed"."""
 
-    Escaped braces (`\{`, `\}`) do not count; a box cut off by truncation is None.
-    `\boxed 5` (no braces) yields the next token.
-    """
-    for match in reversed(list(_BOXED.finditer(text))):
+    kind: str
+    start: int
+    end: int
+    answer: str
+
+
+def boxes(text: str) -> list[AnswerSpan]:
+    r"""Every complete `\boxed{...}` / `\fbox{...}` in order (balanced braces; escaped
+    `\{`, `\}` do not count). A box cut off by truncation is not one; `\boxed 5` (no
+    braces) is the next token."""
+    out = []
+    for match in _BOXED.finditer(text):
         start = match.end()
         if start < len(text) and text[start] == "{":
             depth, i = 0, start
@@ -84,28 +107,49 @@ def last_boxed(text: str) -> str | None:
                 elif ch == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[start + 1 : i]
+                        out.append(AnswerSpan("boxed", match.start(), i + 1, text[start + 1 : i]))
+                        break
                 i += 1
-            continue  # unbalanced: try an earlier box
+            continue
         token = re.match(r"[^\s$]+", text[start:])
         if token:
-            return token.group(0)
-    return None
+            out.append(AnswerSpan("boxed", match.start(), start + token.end(), token.group(0)))
+    return out
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last complete `\boxed{...}` / `\fbox{...}`, or None (see `boxes`)."""
+    found = boxes(text)
+    return found[-1].answer if found else None
+
+
+def answer_markers(text: str) -> list[AnswerSpan]:
+    """Every `Answer:` marker in order, with the rest of its line as the answer (or, when
+    that is empty, the next non-empty line)."""
+    # `**Answer:** 7` matches both patterns (from `**` and from `Answer`): one marker per end.
+    by_end: dict[int, re.Match[str]] = {}
+    for regex in (_LINE_MARKER, _INLINE_MARKER):
+        for m in regex.finditer(text):
+            if m.end() not in by_end or m.start() < by_end[m.end()].start():
+                by_end[m.end()] = m
+    out = []
+    for m in sorted(by_end.values(), key=lambda m: m.start()):
+        line_end = text.find("\n", m.end())
+        line_end = len(text) if line_end < 0 else line_end
+        rest, end = text[m.end() : line_end].strip(), line_end
+        if not rest:
+            for line in re.finditer(r"[^\n]*", text[line_end:]):
+                if line.group(0).strip():
+                    rest, end = line.group(0).strip(), line_end + line.end()
+                    break
+        out.append(AnswerSpan("line", m.start(), end, rest))
+    return out
 
 
 def answer_line(response: str) -> str | None:
-    """The text after the last `Answer:` line (or the next non-empty line if it is empty)."""
-    matches = list(_ANSWER_LINE.finditer(response))
-    if not matches:
-        return None
-    last = matches[-1]
-    rest = last.group(1).strip()
-    if rest:
-        return rest
-    for line in response[last.end() :].splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+    """The text after the last `Answer:` marker (or the next non-empty line if it is empty)."""
+    found = answer_markers(response)
+    return found[-1].answer or None if found else None
 
 
 def clean_answer(answer: str) -> str:
@@ -127,18 +171,36 @@ def clean_answer(answer: str) -> str:
     return s
 
 
-def extract_answer(response: str) -> str | None:
-    r"""The final answer of a response: Table 7 `Answer:` line, else last `\boxed{}`.
+def stated_answers(response: str) -> list[AnswerSpan]:
+    r"""The answers a response states, in order of position: `Answer:` markers and boxes.
 
-    None when neither is present (graded wrong with reason `no_answer`).
+    A box inside a marker's answer text is that marker's answer (`Answer: so \boxed{5}`
+    states 5 once); a marker inside a box (`\boxed{\text{Answer: 5}}`) is the box's text.
     """
-    raw = answer_line(response)
-    if raw is None:
-        raw = last_boxed(response)
-    if raw is None:
-        return None
-    cleaned = clean_answer(raw)
-    return cleaned or None
+    markers, found = answer_markers(response), boxes(response)
+    inside = [b for b in found if any(m.start < b.start < m.end for m in markers)]
+    spans = [b for b in found if b not in inside]
+    for m in markers:
+        if any(b.start < m.start < b.end for b in found):
+            continue
+        within = [b for b in inside if m.start < b.start < m.end]
+        spans.append(AnswerSpan("line", m.start, m.end, within[-1].answer if within else m.answer))
+    return sorted(spans, key=lambda s: s.start)
+
+
+def extract_answer(response: str) -> str | None:
+    r"""The final answer of a response: the answer stated last, `Answer:` or `\boxed{}`.
+
+    A response that revises itself is graded by its last statement: `Answer: 18 ... Wait,
+    ... Answer: 19` and `\boxed{18} ... Actually Answer: 19` are both 19. A marker with
+    nothing after it, or a box cut off by truncation, states nothing, so the answer stated
+    before it counts. None when nothing is stated (graded wrong with reason `no_answer`).
+    """
+    for span in reversed(stated_answers(response)):
+        cleaned = clean_answer(span.answer)
+        if cleaned:
+            return cleaned
+    return None
 
 
 # ------------------------------------------------------------------ math-verify with our rules

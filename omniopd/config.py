@@ -476,6 +476,14 @@ class EvalConfig(Section):
     """--endpoint: seconds one request may take (a long generation is slow)."""
     output_dir: Path | None = None
     """Where result files go (one folder per evaluation); default <run.output_dir>/eval."""
+    every_steps: int | None = Field(None, ge=1)
+    """Evaluate during training: the base model, each checkpoint that crosses a multiple of this many learner steps, and the last one, in the evaluator process (`omniopd worker evaluator`; never blocks the learner). None: no evaluation during training."""
+    curve_items: int | None = Field(64, ge=1)
+    """Held-out items per benchmark evaluated during training: a fixed seeded subset, the same at every step (None: all)."""
+    curve_samples: int | None = Field(None, ge=1)
+    """k samples per item during training (default eval.samples)."""
+    curve_poll_s: float = Field(2.0, gt=0)
+    """How often the evaluator looks for newly published checkpoints (it snapshots them at once, so pruning cannot lose one)."""
 
 
 class WorkersConfig(Section):

@@ -15,6 +15,9 @@
 #     configured objective declares no audits (its `needs.audits`, omniopd/objectives).
 #   - one maintenance worker (`omniopd worker maintenance`): re-sends lost audits, expires
 #     stale budget reservations and leases (several at once are harmless).
+#   - when eval.every_steps is set, the evaluator (`omniopd worker evaluator`): Pass@1 of the
+#     checkpoints while the learner trains, on the GPUs in $OMNIOPD_EVALUATOR_GPUS (default
+#     none: the CPU).
 # Logs and pid files: <run.output_dir>/logs/<role>-<i>.log / .pid. A worker whose pid file
 # names a live process is left running (starting twice starts nothing new).
 # Embedded mode: the broker lives as long as the process that started it, so start the
@@ -60,6 +63,7 @@ tp = c.rollout.vllm.tensor_parallel_size if c.rollout.backend == "vllm" else 1
 for key, value in {
     "OUT": c.run.output_dir, "N_ROLLOUT": c.workers.rollout, "N_AUDIT": c.workers.audit if teacher else 0,
     "AUDIT_THREADS": c.workers.audit_threads, "TEACHER": teacher, "TP": tp, "BROKER_MODE": c.broker.mode,
+    "EVALUATOR": int(c.eval.every_steps is not None),
 }.items():
     print(f"{key}={shlex.quote(str(value))}")
 EOF
@@ -142,3 +146,6 @@ for ((i = 0; i < N_AUDIT; i++)); do
         "${OMNIOPD[@]}" worker audit --config "$CONFIG" --teacher "$TEACHER" --concurrency "$AUDIT_THREADS"
 done
 start maintenance "CUDA_VISIBLE_DEVICES=" -- "${OMNIOPD[@]}" worker maintenance --config "$CONFIG"
+if [ "$EVALUATOR" = 1 ]; then
+    start evaluator "CUDA_VISIBLE_DEVICES=${OMNIOPD_EVALUATOR_GPUS:-}" -- "${OMNIOPD[@]}" worker evaluator --config "$CONFIG"
+fi

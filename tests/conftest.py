@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 
 import pytest
@@ -19,6 +20,34 @@ import pytest
 # children inherit an ignored signal, so those tests would see nothing happen. Restoring
 # Python's handler here makes every child start with the default disposition again.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# ------------------------------------------------------------------ one wait budget per test
+#
+# A test's waits (wait_for, subprocess and process timeouts) are each a worst case; several
+# of them can add up to more than pytest's timeout, and pytest-timeout then kills the test
+# in the middle of a wait with no word of what it waited for. Each test instead gets a wait
+# budget: its timeout less WAIT_MARGIN_S (teardown: processes are stopped and waited for),
+# and `wait_left(seconds)` caps a wait at what is left of it, so the waits of one test
+# together never exceed its timeout and a slow one fails with its own message.
+
+WAIT_MARGIN_S = 45.0
+_wait_deadline: float | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _wait_deadline
+    marker = item.get_closest_marker("timeout")
+    timeout = marker.args[0] if marker is not None and marker.args else getattr(item.config, "_env_timeout", None)
+    _wait_deadline = time.monotonic() + float(timeout) - WAIT_MARGIN_S if timeout else None
+
+
+def wait_left(seconds: float) -> float:
+    """`seconds`, or what is left of the current test's wait budget if that is less (never below 1 s)."""
+    if _wait_deadline is None:
+        return seconds
+    return max(1.0, min(seconds, _wait_deadline - time.monotonic()))
+
 
 REQUIRE_SERVICES = os.environ.get("OMNIOPD_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(

@@ -10,6 +10,7 @@
     workers/audit/          CPU audit workers: teacher continuations, phi, k_sem (Eq. 3)
     workers/learner/        the learner process: driver, claims, steps, checkpoints
     workers/maintenance/    the maintenance sweep: repairs what crashes leave behind
+    workers/evaluator/      Pass@1 of checkpoints while the learner trains (eval.every_steps)
     workers/demo/           `omniopd demo`: every process above on one machine, supervised
 
 Each process package holds its Celery glue (`task.py`, 10-30 line tasks) beside the

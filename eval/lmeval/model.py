@@ -1,15 +1,24 @@
-"""`omniopd-completions`: lm-eval's `local-completions` with a distinct seed per sample.
+"""`omniopd-completions` and `omniopd-chat-completions`: lm-eval's API models with a
+distinct seed per sample, sending the very requests `omniopd eval --endpoint` sends.
 
-lm-eval runs `repeats: k` by sending the same request k times, and `local-completions`
-puts its one `seed` model argument into every payload — so a server that honours seeds
+lm-eval runs `repeats: k` by sending the same request k times, and its API models put
+their one `seed` model argument into every payload — so a server that honours seeds
 (vLLM does) returns k identical samples and Pass@1 "averaged over k" is one sample.
-This subclass gives request r of a doc the seed `sample_seed(seed, doc["id"], r)`
+These subclasses give request r of a doc the seed `sample_seed(seed, doc["id"], r)`
 (eval.results.sample_seed), the seed OmniOPD's own evaluation uses for sample r of
 that item, so the two harnesses draw the same samples from a seeded server.
 
+Which one matches which `omniopd eval` (docs/eval.md, "lm-eval"):
+
+- `omniopd eval --endpoint URL` (`eval.endpoint_api: chat`, the default) sends the
+  benchmark prompt as the one user message to `/v1/chat/completions` (the server applies
+  the model's chat template): `--model omniopd-chat-completions --apply_chat_template`.
+- `eval.endpoint_api: completions` sends the prompt as is to `/v1/completions`:
+  `--model omniopd-completions`, without `--apply_chat_template`.
+
 Registered when this module is imported; `python -m eval.lmeval ...` imports it before
-handing over to lm-eval's CLI. Model arguments are those of `local-completions`
-(base_url, model, tokenizer_backend, tokenized_requests, num_concurrent, seed, ...).
+handing over to lm-eval's CLI. Model arguments are those of `local-completions` /
+`local-chat-completions` (base_url, model, tokenizer_backend, num_concurrent, seed, ...).
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ from collections import Counter
 
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import register_model
-from lm_eval.models.openai_completions import LocalCompletionsAPI
+from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
 
 from eval.results import sample_seed
 
 
-@register_model("omniopd-completions")
-class OmniCompletions(LocalCompletionsAPI):
+class _PerSampleSeeds:
+    """Mixin for lm-eval's API models: each (doc, repeat) request carries its own seed."""
+
+    _seed: int
+
     def seeded(self, requests: list[Instance]) -> list[Instance]:
         """Copies of `requests` whose generation kwargs carry a per-(doc, repeat) seed.
 
@@ -45,4 +57,15 @@ class OmniCompletions(LocalCompletionsAPI):
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # The payload is {"seed": self._seed, **gen_kwargs}, so the kwargs' seed wins.
-        return super().generate_until(self.seeded(requests), disable_tqdm=disable_tqdm)
+        return super().generate_until(self.seeded(requests), disable_tqdm=disable_tqdm)  # type: ignore[misc]
+
+
+@register_model("omniopd-completions")
+class OmniCompletions(_PerSampleSeeds, LocalCompletionsAPI):
+    """`/v1/completions` with the prompt as is (`eval.endpoint_api: completions`)."""
+
+
+@register_model("omniopd-chat-completions")
+class OmniChatCompletions(_PerSampleSeeds, LocalChatCompletion):
+    """`/v1/chat/completions` with the prompt as the one user message (`eval.endpoint_api:
+    chat`, the default); needs `--apply_chat_template`, which makes lm-eval send messages."""

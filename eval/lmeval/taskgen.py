@@ -46,7 +46,7 @@ metric_list:
     higher_is_better: true
 generation_kwargs:
   until: []
-  do_sample: true
+  do_sample: {do_sample}
   temperature: {temperature}
   top_p: {top_p}
   max_gen_toks: {max_tokens}
@@ -63,8 +63,10 @@ from eval.lmeval.utils import doc_to_text, load_docs, process_code, process_math
 def task_yaml(name: str, *, samples: int, temperature: float, top_p: float, max_tokens: int) -> str:
     bench = BENCHMARKS[name]
     process = "process_code" if bench.kind == "code" else "process_math"
+    # temperature 0 is greedy decoding, which transformers wants said as do_sample: false
     return _TEMPLATE.format(name=name, group=bench.kind, process=process, samples=samples,
-                            temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+                            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                            do_sample="true" if temperature > 0 else "false")
 
 
 def write_task_dir(

@@ -172,3 +172,64 @@ def rollout(
     if concurrency > 1 and fatal.is_file():  # a pool process stopped the worker
         fail(f"rollout worker stopped: {fatal.read_text().strip()}", code=EXIT_WEIGHT_SYNC)
     raise typer.Exit(code)
+
+
+@app.command("evaluator")
+def evaluator(
+    config: ConfigOpt,
+    until_finished: bool = typer.Option(
+        False, "--until-finished", help="Exit once the run has ended and its last checkpoint is evaluated."),
+    once: bool = typer.Option(False, "--once", help="Evaluate the checkpoints due now, then exit."),
+    loglevel: LogLevelOpt = "INFO",
+    set_: SetOpt = None,
+) -> None:
+    """Run the evaluator: Pass@1 of the run's checkpoints while the learner trains (eval.every_steps).
+
+    Polls the store for published policy versions; evaluates the base model, each checkpoint
+    that crosses a multiple of eval.every_steps and the last one, on eval.curve_items held-out
+    items x eval.curve_samples samples (the same items at every step). Results go to the
+    store, linked to the run and step (`omniopd plot` draws them as a Pass@1 curve with 95%
+    intervals), to <run.output_dir>/eval/curve/ and to TensorBoard. It snapshots (hard-links)
+    each checkpoint when it is published, so the learner's pruning never loses one, and never
+    blocks the learner. Runs until SIGTERM / Ctrl-C (the batch being graded is stored; a
+    restart resumes), or see --until-finished and --once.
+    """
+    cfg = load(config, set_)
+    import logging
+    import signal
+    import threading
+
+    from db.migrate import SchemaNotCurrent
+    from workers.evaluator.loop import Evaluator
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        worker = Evaluator(cfg, config)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        fail(str(exc).strip('"'))
+    import os
+
+    logging.getLogger("omniopd.evaluator").info(
+        "evaluator of run %s: every %d steps, %s items x %d samples per benchmark; CUDA_VISIBLE_DEVICES=%s",
+        cfg.run.name, cfg.eval.every_steps, worker.plan.max_items or "all", worker.plan.samples,
+        os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    )
+    stop = threading.Event()
+
+    def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C (the batch being graded is stored)
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        summary = worker.run(stop, until_finished=until_finished, once=once)
+    except SchemaNotCurrent as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err_console.print("evaluator stopped; a restart resumes from its snapshots", highlight=False)
+        raise typer.Exit(0) from None
+    skipped = f"; not on the curve (pruned before they were seen): {summary.skipped}" if summary.skipped else ""
+    console.print(f"evaluated steps {summary.evaluated or 'none'}{skipped}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        fail(f"the evaluation of steps {summary.failed} failed (see the log above); a restart tries them again", code=1)

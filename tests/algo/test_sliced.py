@@ -182,15 +182,37 @@ def test_requests_that_cannot_be_computed_are_refused():
 
 
 def test_pinsker_bounds_total_variation_by_the_kl_anchor():
-    """Theorem 4.3, Eq. 16: TV(pi_ref, pi_theta) <= sqrt(KL(pi_ref || pi_theta) / 2) per token."""
+    """Theorem 4.3, Eq. 16: TV(pi_ref, pi_theta) <= sqrt(KL(pi_ref || pi_theta) / 2) per token.
+
+    Pinsker's inequality holds in both directions, so the bound alone cannot tell a swapped
+    anchor: the anchor's KL (as the learner computes it, and as Eq. 8's loss reports it) is
+    also checked against KL(pi_ref || pi_theta) written from its definition, on
+    distributions where the two directions differ by more than a quarter at nearly every token."""
+    from omniopd.algo.chunks import layout_from_spans
+    from omniopd.algo.losses import omniopd_loss
+
     gen = torch.Generator().manual_seed(11)
-    for scale in (0.1, 1.0, 5.0):
-        theta = torch.randn(4, 50, 300, dtype=torch.float64, generator=gen) * scale
-        ref = theta + torch.randn(4, 50, 300, dtype=torch.float64, generator=gen) * scale
+    for scale in (0.1, 1.0, 5.0, "spike"):
+        theta = torch.randn(4, 50, 300, dtype=torch.float64, generator=gen) * (1.0 if scale == "spike" else scale)
+        if scale == "spike":  # pi_ref puts most of its mass on one token pi_theta finds unlikely
+            spike = torch.randint(0, 300, (4, 50, 1), generator=gen)
+            ref = theta.scatter_add(-1, spike, torch.full((4, 50, 1), 6.0, dtype=torch.float64))
+        else:
+            ref = theta + torch.randn(4, 50, 300, dtype=torch.float64, generator=gen) * scale
         mask = torch.ones(4, 50, dtype=torch.bool)
         kl = token_stats(
             theta, None, mask, other=ref, kl_other_student=True, vocab_slice=64
         ).kl_other_student
-        tv = 0.5 * (ref.softmax(-1) - theta.softmax(-1)).abs().sum(-1)
+        p_ref, p_theta = ref.softmax(-1), theta.softmax(-1)
+        kl_ref_theta = (p_ref * (p_ref.log() - p_theta.log())).sum(-1)  # the definition, [4, 50]
+        kl_theta_ref = (p_theta * (p_theta.log() - p_ref.log())).sum(-1)  # the swapped direction
+        assert torch.allclose(kl, kl_ref_theta, atol=1e-10, rtol=1e-9)
+        if scale == "spike":
+            assert (kl_ref_theta > 1.25 * kl_theta_ref).double().mean() > 0.9
+        tv = 0.5 * (p_ref - p_theta).abs().sum(-1)
         assert (tv <= torch.sqrt(kl / 2) + 1e-12).all()
         assert (tv > 0).all()
+        layout = layout_from_spans([[]] * 4, lengths=[50] * 4, seq_len=50)  # every token un-audited
+        out = omniopd_loss(theta, ref, torch.zeros(4, 50, dtype=torch.long), layout,
+                           torch.zeros(0, dtype=torch.float64), beta=1.0)
+        assert out.kl == pytest.approx(kl_ref_theta.mean().item(), rel=1e-9)

@@ -17,6 +17,7 @@ import yaml
 
 from eval.passk import paired_difference
 from eval.results import BenchmarkScore, sample_seed
+from tests.conftest import wait_left
 from tests.eval.scripted_teacher import expected_correct
 
 ROOT = Path(__file__).parents[2]
@@ -56,7 +57,7 @@ def make_config(tmp_path: Path, *, store_url: str | None = None, model: str = ""
 
 def omniopd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "omniopd", *args], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=wait_left(timeout))
 
 
 def store_view(config: Path) -> dict[str, tuple[object, list]]:
@@ -194,13 +195,13 @@ def _run_until_rows(config: Path, args: list[str], more_than: int, sig: int) -> 
     proc = subprocess.Popen([sys.executable, "-m", "omniopd", "eval", "-c", str(config), *args], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + wait_left(120)
         while len(_rows(config)) <= more_than:
             assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
             assert time.monotonic() < deadline, "no progress within 120 s"
             time.sleep(0.02)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=wait_left(60))
     finally:
         if proc.poll() is None:
             proc.kill()

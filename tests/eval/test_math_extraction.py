@@ -43,8 +43,21 @@ def test_last_boxed_answer_is_used_when_there_is_no_answer_line(response: str, e
     assert extract_answer(response) == expected
 
 
-def test_answer_line_wins_over_a_later_box() -> None:
-    assert extract_answer("\\boxed{3}\nAnswer: 4\nsee \\boxed{5}") == "4"
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("\\boxed{3}\nAnswer: 4\nsee \\boxed{5}", "5"),  # a later box revises the Answer: line
+        ("\\boxed{18}\nActually Answer: 19", "19"),  # a later Answer: revises the box
+        ("Answer: 18\nWait, let me recheck... Answer: 19", "19"),  # a marker inside a line counts
+        ("We conclude. Answer: 19", "19"),
+        ("Answer: so \\boxed{5}.", "5"),  # a box inside the Answer: line is that line's answer
+        ("\\boxed{\\text{Answer: 5}}", "\\text{Answer: 5}"),  # a marker inside a box is the box's text
+        ("Answer: 19\nTo double-check the answer: 19 - 1 = 18 holds.", "19"),  # lower-case prose is no marker
+        ("Answer: 18\nAnswer:", "18"),  # an empty final marker (truncation) states nothing
+    ],
+)
+def test_the_answer_stated_last_wins_whatever_its_form(response: str, expected: str) -> None:
+    assert extract_answer(response) == expected
 
 
 def test_truncated_box_falls_back_to_an_earlier_complete_one() -> None:

@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from eval.math import MathGrader, verify_answer
+from eval.math import MathGrader, extract_answer, verify_answer
 from eval.math_check import simple_equal
 
 REGRESSIONS = Path(__file__).parents[2] / "eval" / "data" / "math_regressions.jsonl"
-ROWS = [json.loads(line) for line in REGRESSIONS.read_text().splitlines() if line.strip()]
+ALL_ROWS = [json.loads(line) for line in REGRESSIONS.read_text().splitlines() if line.strip()]
+ROWS = [r for r in ALL_ROWS if "prediction" in r]  # an extracted answer against the gold
+RESPONSES = [r for r in ALL_ROWS if "response" in r]  # a whole response: extraction, then grading
 
 
 def test_regression_file_is_well_formed() -> None:
-    assert len(ROWS) >= 40
-    for row in ROWS:
-        assert set(row) <= {"gold", "prediction", "expected", "note", "rule"}
+    assert len(ROWS) >= 40 and len(RESPONSES) >= 15
+    for row in ALL_ROWS:
+        assert set(row) <= {"gold", "prediction", "response", "extracted", "expected", "note", "rule"}
+        assert ("prediction" in row) != ("response" in row)
+        assert ("extracted" in row) == ("response" in row)
         assert isinstance(row["expected"], bool) and row["note"]
     assert {r["rule"] for r in ROWS if "rule" in r} == {"R1", "R2", "R3", "R4"}
 
@@ -28,6 +32,14 @@ def test_regression_file_is_well_formed() -> None:
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r['gold']} | {r['prediction']}" for r in ROWS])
 def test_every_regression_row_gets_the_verdict_we_want(row: dict) -> None:
     assert verify_answer(row["gold"], row["prediction"]) is row["expected"], row["note"]
+
+
+@pytest.mark.parametrize("row", RESPONSES, ids=[r["response"][:40] for r in RESPONSES])
+def test_every_response_row_is_graded_by_its_final_answer(row: dict) -> None:
+    """Revisions, truncations and mixed forms: the answer stated last is extracted, then graded."""
+    extracted = extract_answer(row["response"])
+    assert extracted == row["extracted"], row["note"]
+    assert verify_answer(row["gold"], extracted) is row["expected"], row["note"]
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if "rule" in r], ids=lambda r: f"{r['rule']}: {r['prediction']}")
@@ -73,6 +85,14 @@ def test_grader_grades_in_workers_and_logs_disagreements(tmp_path: Path) -> None
     assert [v.extracted for v in verdicts] == ["5", "1<x<2", "0.5", None]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["item_id"], r["math_verify"], r["check"]) for r in rows] == [("b", True, False)]
+
+
+def test_grader_grades_a_revised_response_by_its_final_answer() -> None:
+    """The issue's three cases, through the grader every evaluation uses."""
+    responses = ["Answer: 18\nWait, let me recheck... Answer: 19", "We conclude. Answer: 19", "\\boxed{18}\nActually Answer: 19"]
+    with MathGrader(workers=1, timeout_s=30, check=False) as grader:
+        verdicts = grader.grade_answers(["19"] * 3, responses)
+    assert [(v.correct, v.reason, v.extracted) for v in verdicts] == [(True, "correct", "19")] * 3
 
 
 def test_pathological_answer_times_out_and_the_stuck_worker_is_killed() -> None:

@@ -20,6 +20,7 @@ from db.repo_audit import promote_if_complete
 from db.repo_trajectories import record_trajectories
 from db.session import make_engine, make_session_factory
 from omniopd.config import load_config
+from tests.conftest import wait_left
 from tests.db.conftest import make_problems, trajectory
 from workers.store import ensure_run
 
@@ -70,6 +71,8 @@ class Store:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """Poll `predicate` until it is true, for at most `timeout` s (or the test's wait budget, if less)."""
+    timeout = wait_left(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from omniopd.cli import app
+from tests.conftest import wait_left
 from tests.workers.conftest import ROOT, pid_alive, wait_for, write_config
 
 SCRIPT = ROOT / "scripts" / "start_workers.sh"
@@ -18,7 +19,7 @@ SCRIPT = ROOT / "scripts" / "start_workers.sh"
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        ["bash", str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=wait_left(300),
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMNIOPD_PYTHON": sys.executable, **(env or {})},
     )
 
@@ -94,3 +95,31 @@ def test_rollout_worker_command_refuses_a_method_with_audits_but_no_teacher(tmp_
     config = write_config(tmp_path / "run.yaml", audit={"teacher": ""}, student={"path": "x"})
     result = CliRunner().invoke(app, ["worker", "rollout", "--config", str(config)])
     assert result.exit_code == 2 and "audit.teacher is empty" in result.output
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_start_workers_starts_the_evaluator_when_eval_every_steps_is_set(tmp_path, redis_url, redis_prefix):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "demo.jsonl").write_text('{"id": "d1", "prompt": "Compute 1 + 2.", "answer": "3"}\n')
+    config = write_config(
+        tmp_path / "run.yaml", broker={"mode": "redis", "url": redis_url, "key_prefix": redis_prefix},
+        workers={"rollout": 0, "audit": 0}, eval={"benchmarks": ["demo"], "data_dir": str(data), "every_steps": 5},
+    )
+    assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    logs = tmp_path / "out" / "logs"
+    started = run_script(str(config), env={"OMNIOPD_EVALUATOR_GPUS": "3"})
+    pids = {}
+    try:
+        assert started.returncode == 0, started.stderr
+        pids = {p.stem: int(p.read_text()) for p in logs.glob("*.pid")}
+        assert set(pids) == {"maintenance", "evaluator"}
+        wait_for(lambda: " ready." in (logs / "maintenance.log").read_text(), 120, "maintenance to be ready")
+        wait_for(lambda: "CUDA_VISIBLE_DEVICES=3\n" in (logs / "evaluator.log").read_text(), 120, "the evaluator")
+        assert pid_alive(pids["evaluator"])  # polling for the run's checkpoints (none yet)
+    finally:
+        stopped = run_script(str(config), "--stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not any(pid_alive(pid) for pid in pids.values())
+    assert "evaluator stopped" in (logs / "evaluator.log").read_text()

@@ -43,7 +43,9 @@ VARIANTS: dict[str, list[str]] = {
 TEACHER = "emulated"
 PLAN_SAMPLE = 64  # student samples `omniopd plan` measures the trajectory length on
 KEY_ENV = "OMNIOPD_DEMO_KEY"
-SMOKE_OVERRIDES = ["learner.max_steps=8", "learner.checkpoint_every=2", "learner.batch_size=8", "eval.samples=1"]
+SMOKE_OVERRIDES = ["learner.max_steps=8", "learner.checkpoint_every=2", "learner.batch_size=8", "eval.samples=1",
+                   "eval.every_steps=4", "eval.curve_items=24", "eval.curve_samples=1"]
+CURVE_WAIT_S = 600  # after training, how long the evaluator may take for the checkpoints still due
 
 
 @dataclass
@@ -198,6 +200,10 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             for i in range(max(1, cfg.workers.audit)):
                 variant_children.start(f"audit worker {i}", omniopd_command("worker", "audit", "-c", c),
                                        logs / f"audit{'' if i == 0 else i}.log")
+            evaluator = None
+            if cfg.eval.every_steps is not None:  # the Pass@1 curve, evaluated beside the learner
+                evaluator = variant_children.start("evaluator", omniopd_command(
+                    "worker", "evaluator", "-c", c, "--until-finished"), logs / "evaluator.log")
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
             learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))
@@ -205,6 +211,8 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
             train_s = time.monotonic() - train_start
+            if evaluator is not None:
+                _wait_for_curve(evaluator, settings, variant)
         except KeyboardInterrupt:
             settings.log("interrupted: stopping every process (workers finish their current task, the learner "
                          "checkpoints; at most about a minute)")
@@ -223,6 +231,22 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
                            time.monotonic() - started, str(out))
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _wait_for_curve(evaluator, settings: DemoSettings, variant: str) -> None:
+    """Let the evaluator finish the checkpoints still due (it exits by itself once the last
+    one is evaluated); a curve it cannot finish is reported, not fatal."""
+    import subprocess
+
+    settings.log(f"[{variant}] Pass@1 curve: evaluating the last checkpoints (log {evaluator.log})")
+    try:
+        code = evaluator.process.wait(timeout=CURVE_WAIT_S)
+    except subprocess.TimeoutExpired:
+        settings.log(f"[{variant}] the evaluator is still busy after {CURVE_WAIT_S} s; the curve may miss "
+                     "its last points (`omniopd worker evaluator -c CONFIG --until-finished` completes it)")
+        return
+    if code != 0:
+        settings.log(f"[{variant}] the evaluator exited with code {code}; the curve is incomplete:\n{evaluator.tail()}")
 
 
 def _open_run(cfg: OmniConfig, config_file: Path) -> None:
