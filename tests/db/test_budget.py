@@ -202,9 +202,11 @@ def test_budget_never_exceeded_under_concurrent_reservations(backend_url, engine
             caps = {p: rng.choice([None, rng.randint(100, 600)]) for p in "ab"}
             run_cap = rng.randint(150, 900) if None in caps.values() or rng.random() < 0.5 else None
             runs.append(new_run(s, f"trial-{trial}", caps, run_cap))
-    engine.dispose()  # forked children open their own connections
+    engine.dispose()  # the children open their own connections
 
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child inherits whatever earlier tests left in this process
+    # (kombu's after-fork hooks once hung every child on a Redis socket they shared).
+    ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     observer = ctx.Process(target=_observer, args=(backend_url, runs, stop, str(tmp_path / "observer.json")))
     observer.start()

@@ -123,7 +123,9 @@ def _claimer(url: str, run_id: int, index: int, out: str, start) -> None:
 def test_four_concurrent_claimers_take_every_bundle_exactly_once(backend_url, engine, sessions, run_id, tmp_path):
     ids = ready_bundles(sessions, run_id, 1000)
     engine.dispose()  # children open their own connections
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child inherits whatever earlier tests left in this process
+    # (kombu's after-fork hooks once hung every child on a Redis socket they shared).
+    ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     outs = [str(tmp_path / f"claimer{k}.json") for k in range(4)]
     procs = [ctx.Process(target=_claimer, args=(backend_url, run_id, k, outs[k], start)) for k in range(4)]
