@@ -210,7 +210,9 @@ def _run_until_rows(config: Path, args: list[str], more_than: int, sig: int) -> 
 
 
 def test_an_interrupted_evaluation_resumes_without_grading_anything_twice(tmp_path: Path, start_teacher) -> None:
-    teacher = start_teacher(ttft_ms=200)
+    # 1 s per answer, one at a time: 12 s of generation, so the signals land mid-run even on a
+    # loaded machine (at 200 ms CI once saw all 12 answers written before the first signal).
+    teacher = start_teacher(ttft_ms=1000)
     config = make_config(tmp_path, samples=4, batch_samples=2, endpoint_concurrency=1)
     args = ["-b", "math500", "--endpoint", teacher.url, "--name", "resumed"]
     total = 3 * 4
