@@ -56,7 +56,10 @@ class RewardOutcome:
 
 
 class RewardGrader(Protocol):
-    """Grades responses[i] against references[i]; never raises for one bad sample."""
+    """Grades responses[i] against references[i]; never raises for one bad sample.
+    `reference` names the problem field it grades against ("answer" or "tests")."""
+
+    reference: str
 
     def rewards(self, responses: Sequence[str], references: Sequence[RewardReference]) -> list[RewardOutcome]: ...
 
@@ -70,6 +73,8 @@ def _missing(ref: RewardReference, what: str) -> RewardOutcome:
 class DemoReward:
     """The demo task's checker (module docstring). `check` is the comparison (replaceable in
     tests by one that raises or sleeps, to exercise the failure path)."""
+
+    reference = "answer"  # the problem field it grades against
 
     def __init__(self, *, timeout_s: float = 20.0, workers: int = 1, check: Callable[[str, str], bool] | None = None):
         self.timeout_s = timeout_s
@@ -114,6 +119,8 @@ def demo_correct(response: str, answer: str) -> bool:
 class MathReward:
     """math-verify through the eval harness's MathGrader (module docstring)."""
 
+    reference = "answer"  # the problem field it grades against
+
     def __init__(self, *, timeout_s: float = 20.0, workers: int = 1) -> None:
         from eval.math import MathGrader
 
@@ -141,6 +148,8 @@ class MathReward:
 
 class CodeReward:
     """The sandboxed code grader and its pool (module docstring)."""
+
+    reference = "tests"  # the problem field it grades against
 
     def __init__(self, *, timeout_s: float = 60.0, workers: int = 1, allow_unsandboxed: bool = False) -> None:
         from eval.code import GradingPool
@@ -191,6 +200,30 @@ def make_reward_grader(name: str, **options: Any) -> RewardGrader:
     if name not in REWARD_GRADERS:
         raise ValueError(f"reward.grader {name!r}: expected one of {', '.join(REWARD_GRADERS)}")
     return REWARD_GRADERS[name](**options)
+
+
+def data_misfit(config: Any) -> str | None:
+    """Why the configured grader cannot grade data.train's problems (some lack the field it
+    grades against), or None. None also when nothing is graded or data.train is not there
+    yet (`omniopd data import` reports unreadable files)."""
+    from pathlib import Path
+
+    from db.problem_files import read_problem_file
+
+    grader = config.reward.grader
+    if not config.loss.needs.rewards or grader is None or config.data.train is None:
+        return None
+    if not Path(config.data.train).is_file():
+        return None
+    field = REWARD_GRADERS[grader].reference
+    rows = read_problem_file(config.data.train).rows
+    missing = [r for r in rows if not getattr(r, field)]
+    if not missing:
+        return None
+    other = [n for n, g in REWARD_GRADERS.items() if g.reference != field]
+    return (f"reward.grader = {grader} grades each problem against its `{field}`, but {len(missing):,} of the "
+            f"{len(rows):,} problems of data.train ({config.data.train}) have none (first: id {missing[0].uid!r}); "
+            f"set reward.grader to the grader of this dataset ({' or '.join(other)}), or give every problem its `{field}`")
 
 
 def reward_grader_for(config: Any) -> RewardGrader:
