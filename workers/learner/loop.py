@@ -111,17 +111,17 @@ def examples_from_bundles(bundles: Sequence[Bundle]) -> list[TrainExample]:
     """A step's bundles as training examples. A bundle with a reward also gets its group's
     rewards (every member of its group in this step, itself included: `RewardGroup`) and
     the sampling policy's log-probabilities (GRPO's pi_theta_old)."""
-    groups: dict[tuple[int, int, int], list[Bundle]] = {}
-    for b in bundles:
+    members: dict[tuple[int, int, int], list[int]] = {}  # group -> positions in `bundles`
+    for k, b in enumerate(bundles):
         if b.reward is not None:
-            groups.setdefault(b.group, []).append(b)
+            members.setdefault(b.group, []).append(k)
     out = []
-    for b in bundles:
+    for k, b in enumerate(bundles):
         example = example_from_bundle(b)
         if b.reward is not None:
-            members = groups[b.group]
-            group = RewardGroup(tuple(float(m.reward) for m in members), members.index(b))
-            example = replace(example, sampled_logprobs=b.logprobs.tolist(), group=group)
+            group = members[b.group]
+            rewards = RewardGroup(tuple(float(bundles[m].reward) for m in group), group.index(k))
+            example = replace(example, sampled_logprobs=b.logprobs.tolist(), group=rewards)
         out.append(example)
     return out
 
