@@ -153,8 +153,9 @@ class CodeReward:
 
     def __init__(self, *, timeout_s: float = 60.0, workers: int = 1, allow_unsandboxed: bool = False) -> None:
         from eval.code import GradingPool
-        from eval.sandbox import SandboxUnavailable, find_bwrap
+        from eval.sandbox import SandboxUnavailable, find_bwrap, sandbox_python
 
+        sandbox_python()  # raises SandboxUnavailable, saying what to install, before any sample is graded
         if find_bwrap() is None and not allow_unsandboxed:
             raise SandboxUnavailable(
                 "reward.grader = code runs model-written code, which needs bubblewrap (bwrap); install it "
