@@ -81,6 +81,14 @@ class Bundle:
     entropy_source: str
     chunks: tuple[BundleChunk, ...]
     meta: dict[str, Any]
+    epoch: int = 0
+    attempt: int = 0
+    reward: float | None = None  # rule-based reward (None unless the run's objective needs rewards)
+
+    @property
+    def group(self) -> tuple[int, int, int]:
+        """(problem, epoch, attempt): the samples of one rendered prompt, GRPO's group."""
+        return (self.problem_id, self.epoch, self.attempt)
 
 
 def _claimable(run_id, now):
@@ -120,7 +128,7 @@ _TAKE = (
 _LOAD_TRAJECTORIES = select(
     _T.c.id, _T.c.run_id, _T.c.problem_id, _T.c.policy_version, _T.c.prompt_token_ids, _T.c.completion_token_ids,
     _T.c.logprobs, _T.c.entropies, _T.c.prompt_text, _T.c.completion_text, _T.c.finish_reason, _T.c.truncated,
-    _T.c.entropy_source, _T.c.meta,
+    _T.c.entropy_source, _T.c.meta, _T.c.epoch, _T.c.attempt, _T.c.reward,
 ).where(_T.c.id.in_(bindparam("ids", expanding=True)))
 _LOAD_CHUNKS = (
     select(_C.c.id, _C.c.trajectory_id, _C.c.idx, _C.c.start, _C.c.end, _C.c.state, _C.c.k_sem, _C.c.n_target,
@@ -162,6 +170,57 @@ def claim_ready_bundles(
     return load_bundles(session, trajectory_ids=ids, with_samples=with_samples)
 
 
+def claim_ready_groups(
+    session: Session,
+    *,
+    run_id: int,
+    groups: int,
+    min_policy_version: int,
+    learner_id: str,
+    lease_s: float,
+    now: datetime | None = None,
+) -> list[Bundle]:
+    """Atomically claim up to `groups` whole groups (the samples of one rendered prompt:
+    problem, epoch, attempt), oldest first, for objectives that train groups together
+    (GRPO's group-normalised advantages).
+
+    A group is claimable when every member that is not dropped or consumed is `ready`,
+    sampled by policy >= min_policy_version and not held by a live lease: a member still
+    being generated or audited, or held by another learner, keeps the whole group back, so
+    a group is never split between steps or learners. Dropped members (a failed reward,
+    say) are simply absent. The members are claimed together and, consumed by one step
+    (`record_step_and_consume`), they are rewound together (`rewind_to_step`): exactly
+    once holds for groups as it does for bundles.
+    """
+    require_writable(session, "claim_ready_groups()")
+    if groups < 1:
+        raise ValueError("groups must be >= 1")
+    now = now or utcnow()
+    rows = session.execute(
+        select(_T.c.id, _T.c.problem_id, _T.c.epoch, _T.c.attempt, _T.c.state, _T.c.policy_version,
+               _T.c.claimed_by, _T.c.claim_expires_at)
+        .where(_T.c.run_id == run_id, _T.c.state.in_(("generated", "auditing", "ready")))
+        .order_by(_T.c.id)
+        .with_for_update()  # PostgreSQL: a concurrent claimer waits; SQLite: the write lock serialises
+    ).all()
+    members: dict[tuple[int, int, int], list] = defaultdict(list)
+    for r in rows:
+        members[(r.problem_id, r.epoch, r.attempt)].append(r)
+    ids: list[int] = []
+    taken = 0
+    for group in members.values():  # in order of each group's oldest member
+        if taken == groups:
+            break
+        if all(r.state == "ready" and r.policy_version >= min_policy_version
+               and (r.claimed_by is None or r.claim_expires_at < now) for r in group):
+            ids += [r.id for r in group]
+            taken += 1
+    if not ids:
+        return []
+    session.execute(_TAKE, {"ids": ids, "learner": learner_id, "now": now, "until": now + timedelta(seconds=lease_s)})
+    return load_bundles(session, trajectory_ids=ids)
+
+
 def load_bundles(session: Session, *, trajectory_ids: Sequence[int], with_samples: bool = False) -> list[Bundle]:
     """Bundles for `trajectory_ids`, in that order (no claim, no state check)."""
     ids = list(trajectory_ids)
@@ -191,7 +250,7 @@ def load_bundles(session: Session, *, trajectory_ids: Sequence[int], with_sample
                                 c.anchor_entropy, tuple(samples[c.id]) if with_samples else None)
                     for c in chunks[t.id]
                 ),
-                t.meta,
+                t.meta, t.epoch, t.attempt, t.reward,
             )
         )
     return out

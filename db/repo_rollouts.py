@@ -10,7 +10,7 @@ answers "what is left to issue" and "what is in flight" after any restart
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,8 @@ class RolloutWork:
     """What a rollout task still has to do for its batch.
 
     Invariant: `pending` are the batch's slots without a trajectory, sorted; every problem
-    of `pending` has its question in `questions`.
+    of `pending` has its question in `questions`, and its (answer, tests) in `references`
+    (what a reward grader checks a sample against).
     """
 
     batch_id: int
@@ -49,6 +50,7 @@ class RolloutWork:
     state: str
     pending: tuple[SlotKey, ...]
     questions: Mapping[int, str]
+    references: Mapping[int, tuple[str | None, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,12 @@ def rollout_work(session: Session, *, batch_id: int) -> RolloutWork:
     filled = existing_slots(session, run_id=batch.run_id, slots=slots)
     pending = tuple(sorted(s for s in slots if s not in filled))
     ids = sorted({s.problem_id for s in pending})
-    questions = {pid: text for pid, text in session.execute(select(Problem.id, Problem.prompt).where(Problem.id.in_(ids)))}
-    return RolloutWork(batch.id, batch.run_id, batch.target_version, batch.state, pending, questions)
+    questions, references = {}, {}
+    for pid, text, answer, tests in session.execute(
+        select(Problem.id, Problem.prompt, Problem.answer, Problem.tests).where(Problem.id.in_(ids))
+    ):
+        questions[pid], references[pid] = text, (answer, tests)
+    return RolloutWork(batch.id, batch.run_id, batch.target_version, batch.state, pending, questions, references)
 
 
 def record_batch(

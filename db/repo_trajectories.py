@@ -74,6 +74,7 @@ class TrajectoryIn:
     entropy_source: str
     chunks: Sequence[ChunkIn]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    reward: float | None = None  # rule-based reward (objectives that need rewards)
 
     def __post_init__(self) -> None:
         n = len(self.completion_token_ids)
@@ -148,6 +149,7 @@ def record_trajectories(
             "finish_reason": t.finish_reason,
             "truncated": t.truncated,
             "entropy_source": t.entropy_source,
+            "reward": t.reward,
             "audit_requeues": 0,
             "meta": dict(t.meta),
             "created_at": now,

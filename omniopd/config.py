@@ -204,6 +204,12 @@ class LossConfig(Section):
     """method=sft: train on teacher chunk continuations or on given full teacher trajectories."""
     whitebox_teacher: str | None = None
     """Objectives that need teacher logits (opd_whitebox): path of the open-weight teacher (must share the student's tokenizer)."""
+    clip_low: float = Field(0.2, ge=0, lt=1)
+    """method=grpo: the ratio is clipped below at 1 - clip_low (DeepSeekMath Eq. 3's epsilon)."""
+    clip_high: float = Field(0.2, ge=0)
+    """method=grpo: the ratio is clipped above at 1 + clip_high (equal to clip_low in the paper; larger = DAPO's clip-higher)."""
+    scale_rewards: bool = True
+    """method=grpo: divide the group-centred rewards by the group's standard deviation (false: centred only, as Dr. GRPO)."""
 
     @field_validator("method")
     @classmethod
@@ -219,6 +225,15 @@ class LossConfig(Section):
         """What the configured objective needs from the pipeline: the class attribute `needs`
         of `objective_class(method, sft_source)` (omniopd/objectives/__init__.py)."""
         return objective_class(self.method, self.sft_source).needs
+
+
+class RewardConfig(Section):
+    grader: Literal["demo", "math", "code"] | None = None
+    """Objectives that need rewards (grpo): the rule-based grader of a sample against its problem. demo: the quick-start task's last `Answer:` against the answer; math: the eval harness's math grader (math-verify) against the answer; code: the sandboxed code grader on the problem's tests. Reward 1 if right, else 0."""
+    timeout_s: float = Field(20.0, gt=0)
+    """Wall-clock limit of grading one sample: a grader that exceeds it, or raises, marks the sample failed (dropped with reason reward_failed, never trained on)."""
+    workers: int = Field(1, ge=1)
+    """Grading processes (math) or sandbox slots (code) per rollout worker process."""
 
 
 # ---------------------------------------------------------------------- teachers
@@ -521,6 +536,8 @@ class OmniConfig(Section):
     """Teacher continuations, phi and the Bayesian proxy (Eq. 3-5)."""
     loss: LossConfig = LossConfig()
     """The training objective (Eq. 8 and baselines)."""
+    reward: RewardConfig = RewardConfig()
+    """Rule-based rewards of the samples, for objectives that need them (grpo)."""
     teachers: dict[str, TeacherConfig] = {}
     """Teacher endpoints by name."""
     audit: AuditConfig = AuditConfig()
@@ -549,10 +566,21 @@ class OmniConfig(Section):
         needs = self.loss.needs
         if needs.teacher_logits and not self.loss.whitebox_teacher:
             raise ValueError(f"loss.method = {self.loss.method} needs loss.whitebox_teacher (a model path)")
-        if needs.rewards:
+        if needs.rewards and self.reward.grader is None:
             raise ValueError(
-                f"loss.method = {self.loss.method} needs rewards of the trajectories, which no part of "
-                "this version computes (omniopd/objectives/base.py: Needs.rewards)"
+                f"loss.method = {self.loss.method} learns from rule-based rewards, but reward.grader is not "
+                "set: set reward.grader to the grader of data.train's problems (demo, math or code)"
+            )
+        if needs.groups and self.learner.batch_size % self.rollout.samples_per_prompt:
+            raise ValueError(
+                f"loss.method = {self.loss.method} trains whole groups of rollout.samples_per_prompt "
+                f"({self.rollout.samples_per_prompt}) samples of a prompt: learner.batch_size "
+                f"({self.learner.batch_size}) must be a multiple of it"
+            )
+        if needs.groups and self.rollout.samples_per_prompt < 2:
+            raise ValueError(
+                f"loss.method = {self.loss.method} normalises rewards within a group of samples of one prompt: "
+                "rollout.samples_per_prompt must be at least 2 (a group of 1 has zero advantage)"
             )
         return self
 

@@ -145,6 +145,7 @@ class Trajectory(Base):
     finish_reason: Mapped[str] = mapped_column(String(32))
     truncated: Mapped[bool] = mapped_column(Boolean)
     entropy_source: Mapped[str] = mapped_column(String(8))
+    reward: Mapped[float | None] = mapped_column(Float)  # rule-based reward (grpo); None when not graded
     drop_reason: Mapped[str | None] = mapped_column(String(64))  # short code, grouped in status
     drop_detail: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(String(200))

@@ -134,8 +134,9 @@ def rollout(
 
     Consumes the `rollouts` queue. Before each batch it loads the newest published
     policy version (verifying the reload with a probe; a mismatch stops the worker with
-    exit code 3), samples, computes exact per-token entropies, selects chunks and stores
-    the trajectories, then queues their audits. Pin a GPU per worker with
+    exit code 3), samples, computes exact per-token entropies, selects chunks (or, for an
+    objective that learns from rewards, grades every sample with reward.grader) and stores
+    the trajectories, then queues their audits. A grader that cannot start is refused here. Pin a GPU per worker with
     CUDA_VISIBLE_DEVICES (scripts/start_workers.sh does). Runs until SIGTERM / Ctrl-C
     (the batch in progress finishes, or is redelivered if the worker is killed).
     """
@@ -153,6 +154,13 @@ def rollout(
         fail(str(exc))
     if not cfg.student.path:
         fail("student.path is empty: set it to the student model directory (the base of policy version 0)")
+    if cfg.loss.needs.rewards:  # a grader that cannot start would fail every batch: refuse now
+        from eval.rewards import reward_grader_for
+
+        try:
+            reward_grader_for(cfg).close()
+        except Exception as exc:
+            fail(f"reward.grader = {cfg.reward.grader} cannot start in this worker: {exc}")
     if concurrency > 1:
         gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
         if gpus and len(gpus) < concurrency:

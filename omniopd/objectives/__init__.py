@@ -6,6 +6,7 @@
     sft.py           SFT                 Eq. 1/19  audits + their texts (sft_source: continuations)
                      SFTOnTrajectories   Eq. 1     nothing (sft_source: trajectories)
     opd_whitebox.py  WhiteboxOPD         Eq. 2     teacher logits
+    grpo.py          GRPO                DeepSeekMath Eq. 3/4   rewards, groups (KL anchor if beta > 0)
     examples.py      TrainExample (a bundle as the learner sees it) and Row (one sequence)
     collate.py       rows -> one padded batch with its chunk layout (torch; loaded lazily)
 
@@ -28,6 +29,7 @@ from omniopd.objectives.base import (
     Stats,
     normaliser,
 )
+from omniopd.objectives.grpo import GRPO
 from omniopd.objectives.omniopd import OmniOPD
 from omniopd.objectives.opd_whitebox import WhiteboxOPD
 from omniopd.objectives.sft import SFT, SFTOnTrajectories
@@ -36,6 +38,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "omniopd": OmniOPD,
     "sft": SFT,
     "opd_whitebox": WhiteboxOPD,
+    "grpo": GRPO,
 }
 """loss.method -> the class that trains it."""
 
@@ -59,6 +62,7 @@ def make_objective(method: str, sft_source: SftSource = "continuations") -> Obje
 
 
 __all__ = [
+    "GRPO",
     "OBJECTIVES",
     "SFT",
     "LossSettings",

@@ -10,8 +10,13 @@ give it; the pipeline reads only that declaration, never the objective's name:
                     loaded when loss.beta > 0 (`Needs.reference`)
     teacher_logits  an open-weight teacher sharing the student's tokenizer is loaded
                     (loss.whitebox_teacher)
-    rewards         rule-based rewards of the trajectories; no part of this version
-                    computes them yet, so config validation refuses such an objective
+    rewards         rule-based rewards of the trajectories: the rollout worker grades every
+                    sample with the configured grader (reward.grader, required by config
+                    validation) and stores its reward; a sample whose grading raised or timed
+                    out is dropped with the reason (`reward_failed`), never trained on
+    groups          the learner claims and trains whole groups (the samples of one prompt),
+                    each example carrying its group's rewards; a step's batch is
+                    learner.batch_size / rollout.samples_per_prompt groups
 
 The learner step (omniopd/train/step.py) calls `rows` per example, `micro_loss` per
 micro-batch (a differentiable *sum* with additive statistics) and `metrics` once per step.
@@ -60,10 +65,13 @@ class Needs:
     kl_anchor: bool = False
     teacher_logits: bool = False
     rewards: bool = False
+    groups: bool = False
 
     def __post_init__(self) -> None:
         if self.teacher_texts and not self.audits:
             raise ValueError("Needs(teacher_texts=True) needs audits=True: the texts are the audits' continuations")
+        if self.groups and not self.rewards:
+            raise ValueError("Needs(groups=True) needs rewards=True: a group is claimed with its rewards")
 
     def reference(self, beta: float) -> bool:
         """Is the frozen reference loaded? Only for a KL anchor with a weight: beta = 0
@@ -83,6 +91,10 @@ class LossSettings:
     pad_id: int = 0
     autocast: torch.dtype | None = None
     sft_source: SftSource = "continuations"
+    normalisation: Normalisation = "sum"
+    grpo_clip_low: float = 0.2
+    grpo_clip_high: float = 0.2
+    grpo_scale_rewards: bool = True
 
 
 @dataclass

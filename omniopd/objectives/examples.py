@@ -37,18 +37,48 @@ class AuditedChunk:
 
 
 @dataclass(frozen=True)
+class RewardGroup:
+    """The rule-based rewards of the samples of one prompt that a step trains together
+    (GRPO's group), and which of them is this example's.
+
+    Invariant: 0 <= index < len(rewards). Members whose reward failed are not in it (they
+    are never trained on), so a group may be smaller than rollout.samples_per_prompt.
+    """
+
+    rewards: tuple[float, ...]
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < len(self.rewards):
+            raise ValueError(f"group index {self.index} outside its {len(self.rewards)} rewards")
+
+    @property
+    def reward(self) -> float:
+        return self.rewards[self.index]
+
+    @property
+    def all_equal(self) -> bool:
+        """Every member has the same reward: the group's advantages are all zero."""
+        return all(r == self.rewards[0] for r in self.rewards)
+
+
+@dataclass(frozen=True)
 class TrainExample:
     """One trajectory of a learner batch.
 
     Invariant: prompt_ids is not empty (the first completion token needs a context);
-    chunks are sorted, disjoint and inside [0, len(completion_ids)). `key` identifies the
-    example for logging (the trajectory id).
+    chunks are sorted, disjoint and inside [0, len(completion_ids)); `sampled_logprobs`
+    is empty or has one entry per completion token (log-probabilities under the policy that
+    sampled it: GRPO's pi_theta_old). `key` identifies the example for logging (the
+    trajectory id). `group` is set for objectives that need rewards (GRPO).
     """
 
     key: int
     prompt_ids: Sequence[int]
     completion_ids: Sequence[int]
     chunks: tuple[AuditedChunk, ...] = ()
+    sampled_logprobs: Sequence[float] = ()
+    group: RewardGroup | None = None
 
     def __post_init__(self) -> None:
         if len(self.prompt_ids) == 0:
@@ -61,6 +91,11 @@ class TrainExample:
                     f"leaves the completion [0, {len(self.completion_ids)})"
                 )
             previous_end = c.end
+        if len(self.sampled_logprobs) not in (0, len(self.completion_ids)):
+            raise ValueError(
+                f"example {self.key}: {len(self.sampled_logprobs)} sampled log-probabilities for "
+                f"{len(self.completion_ids)} completion tokens"
+            )
 
 
 @dataclass(frozen=True)
@@ -70,9 +105,13 @@ class Row:
     `response` are the loss-bearing tokens (the student's completion for OmniOPD and
     white-box OPD; one teacher continuation for SFT); `chunks` are audited spans relative to
     `response` (OmniOPD only). `example` is the key of the TrainExample it came from.
+    GRPO rows also carry the response's `sampled_logprobs` (one per response token) and
+    the example's reward `group`.
     """
 
     example: int
     context: Sequence[int]
     response: Sequence[int]
     chunks: tuple[AuditedChunk, ...] = ()
+    sampled_logprobs: Sequence[float] = ()
+    group: RewardGroup | None = None

@@ -91,6 +91,10 @@ class Leader:
         return self.trainer.needs_teacher_text
 
     @property
+    def needs_groups(self) -> bool:
+        return self.trainer.needs_groups
+
+    @property
     def models(self):
         return self.trainer.models
 

@@ -71,6 +71,11 @@ class Trainer:
         """Claim bundles with their continuations' texts (the objective's `needs.teacher_texts`)."""
         return self.objective.needs.teacher_texts
 
+    @property
+    def needs_groups(self) -> bool:
+        """Claim whole groups with their rewards (the objective's `needs.groups`)."""
+        return self.objective.needs.groups
+
     def step(self, examples: Sequence[TrainExample]) -> StepMetrics:
         """One optimizer update on `examples` (split into grad_accum micro-batches)."""
         if not examples:

@@ -78,9 +78,12 @@ def build_wide_vocab_model(root: Path) -> Path:
 
 
 def examples(batch: int, tokens: int, vocab: int, seed: int = 0, prompt: int = 64, teacher_texts=()):
-    """`batch` trajectories of `tokens` completion tokens with M = tokens // 100 chunks of C = 50."""
+    """`batch` trajectories of `tokens` completion tokens with M = tokens // 100 chunks of C = 50;
+    each also carries sampled log-probabilities and a reward group of 2 (rewards 1, 0) for
+    objectives that learn from rewards (the others ignore them)."""
     import torch
 
+    from omniopd.objectives.examples import RewardGroup
     from omniopd.train import AuditedChunk, TrainExample
 
     gen = torch.Generator().manual_seed(seed)
@@ -89,7 +92,8 @@ def examples(batch: int, tokens: int, vocab: int, seed: int = 0, prompt: int = 6
         chunks = tuple(AuditedChunk(s, s + 50, k_sem=float(j % 10), n=10, teacher_texts=tuple(teacher_texts))
                        for j, s in enumerate(range(25, tokens - 50, 100)))
         out.append(TrainExample(k, torch.randint(10, vocab, (prompt,), generator=gen).tolist(),
-                                torch.randint(10, vocab, (tokens,), generator=gen).tolist(), chunks))
+                                torch.randint(10, vocab, (tokens,), generator=gen).tolist(), chunks,
+                                sampled_logprobs=[-10.0] * tokens, group=RewardGroup((1.0, 0.0), k % 2)))
     return out
 
 

@@ -67,3 +67,13 @@ def test_maintenance_once_reports_what_it_did(tmp_path):
     assert result.exit_code == 0, result.output
     assert "run 'once': expired 0 reservations" in result.output
     assert find_embedded_broker(tmp_path / "out") is None  # the broker it needed was stopped again
+
+
+def test_rollout_worker_refuses_a_reward_grader_that_cannot_start(tmp_path, monkeypatch):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"run: {{name: code-rl, output_dir: {tmp_path / 'out'}}}\nstudent: {{path: /models/s}}\n"
+                      "loss: {method: grpo}\nreward: {grader: code}\nrollout: {samples_per_prompt: 2}\n")
+    monkeypatch.setenv("OMNIOPD_SANDBOX_PYTHON", str(tmp_path / "no-python"))  # the sandbox cannot run here
+    result = CliRunner().invoke(app, ["worker", "rollout", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "reward.grader = code cannot start in this worker: the sandbox needs a system Python 3" in result.output

@@ -34,6 +34,14 @@ def loss_for(method: str) -> dict:
     return {"method": method, **({"whitebox_teacher": "/m"} if OBJECTIVES[method].needs.teacher_logits else {})}
 
 
+def config_for(method: str) -> dict:
+    """The smallest valid config for `method`: its loss section, and a grader and groups of 2
+    where the objective learns from rewards."""
+    needs = OBJECTIVES[method].needs
+    rewarded = {"reward": {"grader": "demo"}, "rollout": {"samples_per_prompt": 2}} if needs.rewards else {}
+    return {"loss": loss_for(method), **rewarded}
+
+
 @pytest.mark.parametrize("cls", EVERY_CLASS, ids=lambda c: c.__name__)
 def test_every_objective_has_the_protocols_members_and_declares_valid_needs(cls):
     assert isinstance(cls.needs, Needs)  # frozen: __post_init__ checked it
@@ -65,19 +73,19 @@ def test_sft_source_picks_the_sft_variant_and_nothing_else():
         if cls is not SFT:
             assert objective_class(method, "trajectories") is cls
     with pytest.raises(ValueError, match=f"expected one of {', '.join(OBJECTIVES)}"):
-        make_objective("grpo")
+        make_objective("ppo")
 
 
 def test_config_accepts_exactly_the_registered_methods_and_lists_them_when_refusing(monkeypatch):
     for method in OBJECTIVES:
-        assert parse_config({"loss": loss_for(method)}).loss.method == method
+        assert parse_config(config_for(method)).loss.method == method
     *rest, last = (repr(m) for m in OBJECTIVES)
-    listed = re.escape(f"{', '.join(rest)} or {last}")  # 'omniopd', 'sft' or 'opd_whitebox'
-    with pytest.raises(ConfigError, match=rf"loss\.method: Input should be {listed}, a key of .* \(got 'grpo'\)"):
-        parse_config({"loss": {"method": "grpo"}})
+    listed = re.escape(f"{', '.join(rest)} or {last}")  # 'omniopd', 'sft', 'opd_whitebox' or 'grpo'
+    with pytest.raises(ConfigError, match=rf"loss\.method: Input should be {listed}, a key of .* \(got 'ppo'\)"):
+        parse_config({"loss": {"method": "ppo"}})
     fake = declaring()
-    monkeypatch.setitem(OBJECTIVES, "grpo", fake)
-    assert parse_config({"loss": {"method": "grpo"}}).loss.needs is fake.needs
+    monkeypatch.setitem(OBJECTIVES, "ppo", fake)
+    assert parse_config({"loss": {"method": "ppo"}}).loss.needs is fake.needs
 
 
 def test_config_validation_enforces_what_the_objective_declares(monkeypatch):
@@ -86,8 +94,17 @@ def test_config_validation_enforces_what_the_objective_declares(monkeypatch):
         parse_config({"loss": {"method": "logits"}})
     assert parse_config({"loss": {"method": "logits", "whitebox_teacher": "/m"}}).loss.needs.teacher_logits
     monkeypatch.setitem(OBJECTIVES, "rewarded", declaring(rewards=True))
-    with pytest.raises(ConfigError, match=r"loss\.method = rewarded needs rewards .* no part of this version computes"):
+    with pytest.raises(ConfigError, match=r"loss\.method = rewarded learns from rule-based rewards, but reward\.grader "
+                       r"is not set: set reward\.grader"):
         parse_config({"loss": {"method": "rewarded"}})
+    assert parse_config({"loss": {"method": "rewarded"}, "reward": {"grader": "math"}}).loss.needs.rewards
+    monkeypatch.setitem(OBJECTIVES, "grouped", declaring(rewards=True, groups=True))
+    grouped = {"loss": {"method": "grouped"}, "reward": {"grader": "demo"}}
+    with pytest.raises(ConfigError, match=r"rollout\.samples_per_prompt must be at least 2"):
+        parse_config(grouped)
+    with pytest.raises(ConfigError, match=r"learner\.batch_size \(2\) must be a multiple of it"):
+        parse_config({**grouped, "rollout": {"samples_per_prompt": 4}})
+    assert parse_config({**grouped, "rollout": {"samples_per_prompt": 4}, "learner": {"batch_size": 8}})
 
 
 def test_config_and_the_registry_load_and_validate_without_torch():

@@ -163,10 +163,11 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
 def test_settings_come_from_the_config_and_objectives_from_the_registry(tiny_model_dir):
     config = make_config(tiny_model_dir, estimator={"alpha": 0.5}, loss={"beta": 0.2, "kl_vocab_slice": 64})
     s = train_settings(config, device="cpu")
-    assert s.loss == LossSettings(beta=0.2, alpha=0.5, token_slice=512, vocab_slice=64, autocast=None)
+    assert s.loss == LossSettings(beta=0.2, alpha=0.5, token_slice=512, vocab_slice=64, autocast=None,
+                                  normalisation="token")
     assert isinstance(make_objective("omniopd"), OmniOPD)
     with pytest.raises(ValueError, match="expected one of"):
-        make_objective("grpo")
+        make_objective("ppo")
 
 
 def test_a_bf16_autocast_step_keeps_fp32_master_weights_and_matches_fp32(tiny_model_dir, examples):

@@ -25,7 +25,13 @@ from db.repo_audit import (
     promote_if_complete,
 )
 from db.repo_bundles import count_claimable
-from db.repo_trajectories import ChunkIn, SlotKey, TrajectoryIn, record_trajectories
+from db.repo_trajectories import (
+    ChunkIn,
+    SlotKey,
+    TrajectoryIn,
+    drop_trajectories,
+    record_trajectories,
+)
 from tests.db.conftest import make_problems
 
 _SPLITS = itertools.count()
@@ -100,3 +106,45 @@ def insert_bundles(
                     fail_chunk(s, chunk_id=row.id, state=state, error="test")
             assert promote_if_complete(s, trajectory_id=tid) == "ready"
     return ids
+
+
+def insert_groups(
+    sessions,
+    run_id: int,
+    rewards: list[list[float | None]],
+    *,
+    tokens: int = 40,
+    prompt_tokens: int = 6,
+    vocab: int = 1000,
+    seed: int = 0,
+) -> list[list[int]]:
+    """One group per entry of `rewards` (one problem, its samples 0..G-1, one prompt), ready
+    with their rewards; a None reward is a sample whose grading failed, dropped with reason
+    `reward_failed` as the rollout worker drops it. Returns the trajectory ids per group."""
+    gen = torch.Generator().manual_seed(seed)
+    split = f"groups-{next(_SPLITS)}-{seed}"
+    with sessions.begin() as s:
+        problems = make_problems(s, len(rewards), split=split)
+        records = []
+        for pid, group in zip(problems, rewards, strict=True):
+            prompt = torch.randint(10, vocab, (prompt_tokens,), generator=gen).tolist()
+            for j, reward in enumerate(group):
+                records.append(TrajectoryIn(
+                    run_id=run_id, problem_id=pid, policy_version=0, slot=SlotKey(pid, 0, j),
+                    prompt_token_ids=prompt, completion_token_ids=torch.randint(10, vocab, (tokens,), generator=gen).tolist(),
+                    logprobs=[-7.0] * tokens, entropies=[1.0] * tokens, prompt_text="<prompt>",
+                    completion_text="Answer: 1", finish_reason="stop", truncated=False, entropy_source="exact",
+                    chunks=[], reward=reward,
+                ))
+        ids = [r.id for r in record_trajectories(s, trajectories=records)]
+        flat = [r for group in rewards for r in group]
+        for tid, reward in zip(ids, flat, strict=True):
+            if reward is None:
+                drop_trajectories(s, trajectory_ids=[tid], reason="reward_failed", detail="grader raised ValueError: test")
+            else:
+                assert promote_if_complete(s, trajectory_id=tid) == "ready"
+    out, k = [], 0
+    for group in rewards:
+        out.append(ids[k : k + len(group)])
+        k += len(group)
+    return out

@@ -191,13 +191,15 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
     with broker_for(cfg):
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
             if settings.evaluate else float("nan")
-        settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
-        run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE)), env, what="plan", capture=False)
+        audits = cfg.loss.needs.audits  # an objective without audits (grpo) asks the teacher nothing
+        if audits:
+            settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
+            run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE)), env, what="plan", capture=False)
         variant_children = Children(env)
         try:
             logs = out / "logs"
             variant_children.start("rollout worker", omniopd_command("worker", "rollout", "-c", c), logs / "rollout.log")
-            for i in range(max(1, cfg.workers.audit)):
+            for i in range(max(1, cfg.workers.audit) if audits else 0):
                 variant_children.start(f"audit worker {i}", omniopd_command("worker", "audit", "-c", c),
                                        logs / f"audit{'' if i == 0 else i}.log")
             evaluator = None

@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -54,6 +54,7 @@ from db.repo_bundles import (
     Bundle,
     ClaimLost,
     claim_ready_bundles,
+    claim_ready_groups,
     count_claimable,
     latest_step,
     record_step_and_consume,
@@ -65,6 +66,7 @@ from db.repo_learner import BudgetState, budget_state, consumed_bundles, unfinis
 from db.repo_runs import latest_policy_version, publish_policy_version
 from omniopd.config import OmniConfig
 from omniopd.money import micros_to_usd
+from omniopd.objectives.examples import RewardGroup
 from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, TrainExample
 from omniopd.train.checkpoint import prune_checkpoints
 from omniopd.train.lockstep import Leader
@@ -103,6 +105,25 @@ def budget_reason(state: BudgetState) -> str:
 
 class LearnerError(RuntimeError):
     """The learner cannot continue; the message says what to do."""
+
+
+def examples_from_bundles(bundles: Sequence[Bundle]) -> list[TrainExample]:
+    """A step's bundles as training examples. A bundle with a reward also gets its group's
+    rewards (every member of its group in this step, itself included: `RewardGroup`) and
+    the sampling policy's log-probabilities (GRPO's pi_theta_old)."""
+    members: dict[tuple[int, int, int], list[int]] = {}  # group -> positions in `bundles`
+    for k, b in enumerate(bundles):
+        if b.reward is not None:
+            members.setdefault(b.group, []).append(k)
+    out = []
+    for k, b in enumerate(bundles):
+        example = example_from_bundle(b)
+        if b.reward is not None:
+            group = members[b.group]
+            rewards = RewardGroup(tuple(float(bundles[m].reward) for m in group), group.index(k))
+            example = replace(example, sampled_logprobs=b.logprobs.tolist(), group=rewards)
+        out.append(example)
+    return out
 
 
 def example_from_bundle(bundle: Bundle) -> TrainExample:
@@ -296,16 +317,30 @@ class Learner:
         return max(0, self.version - self.cfg.max_policy_lag)
 
     def _gather(self) -> tuple[list[Bundle], bool]:
-        """(bundles to train on now, or [] to wait; whether nothing more will ever come)."""
-        need = self.cfg.batch_size - len(self.pending)
+        """(bundles to train on now, or [] to wait; whether nothing more will ever come).
+
+        Objectives that train groups (needs.groups) claim whole groups, batch_size /
+        samples_per_prompt of them per step; the others claim batch_size bundles."""
         with self.sessions.begin() as s:
-            if need > 0:
-                self.pending += claim_ready_bundles(
-                    s, run_id=self.run_id, limit=need, min_policy_version=self._min_version(),
-                    learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
-                    with_samples=self.trainer.needs_teacher_text,
-                )
-            if len(self.pending) >= self.cfg.batch_size:
+            if self.trainer.needs_groups:
+                want = self.cfg.batch_size // self.config.rollout.samples_per_prompt
+                need = want - len({b.group for b in self.pending})
+                if need > 0:
+                    self.pending += claim_ready_groups(
+                        s, run_id=self.run_id, groups=need, min_policy_version=self._min_version(),
+                        learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
+                    )
+                full = len({b.group for b in self.pending}) >= want
+            else:
+                need = self.cfg.batch_size - len(self.pending)
+                if need > 0:
+                    self.pending += claim_ready_bundles(
+                        s, run_id=self.run_id, limit=need, min_policy_version=self._min_version(),
+                        learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
+                        with_samples=self.trainer.needs_teacher_text,
+                    )
+                full = len(self.pending) >= self.cfg.batch_size
+            if full:
                 return self._take(), False
             if self.pending:  # keep partial claims alive while waiting for the rest
                 renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s)
@@ -324,7 +359,7 @@ class Learner:
     # ---------------------------------------------------------------- one step
 
     def _train(self, bundles: list[Bundle], *, wait_s: float) -> None:
-        examples = [example_from_bundle(b) for b in bundles]
+        examples = examples_from_bundles(bundles)
         self._show("training")
         with LeaseKeeper(self.sessions, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s):
             metrics = self.trainer.step(examples)

@@ -69,6 +69,8 @@ class GeneratedRecords:
     generate_seconds: float = 0.0
     score_seconds: float = 0.0
     completion_tokens: int = 0
+    reward_failures: Mapping[SlotKey, str] = dataclasses.field(default_factory=dict)
+    """Slots of `trajectories` whose reward could not be computed -> why (workers/rollout/rewards.py)."""
 
     def refused_records(self) -> list[TrajectoryIn]:
         """Empty trajectories that fill the refused slots (the task drops them at once)."""

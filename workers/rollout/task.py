@@ -14,6 +14,8 @@ What one task does (each step safe to repeat):
    worker (exit code 3) with the error, and the message goes back to the queue for a
    healthy worker: generating with wrong weights would train on a policy nobody has;
 3. generate, score (Eq. 6), select chunks (Eq. 7) -> `TrajectoryIn` (workers/rollout/records.py);
+   when the objective declares rewards (`needs.rewards`), grade every sample with the
+   configured grader (workers/rollout/rewards.py): its reward, or its failure;
 4. one transaction: record the trajectories (a filled slot is left alone, so a racing
    copy cannot store one twice), drop refused prompts with reason `prompt_too_long`,
    mark the batch recorded (with the worker, timings and any weight reload), and, after
@@ -76,6 +78,10 @@ def register(app: Celery) -> None:
         made = generate_records(engine, run_id=work.run_id, slots=work.pending, questions=work.questions,
                                 config=rt.config, meta={"batch_id": batch_id, "target_version": work.target_version,
                                                         "worker": worker})
+        if rt.config.loss.needs.rewards:
+            from workers.rollout.rewards import with_rewards
+
+            made = with_rewards(made, work.references, rt.config)
         with rt.sessions.begin() as session:
             new = store_records(session, made=made)
             record_batch(session, batch_id=batch_id, meta=batch_meta(made, reload, worker))
@@ -90,9 +96,11 @@ def register(app: Celery) -> None:
 
 def store_records(session: Session, *, made: GeneratedRecords) -> list[int]:
     """Record a batch's trajectories; refused prompts fill their slots as dropped
-    (`prompt_too_long`). Returns the ids of the trajectories this call created (a slot
-    filled by a racing copy of the task is left alone and not returned)."""
+    (`prompt_too_long`), samples whose reward failed are dropped (`reward_failed`, the
+    grader's message as detail). Returns the ids of the trajectories this call created and
+    did not drop (a slot filled by a racing copy of the task is left alone and not returned)."""
     from workers.rollout.records import REFUSED_REASON
+    from workers.rollout.rewards import REWARD_FAILED
 
     recorded = record_trajectories(session, trajectories=[*made.trajectories, *made.refused_records()])
     generated, refused = recorded[: len(made.trajectories)], recorded[len(made.trajectories) :]
@@ -100,7 +108,12 @@ def store_records(session: Session, *, made: GeneratedRecords) -> list[int]:
         session, trajectory_ids=[r.id for r in refused if r.created], reason=REFUSED_REASON,
         detail="; ".join(r.detail for r in made.refused)[:2000],
     )
-    return [r.id for r in generated if r.created]
+    failed = {r.id for r in generated if r.created and r.slot in made.reward_failures}
+    for r in generated:
+        if r.id in failed:
+            drop_trajectories(session, trajectory_ids=[r.id], reason=REWARD_FAILED,
+                              detail=made.reward_failures[r.slot][:2000])
+    return [r.id for r in generated if r.created and r.id not in failed]
 
 
 def batch_meta(made: GeneratedRecords, reload: ReloadReport | None, worker: str) -> dict[str, Any]:
