@@ -131,8 +131,10 @@ class DemoSettings:
     def model_teacher_spec(self) -> TeacherSpec:
         if self.teacher_spec is not None:
             return self.teacher_spec
-        steps = 300 if self.smoke else TeacherSpec.steps
-        return TeacherSpec(seed=self.seed, tokenizer=self.teacher_tokenizer, steps=steps)  # type: ignore[arg-type]
+        if self.smoke:  # the smoke student's size, briefly trained: enough to write the format
+            return TeacherSpec(seed=self.seed, tokenizer=self.teacher_tokenizer, layers=2, hidden_size=128, heads=4,  # type: ignore[arg-type]
+                               intermediate_size=256, steps=150)
+        return TeacherSpec(seed=self.seed, tokenizer=self.teacher_tokenizer)  # type: ignore[arg-type]
 
     @property
     def teacher_tag(self) -> str:
