@@ -139,3 +139,17 @@ def expert_continuation(start: int, ops: tuple[tuple[str, int], ...], prefix: st
         value = new
     rest.append(f"Answer: {value}")
     return head + "\n" + "\n".join(rest)
+
+
+_OPEN_LINE = re.compile(r"(\d+) ([+-]) (\d+) =\s*$")
+_FIRST_NUMBER = re.compile(r"\s*(\d+)")
+
+
+def chunk_result_is_right(before: str, chunk: str) -> bool | None:
+    """Whether a chunk that opens with the result of an open step line (`... 7 + 3 =` before
+    it, ` 10...` in it) writes that result right; None for any other chunk."""
+    line = _OPEN_LINE.search(before.split("\n")[-1])
+    number = _FIRST_NUMBER.match(chunk)
+    if line is None or number is None:
+        return None
+    return int(number.group(1)) == apply_ops(int(line.group(1)), [(line.group(2), int(line.group(3)))])

@@ -84,3 +84,14 @@ def test_the_other_tokenizer_cuts_the_same_text_differently(student, tmp_path):
     assert len(ours) != len(theirs)
     assert ours(text).input_ids != theirs(text).input_ids
     assert theirs.decode(theirs(text).input_ids) == text  # byte-level: any text round-trips
+
+
+def test_a_chunk_is_judged_by_the_result_it_writes_for_the_open_step():
+    from omniopd.demo.task import chunk_result_is_right
+
+    assert chunk_result_is_right("7 + 3 = 10\n10 - 2 =", " 8\nAnswer: 8") is True
+    assert chunk_result_is_right("7 + 3 = 10\n10 - 2 =", " 7\nAnswer: 7") is False
+    assert chunk_result_is_right("7 + 3 = 9\n9 - 2 =", " 7\nAnswer") is True  # right from the state written
+    assert chunk_result_is_right("7 + 3 = 10\nThen 10 - 2 =", " 8.") is True
+    assert chunk_result_is_right("7 + 3 = 10\n", "10 - 2 = 8") is None  # the chunk opens no result
+    assert chunk_result_is_right("7 + 3 = 10\nAnswer:", " 10") is None

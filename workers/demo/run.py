@@ -82,6 +82,7 @@ class VariantResult:
     k_sem_interior: float | None = None  # share of audited chunks with 0 < k_sem < N
     distinct: float | None = None  # distinct continuations per chunk / N
     teacher_tokens: int | None = None  # input + output tokens the teacher was billed for
+    separation: dict | None = None  # mean k_sem/N of chunks whose result is right vs wrong (`_separation`)
 
     @property
     def delta(self) -> float:
@@ -311,6 +312,7 @@ def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Chi
     plan = spend["plan"] or {}
     audit = spend["audit"]
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
+    separation = _separation(cfg, config_file)
     nan = float("nan")
     result = VariantResult(
         variant, settings.seed, before[0] if before else nan, after[0] if after else nan, steps, _spent_usd(spend),
@@ -319,9 +321,38 @@ def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Chi
         ci_before=before[1] if before else None, ci_after=after[1] if after else None,
         phi_interior=audit["phi_interior_fraction"], k_sem_interior=audit["k_sem_interior_fraction"],
         distinct=audit["distinct_fraction"], teacher_tokens=spend["total"]["input_tokens"] + spend["total"]["output_tokens"],
+        separation=separation,
     )
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _separation(cfg: OmniConfig, config_file: Path) -> dict | None:
+    """How well the teacher's audits tell right from wrong: the mean k_sem/N (the frequentist
+    proxy, Eq. 9) of audited chunks that open with a step's result, split by whether the
+    student wrote that result right, each with a 95% normal interval. A phi that measures
+    phrasing rather than correctness shows two close means; the learner's signal is their gap."""
+    import statistics
+
+    from db.repo_runs import get_run
+    from db.repo_spend import audited_chunk_texts
+    from db.store import open_store
+    from omniopd.demo.task import chunk_result_is_right
+
+    with open_store(cfg, config_file, read_only=True, pool_size=1) as store, store.sessions.begin() as session:
+        chunks = audited_chunk_texts(session, run_id=get_run(session, name=cfg.run.name).id)
+    groups: dict[str, list[float]] = {"right": [], "wrong": []}
+    for chunk in chunks:
+        verdict = chunk_result_is_right(chunk.before, chunk.text)
+        if verdict is not None:
+            groups["right" if verdict else "wrong"].append(chunk.k_sem / chunk.n)
+    out = {}
+    for name, values in groups.items():
+        if len(values) < 2:
+            return None
+        half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
+        out[name] = {"mean": statistics.fmean(values), "half_width": half, "n": len(values)}
+    return out
 
 
 def _wait_for_learner(learner: Child, watched: list[Child], poll_s: float = 1.0) -> int:
@@ -398,16 +429,23 @@ def _with_ci(value: float, ci: tuple[float, float] | None) -> str:
     return f"{100 * value:.1f}%" + ("" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
 
 
+def _separation_text(sep: dict | None) -> str:
+    if not sep:
+        return "-"
+    return " vs ".join(f"{sep[k]['mean']:.2f} ± {sep[k]['half_width']:.2f}" for k in ("right", "wrong"))
+
+
 def summary_table(results: list[VariantResult]) -> str:
     """Markdown table of the variants side by side (the paper's Table 6 shape): Pass@1 with
     95% bootstrap intervals, teacher spend, and how informative the audits were."""
     lines = ["| variant | teacher | Pass@1 before | Pass@1 after | change | steps | teacher spend | plan | "
-             "phi in (0,1) | k_sem in (0,N) | distinct | train time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "phi in (0,1) | k_sem in (0,N) | distinct | k_sem/N right vs wrong | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = "" if r.plan_ratio is None else f" (actual/plan per trajectory {r.plan_ratio:.2f})"
         lines.append(f"| {r.variant} | {r.teacher} | {_with_ci(r.pass_before, r.ci_before)} | "
                      f"{_with_ci(r.pass_after, r.ci_after)} | {100 * r.delta:+.1f} pts | {r.steps} | "
                      f"${r.spend_usd:.4f} | ${r.plan_usd:.4f}{ratio} | {_pct(r.phi_interior)} | "
-                     f"{_pct(r.k_sem_interior)} | {_pct(r.distinct)} | {r.train_s:.0f} s |")
+                     f"{_pct(r.k_sem_interior)} | {_pct(r.distinct)} | {_separation_text(r.separation)} | "
+                     f"{r.train_s:.0f} s |")
     return "\n".join(lines)
