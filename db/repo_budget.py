@@ -154,8 +154,8 @@ def reserve(
     Returns None (and changes nothing) if spent + reserved + amount > cap for any of them.
     """
     require_writable(session, "reserve()")
-    if amount <= 0:
-        raise ValueError(f"reservation amount must be positive micro-USD, got {amount}")
+    if amount < 0:
+        raise ValueError(f"reservation amount must be >= 0 micro-USD, got {amount}")
     now = now or utcnow()
     rows = _lock_budgets(session, run_id, {provider, RUN_SCOPE})
     found = {r.provider for r in rows}

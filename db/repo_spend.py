@@ -220,3 +220,25 @@ def teacher_stop(session: Session, *, run_id: int) -> str | None:
         f"teacher {provider} ({model}) refused: HTTP {status} {error_class}: {detail}"
         for provider, model, status, error_class, detail in rows
     ) or None
+
+
+@dataclass(frozen=True)
+class AuditedChunkText:
+    """One audited chunk as text: the completion before it, its own text, k_sem and N."""
+
+    before: str
+    text: str
+    k_sem: float
+    n: int
+
+
+def audited_chunk_texts(session: Session, *, run_id: int) -> list[AuditedChunkText]:
+    """Every audited chunk of the run with the text before it (for task-specific checks of
+    how well phi separates right from wrong chunks, e.g. the demo's)."""
+    rows = session.execute(
+        select(Trajectory.completion_text, Chunk.char_start, Chunk.student_text, Chunk.k_sem, Chunk.n_target)
+        .join(Trajectory, Chunk.trajectory_id == Trajectory.id)
+        .where(Trajectory.run_id == run_id, Chunk.state == "audited")
+        .order_by(Chunk.id)
+    )
+    return [AuditedChunkText(completion[:start], text, float(k), int(n)) for completion, start, text, k, n in rows]

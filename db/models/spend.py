@@ -117,7 +117,7 @@ class Reservation(Base):
     __tablename__ = "reservations"
     __table_args__ = (
         CheckConstraint(states_check("state", RESERVATION_STATES), name="state"),
-        CheckConstraint("amount_micros > 0", name="amount_pos"),
+        CheckConstraint("amount_micros >= 0", name="amount_nonneg"),  # 0: a teacher that costs nothing (self-hosted)
         CheckConstraint("actual_micros IS NULL OR actual_micros >= 0", name="actual_nonneg"),
         CheckConstraint("(state = 'reserved') = (actual_micros IS NULL)", name="actual_when_closed"),
         Index(None, "state", "created_at"),

@@ -12,8 +12,21 @@ from omniopd.cli.common import SetOpt, console, err_console, fail
 ABLATIONS = ("no-kl", "no-bayes", "uniform")
 
 
+DEFAULT_CONFIG = {"scripted": Path("configs/demo.yaml"), "model": Path("configs/demo-model.yaml")}
+
+
 def demo(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Demo config (algorithm, learner, teacher settings).")] = Path("configs/demo.yaml"),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Demo config (algorithm, learner, teacher "
+                                                "settings); default configs/demo.yaml, or configs/demo-model.yaml "
+                                                "with --teacher model.")] = None,
+    teacher: Annotated[str, typer.Option(help="scripted: an expert script behind the provider emulator (Gemini wire "
+                                         "format), identical samples. model: a trained tiny teacher model served by a "
+                                         "real vLLM server, reached in raw /v1/completions mode like a production "
+                                         "open-weight teacher; its samples differ, so phi and the Bayesian proxy "
+                                         "matter.")] = "scripted",
+    teacher_tokenizer: Annotated[str, typer.Option(help="With --teacher model: 'student' (the teacher shares the "
+                                                   "student's tokenizer) or 'other' (a different one: they share "
+                                                   "text only).")] = "student",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the data, the student's pretraining and sampling.")] = 0,
     ablation: Annotated[
         str | None,
@@ -30,19 +43,27 @@ def demo(
 ) -> None:
     """Run OmniOPD end to end on a synthetic step-by-step arithmetic task, in embedded mode.
 
-    Prepares (once, cached) a tiny student that has half-learned the task; serves a scripted expert teacher through the provider emulator (Gemini wire format, rate limits, prices); starts real rollout and audit workers and the learner; measures Pass@1 on 200 held-out problems x 4 samples before and after; prints the teacher spend and writes the training plot; serves the live dashboard meanwhile (its address is printed). About 10 minutes on 2 CPU cores.
+    Prepares (once, cached) a tiny student that has half-learned the task; serves a scripted expert teacher through the provider emulator (Gemini wire format, rate limits, prices), or with --teacher model a trained teacher model behind a real vLLM server; starts real rollout and audit workers and the learner; measures Pass@1 on 200 held-out problems x 4 samples before and after; prints the teacher spend and writes the training plot; serves the live dashboard meanwhile (its address is printed). About 10 minutes on 2 CPU cores.
 
-    Ctrl-C stops every process cleanly; `--resume` continues. Results: <workdir>/<variant>-s<seed>/ (demo-result.json, training.png, logs/).
+    Ctrl-C stops every process cleanly (the vLLM server included); `--resume` continues. Results: <workdir>/[model-[other-]]<variant>-s<seed>/ (demo-result.json, training.png, logs/).
     """
     from workers.demo.run import DemoSettings, run_demo, summary_table
 
     if ablation not in (None, "all", *ABLATIONS):
         fail(f"--ablation {ablation!r}: choose one of {', '.join(ABLATIONS)} or all")
+    if teacher not in DEFAULT_CONFIG:
+        fail(f"--teacher {teacher!r}: choose scripted or model")
+    if teacher_tokenizer not in ("student", "other"):
+        fail(f"--teacher-tokenizer {teacher_tokenizer!r}: choose student or other")
+    if teacher_tokenizer != "student" and teacher != "model":
+        fail("--teacher-tokenizer applies to --teacher model only")
+    config = config or DEFAULT_CONFIG[teacher]
     if not config.is_file():
         fail(f"--config {config}: no such file (run from the repository root, or pass the demo config)")
     extra = list(ABLATIONS) if ablation == "all" else [ablation] if ablation else []
     settings = DemoSettings(config_path=config, workdir=workdir, seed=seed, variants=["full", *extra],
                             resume=resume, overrides=set_ or [], smoke=smoke, dashboard=dashboard,
+                            teacher=teacher, teacher_tokenizer=teacher_tokenizer,
                             log=lambda m: console.print(f"[bold cyan]demo[/] {m}", highlight=False, soft_wrap=True))
     try:
         results = run_demo(settings)

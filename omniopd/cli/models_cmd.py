@@ -1,4 +1,4 @@
-"""`omniopd models make-tiny`: build a tiny offline model for tests and the demo."""
+"""`omniopd models`: build tiny offline models, untie embeddings, serve a teacher with vLLM."""
 
 from __future__ import annotations
 
@@ -95,3 +95,41 @@ def untie(
     if not same:
         fail(f"the untied copy in {out} does not reproduce the logits of {src}; do not use it")
     console.print(f"untied copy of {src} written to {out} (identical logits); set student.path: {out}", highlight=False)
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Argument(help="Model directory (Hugging Face layout) or a hub name already in the local cache.")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for other hosts).")] = "127.0.0.1",
+    name: Annotated[str | None, typer.Option("--name", help="The model name clients send (default: MODEL).")] = None,
+    max_model_len: Annotated[int, typer.Option(min=16, help="Longest prompt + continuation, in tokens.")] = 1024,
+    dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16, float16 or auto.")] = "float32",
+    kvcache_gb: Annotated[float, typer.Option(min=0.5, help="KV cache size in GiB on a CPU (VLLM_CPU_KVCACHE_SPACE).")] = 1.0,
+    eager: Annotated[bool | None, typer.Option("--eager/--compiled", help="Skip graph compilation (starts fastest; "
+                                               "default: on without a GPU).")] = None,
+) -> None:
+    """Serve a teacher with vLLM's OpenAI-compatible server, as OmniOPD's `openai_compat` teacher
+    in raw mode expects (`/v1/completions` on the prompt OmniOPD renders).
+
+    This process becomes the server (exec), so a supervisor that stops it stops vLLM. Point the
+    teacher's `base_url` at http://HOST:PORT/v1 and its `model` at --name. `omniopd demo
+    --teacher model` starts one for the demo's trained teacher.
+    """
+    import os
+    import sys
+
+    from omniopd.teachers.vllm_server import server_command, server_env
+
+    local = Path(model)
+    if local.exists() and not (local / "config.json").is_file():
+        fail(f"{model}: no config.json there; pass a model directory in Hugging Face layout")
+    if eager is None:
+        import torch
+
+        eager = not torch.cuda.is_available()
+    command = server_command(model, port=port, served_name=name, host=host, max_model_len=max_model_len, dtype=dtype,
+                             extra=["--enforce-eager"] if eager else [])
+    console.print(f"vLLM server for {model} on http://{host}:{port}/v1 (model name {name or model!r})", highlight=False)
+    sys.stdout.flush()
+    os.execve(command[0], command, server_env(kvcache_gb=kvcache_gb))

@@ -106,43 +106,59 @@ def _write_rows(path: Path, problems: list[DemoProblem], split: str) -> None:
 
 def _pretrain(out: Path, problems: list[DemoProblem], spec: PrepareSpec, log: Callable[[str], None]) -> None:
     """Tiny Qwen3 + tokenizer on the task's text, then SFT on noisy solutions."""
-    import torch
-
-    from omniopd.models.loading import load_causal_lm, load_tokenizer
     from omniopd.models.tiny import TinySpec, make_tiny_model
-    from omniopd.rollout.prompts import render_text
 
     rng = random.Random(spec.seed)
     corpus = [p.question + "\n" + solution_text(p, rng, spec.error_rate) for p in problems]
     make_tiny_model(out, TinySpec(layers=spec.layers, hidden_size=spec.hidden_size, heads=spec.heads,
                                   kv_heads=spec.kv_heads, intermediate_size=2 * spec.hidden_size,
                                   vocab_size=spec.vocab_size, seed=spec.seed), corpus)
-    tokenizer = load_tokenizer(str(out))
-    model = load_causal_lm(str(out), device="cpu", trainable=True)
+    fine_tune(out, problems, lambda p, r: solution_text(p, r, spec.error_rate), steps=spec.sft_steps,
+              batch=spec.sft_batch, lr=spec.sft_lr, rng=rng, seed=spec.seed, log=log, label="the student")
+
+
+def fine_tune(model_dir: Path, problems: list[DemoProblem], solve: Callable[[DemoProblem, random.Random], str], *,
+              steps: int, batch: int, lr: float, rng: random.Random, seed: int, log: Callable[[str], None],
+              label: str, decay: bool = False) -> None:
+    """Supervised fine-tuning in place: `steps` AdamW steps on batches of random problems,
+    the loss on the answer tokens `solve(problem, rng)` only (the prompt is rendered as the
+    rollout worker renders it). With `decay`, the learning rate falls linearly to lr/10."""
+    import torch
+
+    from omniopd.models.loading import load_causal_lm, load_tokenizer
+    from omniopd.rollout.prompts import render_text
+
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_causal_lm(str(model_dir), device="cpu", trainable=True)
     prompts = {p.id: tokenizer(render_text(tokenizer, p.question, "none"), add_special_tokens=False).input_ids
                for p in problems}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr)
-    torch.manual_seed(spec.seed)
-    for step in range(spec.sft_steps):
-        batch = [problems[rng.randrange(len(problems))] for _ in range(spec.sft_batch)]
-        ids, mask = _sft_batch(tokenizer, prompts, batch, rng, spec.error_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.1, total_iters=steps) if decay else None
+    torch.manual_seed(seed)
+    started = time.monotonic()
+    for step in range(steps):
+        chosen = [problems[rng.randrange(len(problems))] for _ in range(batch)]
+        ids, mask = _sft_batch(tokenizer, prompts, chosen, rng, solve)
         logits = model(ids).logits[:, :-1]  # [B, T-1, V]
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
         loss = -(logp * mask[:, 1:]).sum() / mask[:, 1:].sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if (step + 1) % 100 == 0:
-            log(f"pretraining the student: step {step + 1}/{spec.sft_steps}, loss {loss.item():.3f}")
-    model.save_pretrained(out, safe_serialization=True)
+            log(f"pretraining {label}: step {step + 1}/{steps}, loss {loss.item():.3f} "
+                f"({time.monotonic() - started:.0f} s)")
+    model.save_pretrained(model_dir, safe_serialization=True)
 
 
-def _sft_batch(tokenizer, prompts, batch, rng, error_rate):
+def _sft_batch(tokenizer, prompts, batch, rng, solve):
     import torch
 
     rows, masks = [], []
     for p in batch:
-        answer = tokenizer(solution_text(p, rng, error_rate) + tokenizer.eos_token, add_special_tokens=False).input_ids
+        answer = tokenizer(solve(p, rng) + tokenizer.eos_token, add_special_tokens=False).input_ids
         rows.append(prompts[p.id] + answer)
         masks.append([0] * len(prompts[p.id]) + [1] * len(answer))
     width = max(map(len, rows))
@@ -150,3 +166,8 @@ def _sft_batch(tokenizer, prompts, batch, rng, error_rate):
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.float32)
     return ids, mask
+
+
+def training_problems(spec: PrepareSpec) -> list[DemoProblem]:
+    """The training problems of `spec` (the teacher model is trained on their correct solutions)."""
+    return split_problems(spec)[0]

@@ -41,10 +41,10 @@ class DemoProblem:
 
     @property
     def answer(self) -> int:
-        return _apply(self.start, self.ops)
+        return apply_ops(self.start, self.ops)
 
 
-def _apply(value: int, ops) -> int:
+def apply_ops(value: int, ops) -> int:
     for sign, b in ops:
         value = value + b if sign == "+" else value - b
     return value
@@ -74,7 +74,7 @@ def solution_text(problem: DemoProblem, rng: random.Random | None = None, error_
     """The step-by-step solution; with `rng`, each result is off by one w.p. `error_rate`."""
     lines, value = [], problem.start
     for sign, b in problem.ops:
-        result = _apply(value, [(sign, b)])
+        result = apply_ops(value, [(sign, b)])
         if rng is not None and rng.random() < error_rate:
             result = max(result + rng.choice((-1, 1)), 0)
         lines.append(f"{value} {sign} {b} = {result}")
@@ -115,7 +115,7 @@ def expert_continuation(start: int, ops: tuple[tuple[str, int], ...], prefix: st
         return head[len(partial) :] if head.startswith(partial) else "\n" + head
     if open_step:
         a, sign, b = int(open_step.group(1)), open_step.group(2), int(open_step.group(3))
-        result = str(_apply(a, [(sign, b)]))
+        result = str(apply_ops(a, [(sign, b)]))
         written = open_step.group(5)
         if result.startswith(written):  # finish the number
             head = ("" if open_step.group(4) else " ") + result[len(written) :]
@@ -128,14 +128,28 @@ def expert_continuation(start: int, ops: tuple[tuple[str, int], ...], prefix: st
         head = expected[len(partial) :] if expected.startswith(partial) else ("\n" if partial else "")
         if head and head != "\n" and steps < len(ops):
             sign, b = ops[steps]
-            value = _apply(value, [(sign, b)])
+            value = apply_ops(value, [(sign, b)])
             head += str(value)
             steps += 1
         elif head and steps >= len(ops):
             return head + str(value)
     for sign, b in ops[steps:]:
-        new = _apply(value, [(sign, b)])
+        new = apply_ops(value, [(sign, b)])
         rest.append(f"{value} {sign} {b} = {new}")
         value = new
     rest.append(f"Answer: {value}")
     return head + "\n" + "\n".join(rest)
+
+
+_OPEN_LINE = re.compile(r"(\d+) ([+-]) (\d+) =\s*$")
+_FIRST_NUMBER = re.compile(r"\s*(\d+)")
+
+
+def chunk_result_is_right(before: str, chunk: str) -> bool | None:
+    """Whether a chunk that opens with the result of an open step line (`... 7 + 3 =` before
+    it, ` 10...` in it) writes that result right; None for any other chunk."""
+    line = _OPEN_LINE.search(before.split("\n")[-1])
+    number = _FIRST_NUMBER.match(chunk)
+    if line is None or number is None:
+        return None
+    return int(number.group(1)) == apply_ops(int(line.group(1)), [(line.group(2), int(line.group(3)))])

@@ -92,8 +92,13 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     )
 
 
-def make_tiny_model(out_dir: str | Path, spec: TinySpec = TinySpec(), corpus: list[str] | None = None) -> Path:
-    """Build and save a tiny untied Qwen3 model and its tokenizer in Hugging Face layout."""
+def make_tiny_model(out_dir: str | Path, spec: TinySpec = TinySpec(), corpus: list[str] | None = None, *,
+                    tokenizer_from: str | Path | None = None) -> Path:
+    """Build and save a tiny untied Qwen3 model and its tokenizer in Hugging Face layout.
+
+    The tokenizer is trained on `corpus` (or the generated default), or, with
+    `tokenizer_from`, copied from another model directory (a model that shares a student's
+    tokenizer, as white-box distillation needs)."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
     from transformers.utils import logging as hf_logging
@@ -107,7 +112,12 @@ def make_tiny_model(out_dir: str | Path, spec: TinySpec = TinySpec(), corpus: li
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(spec.seed), spec.vocab_size)
+    if tokenizer_from is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    else:
+        tokenizer = train_tokenizer(corpus if corpus is not None else default_corpus(spec.seed), spec.vocab_size)
     vocab = len(tokenizer)
     config = Qwen3Config(
         vocab_size=vocab,

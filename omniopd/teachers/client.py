@@ -273,6 +273,15 @@ class TeacherClient:
     def scrub(self, text: str) -> str:
         return self.api_key.scrub(text) if self.api_key is not None else text
 
+    @property
+    def where(self) -> str:
+        """The teacher's base URL for messages: scheme, host, port and path, never credentials or a query."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
     async def get_json(self, url: str) -> dict[str, Any] | None:
         """GET a JSON document with auth (discovery calls); None on any failure."""
         session = self._session_for_loop()
@@ -565,9 +574,9 @@ class TeacherClient:
             record["error_class"] = "prefill_rejected"
             return None
         if info.quota_exhausted:
-            return QuotaExhausted(f"{self.kind} {self.model}: quota exhausted (not retryable): {message}")
+            return QuotaExhausted(f"{self.kind} {self.model} at {self.where}: quota exhausted (not retryable): {message}")
         if not info.retryable:
-            return FatalProviderError(f"{self.kind} {self.model}: HTTP {status} {info.error_class}: {message}")
+            return FatalProviderError(f"{self.kind} {self.model} at {self.where}: HTTP {status} {info.error_class}: {message}")
         if info.error_class == "rate_limited":
             pause = info.retry_after_s if info.retry_after_s is not None else self.retry.backoff_base_s
             await self.limiter.cool_down(pause)

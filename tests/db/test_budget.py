@@ -51,6 +51,20 @@ def test_reserve_refuses_when_any_applicable_cap_would_be_exceeded(sessions):
             reserve(s, run_id=run, provider="c", amount=1)
 
 
+def test_a_free_teacher_reserves_nothing_and_is_never_refused(sessions):
+    """A self-hosted teacher with zero prices: its attempts reserve 0 and are still recorded,
+    even once the run's cap is reached; a negative amount is a bug and raises."""
+    with sessions.begin() as s:
+        run = new_run(s, "free", {"paid": 10, "free": None}, run_cap=10)
+        assert reserve(s, run_id=run, provider="paid", amount=10) is not None  # the run cap is reached
+        held = reserve(s, run_id=run, provider="free", amount=0)
+        assert held is not None and held.amount == 0
+        settle(s, reservation_id=held.id, actual=0)
+        assert view(s, run) == {"paid": (0, 10), "free": (0, 0), RUN_SCOPE: (0, 10)}
+        with pytest.raises(ValueError, match=">= 0"):
+            reserve(s, run_id=run, provider="free", amount=-1)
+
+
 def test_expiry_charges_in_full_and_a_late_settle_refunds_the_difference(sessions):
     t0 = utcnow()
     with sessions.begin() as s:

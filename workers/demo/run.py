@@ -7,10 +7,13 @@ For each variant (the full method, or a Table 6 ablation) in its own run directo
 2. the store (SQLite) at the current schema, the problems imported, the embedded broker
    started and owned by this process;
 3. Pass@1 of the base student on the held-out problems (`omniopd eval`, linked to step 0);
-4. the teacher served by the provider emulator in the Gemini wire format with rate limits
-   and prices (`omniopd teacher emulate`, shared by the variants), a rollout worker and an
-   audit worker (`omniopd worker ...`), and the learner (`omniopd learner`), all real
-   processes talking through Celery and the store;
+4. the teacher, shared by the variants: by default a scripted expert served by the provider
+   emulator in the Gemini wire format with rate limits and prices (`omniopd teacher
+   emulate`); with `teacher="model"` a trained tiny teacher model (`omniopd.demo.teacher`)
+   served by a real vLLM OpenAI-compatible server (`omniopd models serve`) and reached in
+   raw mode, the production path. Then a rollout worker and an audit worker (`omniopd
+   worker ...`) and the learner (`omniopd learner`), all real processes talking through
+   Celery and the store;
 5. Pass@1 of the final checkpoint, the spend table (`omniopd spend`) and the training plot
    (`omniopd plot`).
 
@@ -31,8 +34,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omniopd.config import OmniConfig, dump_config, load_config
-from omniopd.demo.prepare import PrepareSpec, prepare
-from workers.demo.supervise import Children, omniopd_command, run_command, wait_for_port
+from omniopd.demo.prepare import PrepareSpec, prepare, training_problems
+from omniopd.demo.teacher import SERVED_NAME, TeacherSpec, prepare_teacher
+from workers.demo.supervise import (
+    Child,
+    ChildFailed,
+    Children,
+    omniopd_command,
+    run_command,
+    wait_for_port,
+)
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -40,12 +51,13 @@ VARIANTS: dict[str, list[str]] = {
     "no-bayes": ["estimator.alpha=0"],  # "w/o Bayesian smoothing": the frequentist ratio
     "uniform": ["chunking.placement=uniform"],  # "w/o entropy selection"
 }
-TEACHER = "emulated"
 PLAN_SAMPLE = 64  # student samples `omniopd plan` measures the trajectory length on
 KEY_ENV = "OMNIOPD_DEMO_KEY"
 SMOKE_OVERRIDES = ["learner.max_steps=8", "learner.checkpoint_every=2", "learner.batch_size=8", "eval.samples=1",
                    "eval.every_steps=4", "eval.curve_items=24", "eval.curve_samples=1"]
 CURVE_WAIT_S = 600  # after training, how long the evaluator may take for the checkpoints still due
+TEACHER_SERVER_WAIT_S = 900  # vLLM's server starts in 20-60 s on a quiet CPU machine, minutes under load
+HF_BACKEND = ["--set", "rollout.backend=hf"]  # plan and evaluations: no second vLLM engine beside training
 
 
 @dataclass
@@ -63,6 +75,14 @@ class VariantResult:
     train_s: float
     total_s: float
     output_dir: str
+    teacher: str = "scripted"
+    ci_before: tuple[float, float] | None = None  # 95% bootstrap interval over problems
+    ci_after: tuple[float, float] | None = None
+    phi_interior: float | None = None  # share of teacher samples with 0 < phi < 1
+    k_sem_interior: float | None = None  # share of audited chunks with 0 < k_sem < N
+    distinct: float | None = None  # distinct continuations per chunk / N
+    teacher_tokens: int | None = None  # input + output tokens the teacher was billed for
+    separation: dict | None = None  # mean k_sem/N of chunks whose result is right vs wrong (`_separation`)
 
     @property
     def delta(self) -> float:
@@ -90,6 +110,12 @@ class DemoSettings:
     """Serve `omniopd dashboard` on the work directory while the demo runs (its address is printed)."""
     prepared_root: Path | None = None
     """Where the prepared student and data live (default <workdir>/[smoke-]prepared-s<seed>)."""
+    teacher: str = "scripted"
+    """"scripted": the expert behind the provider emulator; "model": a trained teacher model behind vLLM's server."""
+    teacher_tokenizer: str = "student"
+    """With teacher="model": the student's tokenizer, or "other" (a different BPE: text is all they share)."""
+    teacher_spec: TeacherSpec | None = None
+    """The teacher model's sizes and training (default: the demo's, or a smaller one for --smoke)."""
 
     spec: PrepareSpec | None = None
     """The prepared student and data (default: the demo's, or the smoke test's)."""
@@ -101,6 +127,22 @@ class DemoSettings:
         if self.smoke:
             return PrepareSpec(seed=self.seed, train_problems=300, eval_problems=50, sft_steps=120)
         return PrepareSpec(seed=self.seed)
+
+    @property
+    def model_teacher_spec(self) -> TeacherSpec:
+        if self.teacher_spec is not None:
+            return self.teacher_spec
+        if self.smoke:  # the smoke student's size, briefly trained: enough to write the format
+            return TeacherSpec(seed=self.seed, tokenizer=self.teacher_tokenizer, layers=2, hidden_size=128, heads=4,  # type: ignore[arg-type]
+                               intermediate_size=256, steps=150)
+        return TeacherSpec(seed=self.seed, tokenizer=self.teacher_tokenizer)  # type: ignore[arg-type]
+
+    @property
+    def teacher_tag(self) -> str:
+        """Prefix of the run directories: runs with different teachers never share one."""
+        if self.teacher != "model":
+            return ""
+        return "model-" if self.teacher_tokenizer == "student" else f"model-{self.teacher_tokenizer}-"
 
     @property
     def all_overrides(self) -> list[str]:
@@ -119,41 +161,83 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     children = Children(env)
     results = []
     try:
-        port = _start_teacher(children, settings)
+        if settings.teacher == "model":
+            teacher = _start_model_teacher(children, settings, prepared)
+        else:
+            teacher = _start_teacher(children, settings)
         if settings.dashboard:
             _start_dashboard(children, settings)
         for variant in settings.variants:
-            results.append(_run_variant(variant, prepared, port, children, settings, started))
+            results.append(_run_variant(variant, prepared, teacher, children, settings, started))
     finally:
         children.stop()
     return results
 
 
-def _variant_config(variant: str, prepared, port: int, settings: DemoSettings) -> tuple[OmniConfig, Path]:
-    tag = f"{'smoke-' if settings.smoke else ''}{variant}-s{settings.seed}"
+@dataclass(frozen=True)
+class TeacherEndpoint:
+    """The teacher the variants share: the process serving it and the config overrides that reach it."""
+
+    child: Child
+    overrides: list[str]
+
+
+def _teacher_name(settings: DemoSettings) -> str:
+    """The demo config's audit teacher (the section the overrides fill in)."""
+    return load_config(settings.config_path).audit.teacher
+
+
+def _variant_config(variant: str, prepared, teacher: TeacherEndpoint, settings: DemoSettings) -> tuple[OmniConfig, Path]:
+    tag = f"{'smoke-' if settings.smoke else ''}{settings.teacher_tag}{variant}-s{settings.seed}"
     out = settings.workdir / tag
     overrides = [
         f"run.name=demo-{tag}", f"run.output_dir={out}", f"run.seed={settings.seed}",
         f"student.path={prepared.student}", f"data.train={prepared.train_file}", f"eval.data_dir={prepared.eval_dir}",
-        f"teachers.{TEACHER}.base_url=http://127.0.0.1:{port}", *VARIANTS[variant], *settings.all_overrides,
+        *teacher.overrides, *VARIANTS[variant], *settings.all_overrides,
     ]
     cfg = load_config(settings.config_path, overrides)
     return cfg, out
 
 
-def _start_teacher(children: Children, settings: DemoSettings) -> int:
+def _start_teacher(children: Children, settings: DemoSettings) -> TeacherEndpoint:
     from workers.demo.supervise import free_port
 
+    name = _teacher_name(settings)
     port = free_port()
     log = settings.workdir / "logs" / "teacher-emulator.log"
     child = children.start("teacher emulator", omniopd_command(
         "teacher", "emulate", "--provider", "gemini", "--port", str(port), "--config", str(settings.config_path),
-        "--teacher", TEACHER, "--generator", "py:omniopd.demo.expert:generator", "--api-key-env", KEY_ENV,
+        "--teacher", name, "--generator", "py:omniopd.demo.expert:generator", "--api-key-env", KEY_ENV,
         *settings.emulator_args,
     ), log)
     wait_for_port(port, child)
     settings.log(f"teacher: scripted expert behind an emulated Gemini API on 127.0.0.1:{port}")
-    return port
+    return TeacherEndpoint(child, [f"teachers.{name}.base_url=http://127.0.0.1:{port}"])
+
+
+def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -> TeacherEndpoint:
+    """Prepare (cached) the teacher model, serve it with vLLM's OpenAI-compatible server and
+    wait until it lists the model. A server that dies or never serves stops the demo with a
+    message naming its URL and model (nothing paid or finished is lost: --resume continues)."""
+    from omniopd.teachers.vllm_server import wait_until_serving
+    from workers.demo.supervise import free_port
+
+    spec = settings.model_teacher_spec
+    model = prepare_teacher(prepared.root, spec, training_problems(settings.prepare_spec), prepared.student, settings.log)
+    settings.log(f"teacher model ready: {model.path} ({'cached' if model.cached else f'{model.seconds:.0f} s'})")
+    name = _teacher_name(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = settings.workdir / "logs" / f"teacher-vllm-{spec.tokenizer}.log"
+    child = children.start(f"the teacher's vLLM server (model {SERVED_NAME!r} at {url})", omniopd_command(
+        "models", "serve", str(model.path), "--port", str(port), "--name", SERVED_NAME, "--max-model-len", "512",
+    ), log)
+    settings.log(f"teacher: starting vLLM's OpenAI-compatible server for {model.path} on {url} (log {log})")
+    waited = wait_until_serving(url, SERVED_NAME, timeout_s=TEACHER_SERVER_WAIT_S, alive=child.process.poll, log=log,
+                                on_wait=lambda s: settings.log(f"teacher: waiting for the vLLM server ({s:.0f} s)"))
+    settings.log(f"teacher: model {SERVED_NAME!r} served by vLLM on {url} after {waited:.0f} s (raw /v1/completions)")
+    return TeacherEndpoint(child, [f"teachers.{name}.base_url={url}", f"teachers.{name}.model={SERVED_NAME}",
+                                   f"teachers.{name}.chat_template_from={model.path}"])
 
 
 def _start_dashboard(children: Children, settings: DemoSettings) -> None:
@@ -168,11 +252,11 @@ def _start_dashboard(children: Children, settings: DemoSettings) -> None:
     settings.log(f"dashboard: http://127.0.0.1:{port}/ (live while the demo runs)")
 
 
-def _run_variant(variant: str, prepared, port: int, children: Children, settings: DemoSettings,
+def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Children, settings: DemoSettings,
                  started: float) -> VariantResult:
     from workers.broker import broker_for
 
-    cfg, out = _variant_config(variant, prepared, port, settings)
+    cfg, out = _variant_config(variant, prepared, teacher, settings)
     result_file = out / "demo-result.json"
     if settings.resume and result_file.is_file():
         settings.log(f"[{variant}] finished earlier: {result_file}")
@@ -190,11 +274,12 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
     _open_run(cfg, config_file)
     with broker_for(cfg):
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
-            if settings.evaluate else float("nan")
+            if settings.evaluate else None
         audits = cfg.loss.needs.audits  # an objective without audits (grpo) asks the teacher nothing
         if audits:
             settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
-            run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE)), env, what="plan", capture=False)
+            run_command(omniopd_command("plan", "-c", c, "--sample", str(PLAN_SAMPLE), *HF_BACKEND), env, what="plan",
+                        capture=False)
         variant_children = Children(env)
         try:
             logs = out / "logs"
@@ -205,11 +290,11 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             evaluator = None
             if cfg.eval.every_steps is not None:  # the Pass@1 curve, evaluated beside the learner
                 evaluator = variant_children.start("evaluator", omniopd_command(
-                    "worker", "evaluator", "-c", c, "--until-finished"), logs / "evaluator.log")
+                    "worker", "evaluator", "-c", c, "--until-finished", *HF_BACKEND), logs / "evaluator.log")
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
             learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))
-            code = learner.process.wait()
+            code = _wait_for_learner(learner, [teacher.child])
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
             train_s = time.monotonic() - train_start
@@ -223,16 +308,66 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             variant_children.stop()
         steps = _status(c, env)["latest_step"]
         after = _evaluate(c, cfg, step=steps, env=env, label="after", settings=settings, variant=variant) \
-            if settings.evaluate else float("nan")
+            if settings.evaluate else None
     run_command(omniopd_command("spend", "-c", c), env, what="spend", capture=False)
     spend = json.loads(run_command(omniopd_command("spend", "-c", c, "--json"), env, what="spend"))
     plan = spend["plan"] or {}
+    audit = spend["audit"]
     run_command(omniopd_command("plot", "-c", c, "--out", str(out / "training.png")), env, what="plot", capture=False)
-    result = VariantResult(variant, settings.seed, before, after, steps, _spent_usd(spend),
-                           plan.get("forecast_run_usd", float("nan")), plan.get("actual_over_forecast"), train_s,
-                           time.monotonic() - started, str(out))
+    separation = _separation(cfg, config_file)
+    nan = float("nan")
+    result = VariantResult(
+        variant, settings.seed, before[0] if before else nan, after[0] if after else nan, steps, _spent_usd(spend),
+        plan.get("forecast_run_usd", nan), plan.get("actual_over_forecast"), train_s, time.monotonic() - started,
+        str(out), teacher=settings.teacher if settings.teacher == "scripted" else f"model ({settings.teacher_tokenizer} tokenizer)",
+        ci_before=before[1] if before else None, ci_after=after[1] if after else None,
+        phi_interior=audit["phi_interior_fraction"], k_sem_interior=audit["k_sem_interior_fraction"],
+        distinct=audit["distinct_fraction"], teacher_tokens=spend["total"]["input_tokens"] + spend["total"]["output_tokens"],
+        separation=separation,
+    )
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _separation(cfg: OmniConfig, config_file: Path) -> dict | None:
+    """How well the teacher's audits tell right from wrong: the mean k_sem/N (the frequentist
+    proxy, Eq. 9) of audited chunks that open with a step's result, split by whether the
+    student wrote that result right, each with a 95% normal interval. A phi that measures
+    phrasing rather than correctness shows two close means; the learner's signal is their gap."""
+    import statistics
+
+    from db.repo_runs import get_run
+    from db.repo_spend import audited_chunk_texts
+    from db.store import open_store
+    from omniopd.demo.task import chunk_result_is_right
+
+    with open_store(cfg, config_file, read_only=True, pool_size=1) as store, store.sessions.begin() as session:
+        chunks = audited_chunk_texts(session, run_id=get_run(session, name=cfg.run.name).id)
+    groups: dict[str, list[float]] = {"right": [], "wrong": []}
+    for chunk in chunks:
+        verdict = chunk_result_is_right(chunk.before, chunk.text)
+        if verdict is not None:
+            groups["right" if verdict else "wrong"].append(chunk.k_sem / chunk.n)
+    out = {}
+    for name, values in groups.items():
+        if len(values) < 2:
+            return None
+        half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
+        out[name] = {"mean": statistics.fmean(values), "half_width": half, "n": len(values)}
+    return out
+
+
+def _wait_for_learner(learner: Child, watched: list[Child], poll_s: float = 1.0) -> int:
+    """The learner's exit code, once it exits; a watched process (the teacher's server) that
+    exits first stops the demo with its name (URL and model) and the end of its log."""
+    while True:
+        code = learner.process.poll()
+        if code is not None:
+            return code
+        for child in watched:
+            if child.process.poll() is not None:
+                raise ChildFailed(child, child.process.returncode)
+        time.sleep(poll_s)
 
 
 def _wait_for_curve(evaluator, settings: DemoSettings, variant: str) -> None:
@@ -260,19 +395,23 @@ def _open_run(cfg: OmniConfig, config_file: Path) -> None:
         ensure_run(session, cfg)
 
 
-def _evaluate(config: str, cfg: OmniConfig, *, step: int, env, label: str, settings: DemoSettings, variant: str) -> float:
+def _evaluate(config: str, cfg: OmniConfig, *, step: int, env, label: str, settings: DemoSettings,
+              variant: str) -> tuple[float, tuple[float, float]]:
+    """Pass@1 on the held-out problems and its 95% bootstrap interval."""
     settings.log(f"[{variant}] Pass@1 {label} training: {cfg.eval.samples} samples x held-out problems")
     out = Path(cfg.run.output_dir) / "eval" / f"step-{step}"
     run_command(omniopd_command("eval", "-c", config, "--benchmarks", "demo", "--run", cfg.run.name,
-                                "--step", str(step), "--out", str(out), "--name", f"{cfg.run.name}-step{step}"),
+                                "--step", str(step), "--out", str(out), "--name", f"{cfg.run.name}-step{step}",
+                                *HF_BACKEND),
                 env, what=f"evaluation at step {step}", capture=False)
     report = json.loads((out / "results.json").read_text())
     return _pass_at_1(report)
 
 
-def _pass_at_1(report: dict) -> float:
-    """Pass@1 of the `demo` benchmark in an `omniopd eval` results.json."""
-    return float(report["benchmarks"]["demo"]["score"]["pass_at_1"])
+def _pass_at_1(report: dict) -> tuple[float, tuple[float, float]]:
+    """Pass@1 of the `demo` benchmark in an `omniopd eval` results.json, with its interval."""
+    score = report["benchmarks"]["demo"]["score"]
+    return float(score["pass_at_1"]), (float(score["ci_low"]), float(score["ci_high"]))
 
 
 def _status(config: str, env) -> dict:
@@ -284,13 +423,31 @@ def _spent_usd(spend: dict) -> float:
     return sum(b["spent_usd"] for b in spend["budgets"] if b["provider"] == "run total")
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _with_ci(value: float, ci: tuple[float, float] | None) -> str:
+    return f"{100 * value:.1f}%" + ("" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+
+
+def _separation_text(sep: dict | None) -> str:
+    if not sep:
+        return "-"
+    return " vs ".join(f"{sep[k]['mean']:.2f} ± {sep[k]['half_width']:.2f}" for k in ("right", "wrong"))
+
+
 def summary_table(results: list[VariantResult]) -> str:
-    """Markdown table of the variants side by side (the paper's Table 6 shape)."""
-    lines = ["| variant | Pass@1 before | Pass@1 after | change | steps | teacher spend | plan | train time |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Markdown table of the variants side by side (the paper's Table 6 shape): Pass@1 with
+    95% bootstrap intervals, teacher spend, and how informative the audits were."""
+    lines = ["| variant | teacher | Pass@1 before | Pass@1 after | change | steps | teacher spend | plan | "
+             "phi in (0,1) | k_sem in (0,N) | distinct | k_sem/N right vs wrong | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = "" if r.plan_ratio is None else f" (actual/plan per trajectory {r.plan_ratio:.2f})"
-        lines.append(f"| {r.variant} | {100 * r.pass_before:.1f}% | {100 * r.pass_after:.1f}% | "
-                     f"{100 * r.delta:+.1f} pts | {r.steps} | ${r.spend_usd:.4f} | ${r.plan_usd:.4f}{ratio} | "
+        lines.append(f"| {r.variant} | {r.teacher} | {_with_ci(r.pass_before, r.ci_before)} | "
+                     f"{_with_ci(r.pass_after, r.ci_after)} | {100 * r.delta:+.1f} pts | {r.steps} | "
+                     f"${r.spend_usd:.4f} | ${r.plan_usd:.4f}{ratio} | {_pct(r.phi_interior)} | "
+                     f"{_pct(r.k_sem_interior)} | {_pct(r.distinct)} | {_separation_text(r.separation)} | "
                      f"{r.train_s:.0f} s |")
     return "\n".join(lines)

@@ -71,6 +71,7 @@ from omniopd.train import AuditedChunk, CheckpointInfo, StepMetrics, Trainer, Tr
 from omniopd.train.checkpoint import prune_checkpoints
 from omniopd.train.lockstep import Leader
 from workers.learner.output import MetricsSink, ProgressView
+from workers.learner.telemetry import audit_telemetry
 
 log = logging.getLogger("omniopd.learner")
 
@@ -383,6 +384,7 @@ class Learner:
             "driver_enqueued_batches": getattr(report, "enqueued_batches", None),
             "driver_in_flight_batches": getattr(report, "in_flight_batches", None),
             "driver_dropped_stale": getattr(report, "dropped_stale", None),
+            **audit_telemetry(bundles),
         }
         try:
             with self.sessions.begin() as s:
