@@ -269,6 +269,25 @@ DEFAULT_CONTINUATION: dict[str, ContinuationMode] = {k: p.default_continuation f
 """Tested default continuation mode per provider kind (from the provider registry)."""
 
 
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a teacher's base URL (None if it can): it needs an http or https
+    scheme and a host, e.g. http://127.0.0.1:8000/v1. Without this a typo such as htp://
+    or a missing scheme surfaces only when the first request is refused."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc}); write it as http://host:port/path"
+    if parts.scheme not in ("http", "https"):
+        got = f"scheme {parts.scheme!r}" if parts.scheme and parts.netloc else "no scheme"
+        return f"{url!r} has {got}: a teacher URL starts with http:// or https:// (e.g. http://127.0.0.1:8000/v1)"
+    if not parts.hostname:
+        return f"{url!r} names no host: write it as {parts.scheme}://host:port/path"
+    return None
+
+
 class TeacherConfig(Section):
     kind: ProviderKind
     """Provider: a kind of the registry in omniopd/providers.py (e.g. openai_compat for vLLM, anthropic)."""
@@ -306,6 +325,15 @@ class TeacherConfig(Section):
     """Spend cap for this provider in this run, USD (None = no provider cap)."""
     prices: PriceConfig | None = None
     """Prices overriding the prices file for this model."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            problem = http_url_problem(url)
+            if problem is not None:
+                raise ValueError(problem)
+        return url
 
     @field_validator("continuation")
     @classmethod

@@ -103,3 +103,20 @@ def test_phi_accepts_exactly_the_similarity_registry():
         assert parse_config({"estimator": {"phi": name}}).estimator.phi == name
     with pytest.raises(ConfigError, match=r"estimator\.phi: unknown phi 'cosine'; choose one of edit, rouge1"):
         parse_config({"estimator": {"phi": "cosine"}})
+
+
+@pytest.mark.parametrize("url,why", [
+    ("htp://127.0.0.1:8000/v1", "scheme 'htp'"),
+    ("127.0.0.1:8000", "no scheme"),
+    ("localhost:8000/v1", "no scheme"),
+    ("http:///v1", "names no host"),
+    ("http://127.0.0.1:99999/v1", "not a valid URL"),
+])
+def test_a_mistyped_teacher_url_is_refused_with_what_to_write(url, why):
+    with pytest.raises(ConfigError, match=rf"teachers\.emulated\.base_url: .*{why}.*http"):
+        load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"])
+
+
+def test_http_and_https_teacher_urls_validate():
+    for url in ("http://127.0.0.1:8000/v1", "https://api.anthropic.com"):
+        assert load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"]).teachers["emulated"].base_url == url

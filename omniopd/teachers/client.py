@@ -497,6 +497,16 @@ class TeacherClient:
         except asyncio.CancelledError:
             record.update(status="unknown", error_class="cancelled", error="the call was cancelled while the request was in flight")
             raise
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            if isinstance(exc, aiohttp.RedirectClientError):  # the request went out; its redirect was bad
+                record.update(status="unknown", error_class="connection", error=self.scrub(f"bad redirect after sending: {exc}"))
+                return None
+            # aiohttp refuses such a URL before opening a socket: nothing left the machine,
+            # nothing is charged, and every later request would fail the same way.
+            outcome.limiter_actual = RateCost(0.0)
+            message = self.scrub(f"{self.kind} {self.model}: the URL {request.url!r} is not an http(s) URL with a host; fix teachers.<name>.base_url")
+            record.update(status="failed", error_class="bad_url", error=message)
+            return FatalProviderError(message)
         except aiohttp.ConnectionTimeoutError:
             outcome.limiter_actual = RateCost(0.0)
             record.update(status="failed", error_class="timeout", error="connect timeout (request not sent)")
