@@ -77,6 +77,8 @@ class MaintenanceConfig(Section):
     """A trajectory waiting for audit with no progress for this long has lost its audit task and is re-queued."""
     max_requeues: int = Field(3, ge=0)
     """Re-queues of one trajectory's audit before it is dropped with reason 'audit_lost'."""
+    outbox_interval_s: float = Field(2.0, gt=0)
+    """Seconds between passes of the outbox relay (in the learner and each sweep): a message whose send failed after its commit is re-sent this soon after the broker answers again."""
 
 
 # ------------------------------------------------------------------------ models

@@ -151,6 +151,7 @@ def _lead(
     from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
     from workers.app import make_celery
     from workers.broker import broker_for
+    from workers.outbox import OutboxRelay
     from workers.store import ensure_run
 
     stop = stop or threading.Event()
@@ -176,10 +177,14 @@ def _lead(
             app = make_celery(config, broker_url=endpoint.url, config_path=config_path)
             driver = driver_factory(app=app, sessions=sessions, config=config, run_id=run_id)
             sinks = _sinks(config, progress=progress, start_step=trainer.steps_done)
-            summary = Learner(
-                config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
-                checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
-            ).run()
+            # the outbox relay: a message whose send failed after its commit is re-sent
+            # once the broker answers (workers/outbox.py); the learner runs in every mode
+            relay = OutboxRelay(app, sessions, run_name=config.run.name, interval_s=config.maintenance.outbox_interval_s)
+            with relay:
+                summary = Learner(
+                    config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
+                    checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
+                ).run()
         with sessions.begin() as s:
             set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
         return summary
