@@ -576,6 +576,14 @@ class OmniConfig(Section):
                 f"learner.batch_size ({self.learner.batch_size}) must be a multiple of "
                 f"learner.grad_accum ({self.learner.grad_accum})"
             )
+        slow = [(n, t.timeout_s) for n, t in sorted(self.teachers.items()) if t.timeout_s >= self.audit.reservation_ttl_s]
+        if slow:
+            name, timeout = slow[0]
+            raise ValueError(
+                f"audit.reservation_ttl_s ({self.audit.reservation_ttl_s:g}) must exceed teachers.{name}.timeout_s "
+                f"({timeout:g}): a reservation is held for the whole request, and the maintenance sweep would expire "
+                "one still in flight; raise the TTL or lower the timeout"
+            )
         needs = self.loss.needs
         if needs.teacher_logits and not self.loss.whitebox_teacher:
             raise ValueError(f"loss.method = {self.loss.method} needs loss.whitebox_teacher (a model path)")

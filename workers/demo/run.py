@@ -8,9 +8,11 @@ For each variant (the full method, or a Table 6 ablation) in its own run directo
    started and owned by this process;
 3. Pass@1 of the base student on the held-out problems (`omniopd eval`, linked to step 0);
 4. the teacher served by the provider emulator in the Gemini wire format with rate limits
-   and prices (`omniopd teacher emulate`, shared by the variants), a rollout worker and an
-   audit worker (`omniopd worker ...`), and the learner (`omniopd learner`), all real
-   processes talking through Celery and the store;
+   and prices (`omniopd teacher emulate`, shared by the variants), a rollout worker, an
+   audit worker and the maintenance worker (`omniopd worker ...`), and the learner
+   (`omniopd learner`), all real processes talking through Celery and the store; while
+   the learner runs, a child that dies is started again (the embedded broker too), and
+   one that keeps dying stops the demo with its name and log (workers/demo/supervise.py);
 5. Pass@1 of the final checkpoint, the spend table (`omniopd spend`) and the training plot
    (`omniopd plot`).
 
@@ -32,7 +34,13 @@ from pathlib import Path
 
 from omniopd.config import OmniConfig, dump_config, load_config
 from omniopd.demo.prepare import PrepareSpec, prepare
-from workers.demo.supervise import Children, omniopd_command, run_command, wait_for_port
+from workers.demo.supervise import (
+    Children,
+    omniopd_command,
+    run_command,
+    wait_for_port,
+    wait_supervised,
+)
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -188,7 +196,7 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
     run_command(omniopd_command("db", "upgrade", "-c", c), env, what="db upgrade")
     run_command(omniopd_command("data", "import", "-c", c), env, what="data import")
     _open_run(cfg, config_file)
-    with broker_for(cfg):
+    with broker_for(cfg) as broker:
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
             if settings.evaluate else float("nan")
         settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
@@ -200,6 +208,9 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             for i in range(max(1, cfg.workers.audit)):
                 variant_children.start(f"audit worker {i}", omniopd_command("worker", "audit", "-c", c),
                                        logs / f"audit{'' if i == 0 else i}.log")
+            # expires reservations of dead workers and re-sends lost audits (demo.yaml: short timeouts)
+            variant_children.start("maintenance worker", omniopd_command("worker", "maintenance", "-c", c),
+                                   logs / "maintenance.log")
             evaluator = None
             if cfg.eval.every_steps is not None:  # the Pass@1 curve, evaluated beside the learner
                 evaluator = variant_children.start("evaluator", omniopd_command(
@@ -207,7 +218,8 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
             learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))
-            code = learner.process.wait()
+            code = wait_supervised(learner, [variant_children, children], settings.log,
+                                   also=lambda: _revive_broker(broker, settings.log))
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
             train_s = time.monotonic() - train_start
@@ -231,6 +243,11 @@ def _run_variant(variant: str, prepared, port: int, children: Children, settings
                            time.monotonic() - started, str(out))
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _revive_broker(broker, say: Callable[[str], None]) -> None:
+    if broker.revive():
+        say("the embedded broker had died; started it again (its queues are restored from its append-only file)")
 
 
 def _wait_for_curve(evaluator, settings: DemoSettings, variant: str) -> None:
