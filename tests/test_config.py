@@ -117,6 +117,11 @@ def test_a_mistyped_teacher_url_is_refused_with_what_to_write(url, why):
         load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"])
 
 
+def test_a_reservation_ttl_not_above_the_teacher_timeout_is_refused():
+    with pytest.raises(ConfigError, match=r"audit\.reservation_ttl_s \(30\) must exceed teachers\.emulated\.timeout_s \(30\)"):
+        load_config("configs/demo.yaml", ["audit.reservation_ttl_s=30"])
+
+
 def test_http_and_https_teacher_urls_validate():
     for url in ("http://127.0.0.1:8000/v1", "https://api.anthropic.com"):
         assert load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"]).teachers["emulated"].base_url == url

@@ -126,7 +126,7 @@ class ChildFailed(RuntimeError):
 def wait_supervised(main: Child, groups: Sequence[Children], say: Callable[[str], None], *, max_restarts: int = 3,
                     poll_s: float = 1.0, also: Callable[[], None] | None = None) -> int:
     """Wait for `main` to exit and return its exit code; meanwhile restart every other
-    child of `groups` that dies, at most `max_restarts` times each, then raise ChildFailed
+    child of `groups` that dies (exits with a non-zero code or a signal), at most `max_restarts` times each, then raise ChildFailed
     naming it. `also` runs on every poll (e.g. restarting the embedded broker)."""
     while True:
         code = main.process.poll()
@@ -134,8 +134,8 @@ def wait_supervised(main: Child, groups: Sequence[Children], say: Callable[[str]
             return code
         for group in groups:
             for child in group.items:
-                if child is main or (code := child.process.poll()) is None:
-                    continue
+                if child is main or (code := child.process.poll()) in (None, 0):
+                    continue  # running, or finished its work (the evaluator, once the run is done)
                 where = f" (log: {child.log})" if child.log else ""
                 if child.restarts >= max_restarts:
                     say(f"{child.name} died {child.restarts + 1} times; stopping the demo{where}")
