@@ -341,3 +341,14 @@ def test_dns_failure_and_refused_connection_cost_nothing():
         with pytest.raises(RetriesExhausted):
             run(call(make_client("openai", url), n=1, guard=guard, price=PRICE))
         assert len(guard.settled) == 5 and guard.spent == 0
+
+
+def test_an_attempt_billed_above_its_reservation_stops_the_in_memory_guard(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"extra_billed_output_tokens": 1000})
+    guard = InMemoryBudgetGuard(cap_micros=10_000_000)
+    run(call(make_client("openai", emu.url), n=1, guard=guard, price=PRICE))
+    (first,) = guard.settled
+    assert first.charged_micros > first.reserved_micros and "above the" in guard.alarm
+    with pytest.raises(FatalProviderError, match="reserved as its worst case; no more attempts are sent"):
+        run(call(make_client("openai", emu.url), n=1, guard=guard, price=PRICE))
+    assert len(emu.emulator.log) == 1
