@@ -86,7 +86,8 @@ def check(
             if r.usage is not None:
                 console.print(f"  usage: {r.usage} (reported: {'yes' if r.usage_reported else 'no'})", highlight=False)
             if r.cost_usd is not None:
-                console.print(f"  cost: ${r.cost_usd:.6f} (reserved up to ${r.reserved_usd or 0:.6f}), {r.attempts} attempt(s), {r.latency_s}s", highlight=False)
+                console.print(f"  cost: ${r.cost_usd:.6f} (reserved up to ${r.reserved_usd or 0:.6f}), {r.attempts} attempt(s)"
+                              + ("" if r.latency_s is None else f", {r.latency_s}s"), highlight=False)
             if r.text is not None:
                 console.print(f"  continuation: {r.text!r}", highlight=False, markup=False)
             for note in r.notes:

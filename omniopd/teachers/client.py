@@ -126,6 +126,8 @@ class _Outcome:
     """Finish reasons of the empty texts that ended their turn normally (see RetryPolicy)."""
     limiter_actual: RateCost = field(default_factory=lambda: RateCost(0.0))
     """What the rate limiter keeps of the attempt's debit once it is over."""
+    cause: str | None = None
+    """Why the attempt brought back fewer texts than asked (for the message when retries run out)."""
 
 
 class TeacherClient:
@@ -398,7 +400,7 @@ class TeacherClient:
             if retries > self.retry.max_retries:
                 raise RetriesExhausted(
                     f"{self.kind} {self.model}: {want} continuation(s) still missing after "
-                    f"{self.retry.max_retries} retries (see the attempts' error_class)"
+                    f"{self.retry.max_retries} retries; last attempt: {outcome.cause or 'no texts'}"
                 )
             delay = backoff_delay(
                 retries, base_s=self.retry.backoff_base_s, max_s=self.retry.backoff_max_s, retry_after_s=outcome.retry_after_s
@@ -450,6 +452,7 @@ class TeacherClient:
                 record.setdefault("usage", Usage())
                 record["n_texts"] = outcome.accepted
                 record["latency_s"] = time.monotonic() - t0
+                outcome.cause = _cause(record)
                 attempt = Attempt(**record)
                 call.attempts.append(attempt)
                 self._log_attempt(attempt)
@@ -513,7 +516,7 @@ class TeacherClient:
             return None
         except aiohttp.ClientConnectorError as exc:
             outcome.limiter_actual = RateCost(0.0)
-            record.update(status="failed", error_class="connection", error=self.scrub(f"cannot connect: {exc.os_error}"))
+            record.update(status="failed", error_class="connection", error=self.scrub(_connect_error(exc)))
             return None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             record.update(status="unknown", error_class="timeout", error=f"no complete response within {self.timeout_s}s")
@@ -605,3 +608,28 @@ class TeacherClient:
             attempt.provider, attempt.model, attempt.key, attempt.status, attempt.http_status,
             attempt.error_class, attempt.n_texts, attempt.n_requested, attempt.latency_s,
         )
+
+
+def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
+    """What went wrong opening the connection, named: DNS, TLS, refused, unreachable."""
+    where = f"{exc.host}:{exc.port}"
+    reason = (exc.os_error.strerror or str(exc.os_error)) if exc.os_error is not None else str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup of {exc.host} failed ({reason}; request not sent)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {where} rejected ({exc.certificate_error}; request not sent)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed ({reason}; request not sent)"
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return f"connection refused by {where} (nothing listens there?; request not sent)"
+    return f"cannot connect to {where} ({reason}; request not sent)"
+
+
+def _cause(record: dict[str, Any]) -> str | None:
+    """One line on an attempt that did not bring every text: its HTTP status and error."""
+    error, kind, status = record.get("error"), record.get("error_class"), record.get("http_status")
+    if error is None and kind is None:
+        return None
+    head = f"HTTP {status} " if status is not None else ""
+    return f"{head}{kind or 'error'}: {error}" if error else f"{head}{kind}"
+

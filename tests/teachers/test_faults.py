@@ -352,3 +352,15 @@ def test_an_attempt_billed_above_its_reservation_stops_the_in_memory_guard(emula
     with pytest.raises(FatalProviderError, match="reserved as its worst case; no more attempts are sent"):
         run(call(make_client("openai", emu.url), n=1, guard=guard, price=PRICE))
     assert len(emu.emulator.log) == 1
+
+
+def test_a_call_that_runs_out_of_retries_names_the_cause_of_the_last_attempt(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), api_key="the-right-one")
+    with pytest.raises(Exception, match=r"HTTP 401 auth: Incorrect API key"):
+        run(call(make_client("openai", emu.url), n=1))
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"script": ["500"] * 10})
+    with pytest.raises(RetriesExhausted, match=r"after 4 retries; last attempt: HTTP 500 server_error: "):
+        run(call(make_client("anthropic", emu.url, cache=False), n=1))
+    tls = make_client("openai", emu.url.replace("http://", "https://"))  # a TLS client at a plain-HTTP server
+    with pytest.raises(RetriesExhausted, match=r"last attempt: connection: TLS handshake with 127\.0\.0\.1:\d+ failed"):
+        run(call(tls, n=1))
