@@ -736,6 +736,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         got = err.get("input")
+        if isinstance(got, str) and loc and loc[-1] == "url":
+            got = redact_url(got)  # an error message must not carry the password it refuses
         shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source}: {dotted}: {msg}{shown}")
     return "\n".join(lines)

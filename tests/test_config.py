@@ -164,8 +164,9 @@ def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path):
 def test_a_password_never_reaches_the_printed_or_stored_config():
     from omniopd.config import public_dict
 
-    with pytest.raises(ConfigError, match=r"store\.url: store\.url contains a password; .*PGPASSWORD"):
+    with pytest.raises(ConfigError, match=r"store\.url: store\.url contains a password; .*PGPASSWORD") as err:
         load_config("configs/demo.yaml", ["store.url=postgresql+psycopg://omni:s3cret@db:5432/omni"])
+    assert "s3cret" not in str(err.value) and "omni:***@db:5432" in str(err.value)
     cfg = load_config("configs/demo.yaml", ["broker.mode=redis", "broker.url=redis://:s3cret@redis:6379/0"])
     assert public_dict(cfg)["broker"]["url"] == "redis://:***@redis:6379/0"
     assert "s3cret" not in str(public_dict(cfg)) and cfg.broker.url == "redis://:s3cret@redis:6379/0"
