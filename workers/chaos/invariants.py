@@ -59,12 +59,20 @@ def trained_at_most_once(session: Session, run_id: int) -> Check:
 
 
 def paid_attempts_in_ledger(session: Session, run_id: int, *, requests: int, billed_micros: int) -> Check:
+    """Every request has its ledger row, and the ledger charges at least what the teacher
+    billed. One exception, stated in the counts: a teacher that bills above the worst case
+    makes an attempt of unknown outcome (charged at R) cost more than R, which no ledger
+    can know; then the overbilling alarm must have stopped it."""
     rows, charged = session.execute(select(func.count(), func.coalesce(func.sum(TeacherCall.cost_micros), 0)).where(
         TeacherCall.run_id == run_id)).one()
-    ok = requests <= rows and billed_micros <= charged
-    return Check("every paid attempt is in the ledger", ok,
-                 f"teacher received {requests} requests billing {billed_micros} micro-USD; ledger {rows} attempts "
-                 f"charging {charged} micro-USD")
+    alarmed = bool(session.scalar(select(func.count()).select_from(Budget).where(
+        Budget.run_id == run_id, Budget.alarm.is_not(None))))
+    counts = (f"teacher received {requests} requests billing {billed_micros} micro-USD; ledger {rows} attempts "
+              f"charging {charged} micro-USD")
+    if billed_micros > charged and alarmed:
+        counts += (f"; {billed_micros - charged} micro-USD billed above the worst case of attempts of unknown outcome "
+                   "by an overbilling teacher, which the alarm stopped")
+    return Check("every paid attempt is in the ledger", requests <= rows and (billed_micros <= charged or alarmed), counts)
 
 
 def caps_kept(sampler: CapSampler, session: Session, run_id: int) -> Check:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -156,7 +157,8 @@ def run_schedule(seed: int, settings: ChaosSettings) -> ChaosResult:
     schedule = draw_schedule(seed, window_s=settings.window_s, mean_gap_s=settings.mean_gap_s)
     result = ChaosResult(seed, schedule)
     out = settings.workdir / f"s{seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run (its database is new too): no old checkpoint to resume
+    out.mkdir(parents=True)
     key = "chaos-" + secrets.token_hex(8)
     env = {**os.environ, KEY_ENV: key, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     db = Database(settings.postgres_url, f"omniopd_chaos_s{seed}_{os.getpid()}")
