@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 KNOWN_KEYS = ("id", "prompt", "answer", "tests", "split", "source")
+MAX_DEPTH = 100
+"""Deepest nesting of lists and objects a row may have (a deeper one is a bad row)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def _jsonl_records(path: Path):
                 yield number, RowError("", f"not UTF-8 ({exc.reason} at byte {exc.start})")
             except json.JSONDecodeError as exc:
                 yield number, RowError("", f"not valid JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                yield number, RowError("", f"nested too deeply to read (a row may nest lists and objects {MAX_DEPTH} levels deep)")
 
 
 def _parquet_records(path: Path):
@@ -120,6 +125,10 @@ def _text(value: Any, key: str, *, required: bool) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # json reads NaN, Infinity and 1e400 as floats; stored, they would read "nan", "inf"
+        raise ValueError(f"{key!r} is {value!r} (NaN, Infinity or a number too large for a float); "
+                         "write it as a JSON string if that is what you mean")
     text = str(value)
     if required and not text.strip():
         raise ValueError(f"{key!r} is empty")
@@ -140,6 +149,27 @@ def _tests(value: Any) -> list[dict[str, str]] | None:
     return [{"input": c["input"], "output": c["output"]} for c in value]
 
 
+def _check_storable(value: Any, key: str, depth: int) -> None:
+    """Refuse what the store cannot hold faithfully: a NUL character (PostgreSQL text and
+    JSON refuse it, and one such row would fail the whole import), NaN or infinite numbers,
+    nesting deeper than MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{key!r} is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{key!r} contains a NUL character (\\u0000), which the store cannot hold; remove it")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{key!r} holds {value!r}, which JSON cannot store; write it as a string")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_storable(k, key, depth + 1)
+            _check_storable(v, f"{key}.{k}" if depth < 3 else key, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_storable(v, key, depth + 1)
+
+
 def _validate(record: Any, line: int, default_split: str) -> ProblemRow:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
@@ -154,6 +184,10 @@ def _validate(record: Any, line: int, default_split: str) -> ProblemRow:
     split = _text(record.get("split"), "split", required=False) or default_split
     source = _text(record.get("source"), "source", required=False)
     meta = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
+    for key, value in (("id", uid), ("prompt", prompt), ("answer", answer), ("split", split), ("source", source),
+                       ("tests", tests), *meta.items()):
+        _check_storable(key, key, 0)
+        _check_storable(value, key, 1)
     canonical = {"id": uid, "prompt": prompt, "answer": answer, "tests": tests, "split": split, "source": source, "meta": meta}
     try:
         encoded = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

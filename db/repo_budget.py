@@ -23,11 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import RUN_SCOPE, Budget, Reservation, TeacherCall, utcnow
 from db.session import require_writable
+
+
+class BudgetAlarm(RuntimeError):
+    """reserve() for a provider that billed above a reservation before (`budgets.alarm`):
+    its audits stop until someone looks (the message says what happened)."""
 
 
 class BudgetNotConfigured(LookupError):
@@ -54,6 +59,8 @@ class BudgetView:
     cap: int | None
     spent: int
     reserved: int
+    overbilled: int = 0  # charged above reservations, in all
+    alarm: str | None = None  # set by the first settle above its reservation
 
     @property
     def headroom(self) -> int | None:
@@ -113,7 +120,8 @@ def set_budget_caps(
 _BUDGETS = Budget.__table__
 _RESERVATIONS = Reservation.__table__
 _LOCK_BUDGETS = (
-    select(_BUDGETS.c.id, _BUDGETS.c.provider, _BUDGETS.c.cap_micros, _BUDGETS.c.spent_micros, _BUDGETS.c.reserved_micros)
+    select(_BUDGETS.c.id, _BUDGETS.c.provider, _BUDGETS.c.cap_micros, _BUDGETS.c.spent_micros, _BUDGETS.c.reserved_micros,
+           _BUDGETS.c.alarm)
     .where(_BUDGETS.c.run_id == bindparam("run_id"), _BUDGETS.c.provider.in_(bindparam("providers", expanding=True)))
     .order_by(_BUDGETS.c.id)  # one lock order everywhere: no deadlocks between transactions
     .with_for_update()  # SQLite renders nothing: its transaction already holds the write lock
@@ -151,7 +159,8 @@ def reserve(
 ) -> ReservationRecord | None:
     """Hold `amount` micro-USD against the provider's and the run's budget.
 
-    Returns None (and changes nothing) if spent + reserved + amount > cap for any of them.
+    Returns None (and changes nothing) if spent + reserved + amount > cap for any of them;
+    raises BudgetAlarm if the provider billed above a reservation before.
     """
     require_writable(session, "reserve()")
     if amount < 0:
@@ -164,6 +173,9 @@ def reserve(
         raise BudgetNotConfigured(
             f"run {run_id} has no budget row for {missing}: open_run/set_budget_caps must list provider {provider!r}"
         )
+    alarm = next((r.alarm for r in rows if r.provider == provider and r.alarm), None)
+    if alarm is not None:
+        raise BudgetAlarm(alarm)
     if any(r.cap_micros is not None and r.spent_micros + r.reserved_micros + amount > r.cap_micros for r in rows):
         return None
     session.execute(_ADD_TO_BUDGETS, {"ids": [r.id for r in rows], "d_spent": 0, "d_reserved": amount, "now": now})
@@ -185,6 +197,24 @@ def _charge(session: Session, run_id: int, by_provider: Mapping[str, tuple[int, 
         by_delta[deltas[row.provider]].append(row.id)
     for (spent, reserved), ids in by_delta.items():
         session.execute(_ADD_TO_BUDGETS, {"ids": ids, "d_spent": spent, "d_reserved": reserved, "now": now})
+
+
+def _raise_alarm(session: Session, row, reservation_id: int, actual: int, now: datetime) -> None:
+    """The provider billed above the worst case reserved for the attempt: record the excess
+    and, the first time, the alarm that stops its later reservations."""
+    message = (
+        f"provider {row.provider} billed ${actual / 1e6:.6f} for an attempt reserved at its worst case "
+        f"${row.amount_micros / 1e6:.6f} (reservation {reservation_id}): it bills beyond the limits sent, so a cap "
+        "can be crossed; its audits are stopped. Check the model's prices and output limits, then run "
+        f"`omniopd teacher clear-alarm {row.provider}`"
+    )
+    session.execute(
+        update(Budget)
+        .where(Budget.run_id == row.run_id, Budget.provider == row.provider)
+        .values(overbilled_micros=Budget.overbilled_micros + (actual - row.amount_micros),
+                alarm=func.coalesce(Budget.alarm, message), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def settle(session: Session, *, reservation_id: int, actual: int, now: datetime | None = None) -> None:
@@ -211,6 +241,8 @@ def settle(session: Session, *, reservation_id: int, actual: int, now: datetime 
     else:  # expired: it was charged amount in full; correct to the known cost
         delta = (actual - row.amount_micros, 0)
     _charge(session, row.run_id, {row.provider: delta}, now)
+    if actual > row.amount_micros:
+        _raise_alarm(session, row, reservation_id, actual, now)
     session.execute(_CLOSE_RESERVATION, {"reservation_id": reservation_id, "new_state": "settled", "actual": actual, "now": now})
 
 
@@ -257,8 +289,20 @@ def expire_stale(
     return ExpiryReport(tuple(ids), sum(r.amount_micros for r in rows))
 
 
+def clear_alarm(session: Session, *, run_id: int, provider: str) -> str | None:
+    """Let a provider with an alarm reserve again (someone checked its prices and limits);
+    returns the alarm it had. Its `overbilled_micros` stays, as history."""
+    require_writable(session, "clear_alarm()")
+    row = session.scalars(select(Budget).where(Budget.run_id == run_id, Budget.provider == provider)).one_or_none()
+    if row is None:
+        raise BudgetNotConfigured(f"run {run_id} has no budget for {provider!r}")
+    alarm, row.alarm = row.alarm, None
+    return alarm
+
+
 def budgets(session: Session, *, run_id: int) -> list[BudgetView]:
     """Every budget row of the run (providers sorted, the run-wide one last)."""
     rows = session.scalars(select(Budget).where(Budget.run_id == run_id)).all()
-    views = [BudgetView(b.provider, b.cap_micros, b.spent_micros, b.reserved_micros) for b in rows]
+    views = [BudgetView(b.provider, b.cap_micros, b.spent_micros, b.reserved_micros, b.overbilled_micros, b.alarm)
+             for b in rows]
     return sorted(views, key=lambda v: (v.provider == RUN_SCOPE, v.provider))

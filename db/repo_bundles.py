@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.arrays import unpack_f32, unpack_i32
-from db.models import Chunk, LearnerStep, TeacherSample, Trajectory, utcnow
+from db.models import Chunk, LearnerStep, PolicyVersion, TeacherSample, Trajectory, utcnow
 from db.session import require_writable
 
 
@@ -354,6 +354,33 @@ def rewind_to_step(session: Session, *, run_id: int, step: int) -> int:
     )
     session.execute(delete(LearnerStep).where(LearnerStep.run_id == run_id, LearnerStep.step > step))
     return result.rowcount
+
+
+def withdraw_policy_versions(session: Session, *, run_id: int, paths: Sequence[str],
+                             now: datetime | None = None) -> tuple[list[int], int]:
+    """The checkpoints at `paths` are gone (damaged; the learner resumed from an older one):
+    their policy versions are unpublished, and the unconsumed trajectories those policies
+    sampled are dropped as `stale_policy` (the driver re-samples their slots), so nothing
+    trains on a policy that no longer exists. Call after `rewind_to_step`. Returns (the
+    versions withdrawn, trajectories dropped)."""
+    require_writable(session, "withdraw_policy_versions()")
+    versions = list(session.scalars(
+        select(PolicyVersion.version).where(PolicyVersion.run_id == run_id, PolicyVersion.path.in_(list(paths)))
+    ))
+    if not versions:
+        return [], 0
+    now = now or utcnow()
+    dropped = session.execute(
+        update(Trajectory)
+        .where(Trajectory.run_id == run_id, Trajectory.policy_version.in_(versions),
+               Trajectory.state.in_(("generated", "auditing", "ready")))
+        .values(state="dropped", drop_reason="stale_policy", updated_at=now,
+                drop_detail="sampled by a policy whose checkpoint was damaged (the learner resumed from an older one)",
+                claimed_by=None, claimed_at=None, claim_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.execute(delete(PolicyVersion).where(PolicyVersion.run_id == run_id, PolicyVersion.version.in_(versions)))
+    return sorted(versions), dropped
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.models import Problem, utcnow
@@ -29,6 +30,7 @@ class ImportResult:
     inserted: int = 0
     already_present: int = 0
     conflicts: list[RowError] = field(default_factory=list)
+    refused: list[RowError] = field(default_factory=list)  # rows the database itself refused
 
 
 def import_problems(session: Session, *, rows: Sequence[ProblemRow], where_label: str = "line",
@@ -51,16 +53,33 @@ def import_problems(session: Session, *, rows: Sequence[ProblemRow], where_label
                     RowError(f"{where_label} {row.line}", f"id {row.uid!r} is already in the store with different content; give the changed problem a new id")
                 )
         if fresh:
-            session.execute(
-                insert(Problem),
-                [
-                    {"uid": r.uid, "content_hash": r.content_hash, "prompt": r.prompt, "answer": r.answer,
-                     "tests": r.tests, "split": r.split, "source": r.source, "meta": r.meta, "created_at": now}
-                    for r in fresh
-                ],
-            )
-            result.inserted += len(fresh)
+            _insert(session, fresh, now, where_label, result)
     return result
+
+
+def _insert(session: Session, rows: Sequence[ProblemRow], now: datetime, where_label: str, result: ImportResult) -> None:
+    """Insert a batch in a savepoint; if the database refuses it, insert row by row, so one
+    row it cannot hold is reported and the good rows still go in."""
+    values = [
+        {"uid": r.uid, "content_hash": r.content_hash, "prompt": r.prompt, "answer": r.answer,
+         "tests": r.tests, "split": r.split, "source": r.source, "meta": r.meta, "created_at": now}
+        for r in rows
+    ]
+    try:
+        with session.begin_nested():
+            session.execute(insert(Problem), values)
+        result.inserted += len(rows)
+        return
+    except DBAPIError:
+        pass
+    for row, value in zip(rows, values, strict=True):
+        try:
+            with session.begin_nested():
+                session.execute(insert(Problem), [value])
+            result.inserted += 1
+        except DBAPIError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            result.refused.append(RowError(f"{where_label} {row.line}", f"the store refused it: {reason}"))
 
 
 @dataclass(frozen=True)

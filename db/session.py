@@ -23,17 +23,33 @@ from pathlib import Path
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY_OPTION = "omniopd_read_only"
 
 
+SUPPORTED = "sqlite:///path/omniopd.db or postgresql+psycopg://user@host:5432/db"
+
+
 def normalise_url(url: str) -> str:
-    """PostgreSQL URLs without a driver get psycopg 3 (psycopg2 is not a dependency)."""
-    parsed = make_url(url)
+    """PostgreSQL URLs without a driver get psycopg 3 (psycopg2 is not a dependency).
+    ValueError, saying what is supported, for anything else than SQLite and psycopg."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"store URL {url!r} is not a database URL; write {SUPPORTED}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
+        raise ValueError(f"store URL {url!r}: the {parsed.drivername} driver is not supported; write {SUPPORTED}")
     return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store URL (None for PostgreSQL)."""
+    parsed = make_url(normalise_url(url))
+    return Path(parsed.database or "").expanduser() if parsed.get_backend_name() == "sqlite" else None
 
 
 def make_engine(
@@ -66,7 +82,7 @@ def make_engine(
             pool_pre_ping=True,  # survive a database restart between transactions
             connect_args={"connect_timeout": 10},
         )
-    raise ValueError(f"store URL {url!r}: only sqlite:/// and postgresql+psycopg:// are supported")
+    raise ValueError(f"store URL {url!r}: only SQLite and PostgreSQL are supported; write {SUPPORTED}")
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -24,8 +24,8 @@ from typing import Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.migrate import require_current_schema
-from db.session import make_engine, make_session_factory
+from db.migrate import StoreUnreachable, require_current_schema
+from db.session import make_engine, make_session_factory, sqlite_path
 
 
 class StoreSection(Protocol):
@@ -69,7 +69,14 @@ def open_store(
     pool_size: int | None = None,
 ) -> Store:
     """The run's store. `config_path` only names the file in the fix a schema error prints;
-    `pool_size` overrides the config's (one connection is enough for a command)."""
+    `pool_size` overrides the config's (one connection is enough for a command). A reader
+    never creates a SQLite file or its directory (a mistyped path would leave them behind)."""
+    path = sqlite_path(config.store_url)
+    if read_only and path is not None and not path.is_file():
+        raise StoreUnreachable(
+            f"no store at {path}: the run has not started with this config, or store.url / run.output_dir "
+            "point elsewhere (`omniopd db upgrade` creates a store)"
+        )
     engine = make_engine(
         config.store_url,
         pool_size=pool_size or config.store.pool_size,

@@ -35,7 +35,14 @@ from omniopd.providers import PROVIDER_SPECS, ContinuationMode, ProviderSpec, un
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, field docstrings kept."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    # allow_inf_nan: `.inf`, `.nan` and 1e400 (read as inf) are never a setting; they used
+    # to validate and crash a process much later.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False)
+
+
+MAX_BUDGET_USD = 1e9
+"""Largest cap accepted: micro-dollars are 64-bit integers in the store (9.2e12 USD), and a
+cap beyond a billion dollars is a typo, not a budget."""
 
 
 # --------------------------------------------------------------------------- run
@@ -52,9 +59,21 @@ class RunConfig(Section):
 
 class StoreConfig(Section):
     url: str | None = None
-    """SQLAlchemy URL of the store: sqlite:///path.db or postgresql+psycopg://user@host/db. Default: <output_dir>/omniopd.db."""
+    """SQLAlchemy URL of the store: sqlite:///path.db or postgresql+psycopg://user@host/db (no password: PGPASSWORD or ~/.pgpass). Default: <output_dir>/omniopd.db."""
     pool_size: int = Field(5, ge=1)
     """Connection pool size per process (PostgreSQL)."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        # The config is printed (config show) and stored in the run's row: a password in it
+        # would reach both. libpq reads PGPASSWORD and ~/.pgpass by itself.
+        if url is not None and _url_password(url):
+            raise ValueError(
+                "store.url contains a password; remove it from the URL and give it to PostgreSQL through the "
+                "PGPASSWORD environment variable or ~/.pgpass (the config is printed and stored with the run)"
+            )
+        return url
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
     """How long a SQLite writer waits for the lock before failing."""
 
@@ -77,6 +96,8 @@ class MaintenanceConfig(Section):
     """A trajectory waiting for audit with no progress for this long has lost its audit task and is re-queued."""
     max_requeues: int = Field(3, ge=0)
     """Re-queues of one trajectory's audit before it is dropped with reason 'audit_lost'."""
+    outbox_interval_s: float = Field(2.0, gt=0)
+    """Seconds between passes of the outbox relay (in the learner and each sweep): a message whose send failed after its commit is re-sent this soon after the broker answers again."""
 
 
 # ------------------------------------------------------------------------ models
@@ -284,6 +305,47 @@ DEFAULT_CONTINUATION: dict[str, ContinuationMode] = {k: p.default_continuation f
 """Tested default continuation mode per provider kind (from the provider registry)."""
 
 
+def _url_password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ***, for printing and storing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    secret = _url_password(url)
+    if not secret:
+        return url
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a teacher's base URL (None if it can): it needs an http or https
+    scheme and a host, e.g. http://127.0.0.1:8000/v1. Without this a typo such as htp://
+    or a missing scheme surfaces only when the first request is refused."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc}); write it as http://host:port/path"
+    if parts.scheme not in ("http", "https"):
+        got = f"scheme {parts.scheme!r}" if parts.scheme and parts.netloc else "no scheme"
+        return f"{url!r} has {got}: a teacher URL starts with http:// or https:// (e.g. http://127.0.0.1:8000/v1)"
+    if not parts.hostname:
+        return f"{url!r} names no host: write it as {parts.scheme}://host:port/path"
+    return None
+
+
 class TeacherConfig(Section):
     kind: ProviderKind
     """Provider: a kind of the registry in omniopd/providers.py (e.g. openai_compat for vLLM, anthropic)."""
@@ -317,10 +379,19 @@ class TeacherConfig(Section):
     """Use the provider's prompt caching where it has one."""
     rate_limits: RateLimitConfig = RateLimitConfig()
     """Provider rate limits to stay under (shared across all processes through Redis)."""
-    budget_usd: float | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
     """Spend cap for this provider in this run, USD (None = no provider cap)."""
     prices: PriceConfig | None = None
     """Prices overriding the prices file for this model."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            problem = http_url_problem(url)
+            if problem is not None:
+                raise ValueError(problem)
+        return url
 
     @field_validator("continuation")
     @classmethod
@@ -380,7 +451,7 @@ class TeacherConfig(Section):
 class AuditConfig(Section):
     teacher: str = ""
     """Name (key in `teachers`) of the teacher that audits this run's chunks."""
-    budget_usd: float | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
     """Spend cap for the whole run across providers, USD (None = no run cap)."""
     prices_file: Path = Path("configs/prices.yaml")
     """Prices per model per 1M tokens."""
@@ -563,6 +634,14 @@ class OmniConfig(Section):
                 f"learner.batch_size ({self.learner.batch_size}) must be a multiple of "
                 f"learner.grad_accum ({self.learner.grad_accum})"
             )
+        slow = [(n, t.timeout_s) for n, t in sorted(self.teachers.items()) if t.timeout_s >= self.audit.reservation_ttl_s]
+        if slow:
+            name, timeout = slow[0]
+            raise ValueError(
+                f"audit.reservation_ttl_s ({self.audit.reservation_ttl_s:g}) must exceed teachers.{name}.timeout_s "
+                f"({timeout:g}): a reservation is held for the whole request, and the maintenance sweep would expire "
+                "one still in flight; raise the TTL or lower the timeout"
+            )
         needs = self.loss.needs
         if needs.teacher_logits and not self.loss.whitebox_teacher:
             raise ValueError(f"loss.method = {self.loss.method} needs loss.whitebox_teacher (a model path)")
@@ -685,6 +764,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         got = err.get("input")
+        if isinstance(got, str) and loc and loc[-1] == "url":
+            got = redact_url(got)  # an error message must not carry the password it refuses
         shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source}: {dotted}: {msg}{shown}")
     return "\n".join(lines)
@@ -706,15 +787,51 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    size = _expanded_size(data, {})
+    if size > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: its YAML aliases expand to {size:,} values (at most {MAX_CONFIG_VALUES:,}): "
+                          "an alias bomb, or aliases nested far deeper than a config needs")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     apply_overrides(data, overrides or [])
     return parse_config(data, str(path))
 
 
-def dump_config(config: OmniConfig) -> str:
-    """The resolved config (defaults filled in) as YAML."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+MAX_CONFIG_VALUES = 100_000
+"""Values a config may hold once its YAML aliases are expanded (a real one holds a few hundred)."""
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """Values in `value` with every shared (aliased) part counted as often as it is used;
+    each object is visited once, so a billion-laughs file is measured, never expanded."""
+    if not isinstance(value, dict | list):
+        return 1
+    key = id(value)
+    if key not in memo:
+        memo[key] = 0  # a recursive alias counts as itself, not forever
+        items = value.values() if isinstance(value, dict) else value
+        memo[key] = 1 + sum(_expanded_size(v, memo) for v in items)
+    return memo[key]
+
+
+def dump_config(config: OmniConfig, *, redact: bool = False) -> str:
+    """The resolved config (defaults filled in) as YAML; `redact`: a password in the broker
+    URL shown as *** (for printing; a file for processes to read needs the real one)."""
+    return yaml.safe_dump(public_dict(config) if redact else config.model_dump(mode="json"), sort_keys=False)
+
+
+def public_dict(config: OmniConfig) -> dict[str, Any]:
+    """The config as plain data with no secret in it (what is printed and stored with the
+    run): the broker URL's password, if any, is ***. API keys are never in a config (only
+    the names of their environment variables); store.url may not hold a password."""
+    data = config.model_dump(mode="json")
+    data["broker"]["url"] = redact_url(data["broker"]["url"])
+    return data

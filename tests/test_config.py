@@ -103,3 +103,70 @@ def test_phi_accepts_exactly_the_similarity_registry():
         assert parse_config({"estimator": {"phi": name}}).estimator.phi == name
     with pytest.raises(ConfigError, match=r"estimator\.phi: unknown phi 'cosine'; choose one of edit, rouge1"):
         parse_config({"estimator": {"phi": "cosine"}})
+
+
+@pytest.mark.parametrize("url,why", [
+    ("htp://127.0.0.1:8000/v1", "scheme 'htp'"),
+    ("127.0.0.1:8000", "no scheme"),
+    ("localhost:8000/v1", "no scheme"),
+    ("http:///v1", "names no host"),
+    ("http://127.0.0.1:99999/v1", "not a valid URL"),
+])
+def test_a_mistyped_teacher_url_is_refused_with_what_to_write(url, why):
+    with pytest.raises(ConfigError, match=rf"teachers\.emulated\.base_url: .*{why}.*http"):
+        load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"])
+
+
+def test_a_reservation_ttl_not_above_the_teacher_timeout_is_refused():
+    with pytest.raises(ConfigError, match=r"audit\.reservation_ttl_s \(30\) must exceed teachers\.emulated\.timeout_s \(30\)"):
+        load_config("configs/demo.yaml", ["audit.reservation_ttl_s=30"])
+
+
+def test_http_and_https_teacher_urls_validate():
+    for url in ("http://127.0.0.1:8000/v1", "https://api.anthropic.com"):
+        assert load_config("configs/demo.yaml", [f"teachers.emulated.base_url={url}"]).teachers["emulated"].base_url == url
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400"])
+def test_infinite_or_nan_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match=r"audit\.budget_usd: Input should be a finite number"):
+        load_config("configs/demo.yaml", [f"audit.budget_usd={value}"])
+    with pytest.raises(ConfigError, match=r"learner\.lr: Input should be a finite number"):
+        load_config("configs/demo.yaml", [f"learner.lr={value}"])
+
+
+def test_a_budget_beyond_what_the_store_can_count_is_refused():
+    with pytest.raises(ConfigError, match=r"teachers\.emulated\.budget_usd: Input should be less than or equal to 1000000000"):
+        load_config("configs/demo.yaml", ["teachers.emulated.budget_usd=1e13"])
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 0xe9 at offset 16\); save the file as UTF-8"):
+        load_config(path)
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path):
+    import time
+
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]  # 10^10 values
+    lines += ["run: {name: bomb}", "data: {meta_bomb: *a9}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its YAML aliases expand to 23,456,790,125 values \(at most 100,000\)"):
+        load_config(path)
+    assert time.monotonic() - started < 10
+
+
+def test_a_password_never_reaches_the_printed_or_stored_config():
+    from omniopd.config import public_dict
+
+    with pytest.raises(ConfigError, match=r"store\.url: store\.url contains a password; .*PGPASSWORD") as err:
+        load_config("configs/demo.yaml", ["store.url=postgresql+psycopg://omni:s3cret@db:5432/omni"])
+    assert "s3cret" not in str(err.value) and "omni:***@db:5432" in str(err.value)
+    cfg = load_config("configs/demo.yaml", ["broker.mode=redis", "broker.url=redis://:s3cret@redis:6379/0"])
+    assert public_dict(cfg)["broker"]["url"] == "redis://:***@redis:6379/0"
+    assert "s3cret" not in str(public_dict(cfg)) and cfg.broker.url == "redis://:s3cret@redis:6379/0"

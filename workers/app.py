@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,13 +195,22 @@ def _check_ids_only(args: Sequence[Any]) -> None:
             raise TypeError(f"task arguments must be ids (int, short str, list of int); got {type(arg).__name__}")
 
 
+SEND_GRACE_S = 10.0
+"""The outbox relay leaves a message alone this long after its commit: the sender right
+after the commit normally takes it out well before (its broker answers in milliseconds)."""
+
+
 def enqueue_after_commit(session: Session, task: Task | Signature, *args: Any, queue: str | None = None) -> None:
     """Send `task(*args)` once the session's transaction commits; drop it on rollback.
 
-    So a message never announces a row that does not exist. If the send itself fails
-    after the commit (broker down), the error is logged and the maintenance sweep
-    re-sends the work it finds stuck. Use in the outermost transaction only.
+    So a message never announces a row that does not exist. The message is also written
+    to the store's outbox in the same transaction (db/models/outbox.py) and deleted once
+    the broker took it; if the send fails after the commit (broker down, the process
+    killed), the outbox relay (workers/outbox.py, in the learner and the maintenance
+    worker) sends it as soon as the broker answers. Use in the outermost transaction only.
     """
+    from db.repo_outbox import add_message
+
     if isinstance(task, Signature):
         if args:
             raise TypeError("pass args inside the signature, not to enqueue_after_commit")
@@ -211,16 +221,42 @@ def enqueue_after_commit(session: Session, task: Task | Signature, *args: Any, q
     else:
         _check_ids_only(args)
         signature = task.signature(args, queue=queue) if queue else task.signature(args)
-    session.info.setdefault(PENDING_KEY, []).append(signature)
+    key = uuid.uuid4().hex
+    config: OmniConfig = signature.app.omniopd_config  # every app of a run has it (make_celery)
+    add_message(session, key=key, run_name=config.run.name, task=signature.task, args=list(signature.args),
+                queue=signature.options.get("queue"), grace_s=SEND_GRACE_S)
+    session.info.setdefault(PENDING_KEY, []).append((key, signature))
 
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
-    for signature in session.info.pop(PENDING_KEY, []):
+    pending = session.info.pop(PENDING_KEY, [])
+    if not pending:
+        return
+    sent = []
+    for key, signature in pending:
         try:
-            signature.apply_async()
-        except Exception:  # the commit stands; maintenance re-sends stuck work
-            log.exception("could not send %s after commit; maintenance will re-send it", signature.task)
+            signature.apply_async(task_id=key)
+            sent.append(key)
+        except Exception as exc:  # the commit stands; the outbox relay re-sends it
+            log.error("could not send %s after commit (%s: %s); it waits in the store's outbox and the relay "
+                      "re-sends it once the broker answers", signature.task, type(exc).__name__, exc)
+    if sent:
+        _forget_sent(session, sent)
+
+
+def _forget_sent(session: Session, keys: list[str]) -> None:
+    """Delete the outbox rows of messages the broker took (its own short transaction: the
+    session's has ended). If this fails the relay sends them again: a duplicate, which
+    every task tolerates, never a loss."""
+    from db.repo_outbox import forget_messages
+
+    try:
+        with Session(session.get_bind()) as other, other.begin():
+            forget_messages(other, keys=keys)
+    except Exception as exc:
+        log.warning("could not clear %d sent message(s) from the outbox (%s); the relay will send them again",
+                    len(keys), exc)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omniopd.config import OmniConfig
@@ -57,6 +57,13 @@ class BrokerEndpoint:
     url: str
     redis_url: str
     owned: bool = False  # this process started it and will stop it
+    server: EmbeddedBroker | None = field(default=None, compare=False, repr=False)
+    """The embedded server this process owns (None otherwise): a supervisor revives it."""
+
+    def revive(self) -> bool:
+        """Start the owned embedded server again if it died (same socket, and its
+        append-only file restores the queues); True if it had to. A no-op otherwise."""
+        return self.server is not None and self.server.revive()
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,15 @@ class EmbeddedBroker:
         log.info("embedded broker started: %s (pid %d)", self.socket, self.process.pid)
         return state
 
+    def revive(self) -> bool:
+        """Start the server again if it died under us (not after `stop`); True if it did."""
+        if self.process is None or self.process.poll() is None or os.getpid() != self.owner_pid:
+            return False
+        log.warning("the embedded broker (pid %d) died with code %s; starting it again", self.process.pid,
+                    self.process.returncode)
+        self.start()
+        return True
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (the server flushes its append-only file), SIGKILL if it hangs."""
         process = self.process
@@ -234,7 +250,7 @@ def broker_for(config: OmniConfig) -> Iterator[BrokerEndpoint]:
 
     atexit.register(owned.stop)  # backstop for sys.exit paths that skip our finally
     try:
-        yield BrokerEndpoint(state.endpoint.url, state.endpoint.redis_url, owned=True)
+        yield BrokerEndpoint(state.endpoint.url, state.endpoint.redis_url, owned=True, server=owned)
     finally:
         owned.stop()
         atexit.unregister(owned.stop)

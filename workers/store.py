@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from db.repo_runs import RunRecord, open_run
-from omniopd.config import OmniConfig
+from omniopd.config import OmniConfig, public_dict
 from omniopd.money import usd_to_micros
 
 
@@ -17,7 +17,7 @@ def ensure_run(session: Session, config: OmniConfig) -> RunRecord:
     return open_run(
         session,
         name=config.run.name,
-        config=config.model_dump(mode="json"),
+        config=public_dict(config),  # no secret reaches the store
         base_model_path=config.student.path,
         provider_caps={
             name: None if t.budget_usd is None else usd_to_micros(t.budget_usd) for name, t in config.teachers.items()

@@ -16,6 +16,7 @@ from db.models.core import (
     Trajectory,
 )
 from db.models.evals import EVAL_STATUSES, EvalResult, EvalRun
+from db.models.outbox import OutboxMessage
 from db.models.rollouts import BATCH_STATES, RolloutBatch, RolloutSlot
 from db.models.spend import (
     CALL_STATUSES,
@@ -43,6 +44,7 @@ __all__ = [
     "EvalResult",
     "EvalRun",
     "LearnerStep",
+    "OutboxMessage",
     "PolicyVersion",
     "Problem",
     "Reservation",

@@ -87,6 +87,9 @@ class Budget(Base):
     cap NULL = no cap (spend is still tracked). `spent + reserved <= cap` is enforced by
     `reserve`, not by a CHECK: a settle must record the truth even if a provider billed
     more than the reserved worst case (then `reservations.actual > amount` shows it).
+    Such a settle also adds the excess to the provider's `overbilled_micros` and sets its
+    `alarm`; `reserve` refuses every later attempt of a provider with an alarm, so its
+    audits stop before the cap can be crossed again.
     """
 
     __tablename__ = "budgets"
@@ -104,6 +107,8 @@ class Budget(Base):
     spent_micros: Mapped[int] = mapped_column(BigInteger)
     reserved_micros: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    overbilled_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # charged above R
+    alarm: Mapped[str | None] = mapped_column(Text)  # the first settle above its reservation, said plainly
 
 
 class Reservation(Base):

@@ -12,6 +12,7 @@ import typer
 
 from omniopd import __version__
 from omniopd.cli import (
+    chaos_cmd,
     config_cmd,
     dashboard_cmd,
     data_cmd,
@@ -54,6 +55,7 @@ app.command("spend")(spend_cmd.spend)
 app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
+app.command("chaos")(chaos_cmd.chaos)
 app.command("dashboard")(dashboard_cmd.dashboard)
 
 

@@ -14,7 +14,7 @@ app = typer.Typer(help="Inspect and check run configuration files.", no_args_is_
 def show(config: ConfigOpt, set_: SetOpt = None) -> None:
     """Print the resolved config (file + --set overrides + defaults) as YAML."""
     cfg = load(config, set_)
-    console.print(dump_config(cfg), highlight=False, markup=False, end="")
+    console.print(dump_config(cfg, redact=True), highlight=False, markup=False, end="")
 
 
 @app.command("validate")

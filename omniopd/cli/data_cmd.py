@@ -57,7 +57,7 @@ def import_(
         if not (strict and parsed.errors):
             with store.sessions() as session:
                 result = import_problems(session, rows=parsed.rows, where_label=label)
-                conflicts = result.conflicts
+                conflicts = [*result.conflicts, *result.refused]
                 if strict and conflicts:
                     session.rollback()
                 else:

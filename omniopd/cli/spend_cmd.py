@@ -90,6 +90,15 @@ def _print(report: dict[str, Any]) -> None:
     _print_plan(report["plan"])
     if a["budget_stop"]:
         console.print(f"[yellow]budget:[/] {a['budget_stop']}", soft_wrap=True, highlight=False)
+    print_alarms(report["budgets"])
+
+
+def print_alarms(budgets: list[dict[str, Any]]) -> None:
+    """A provider that billed above a reservation: the one thing a cap cannot stop."""
+    for b in budgets:
+        if b.get("alarm"):
+            console.print(f"[bold red]ALARM[/] {b['provider']}: billed {_usd(b['overbilled_usd'], 6)} above the "
+                          f"reserved worst cases. {b['alarm']}", soft_wrap=True, highlight=False)
 
 
 def _print_estimate(est: dict[str, Any] | None) -> None:

@@ -124,6 +124,11 @@ def _print_audit(st) -> None:
         )
     if a.budget_stop:
         console.print(f"[yellow]budget:[/] {a.budget_stop}; remaining chunks are skipped", soft_wrap=True, highlight=False)
+    from omniopd.cli.spend_cmd import print_alarms
+    from omniopd.money import micros_to_usd
+
+    print_alarms([{"provider": b.provider, "alarm": b.alarm, "overbilled_usd": micros_to_usd(b.overbilled)}
+                  for b in st.budgets])
     if a.teacher_stop:
         console.print(f"[red]teacher stopped:[/] {a.teacher_stop}; fix the teacher's config and restart the audit "
                       "workers (`omniopd teacher check` tries one call)", soft_wrap=True, highlight=False)

@@ -17,6 +17,34 @@ app = typer.Typer(help="Teacher endpoints: probe them before paying, or emulate 
 PROVIDER_KINDS = tuple(PROVIDER_SPECS)
 
 
+@app.command("clear-alarm")
+def clear_alarm_cmd(
+    config: ConfigOpt,
+    teacher: str = typer.Argument(..., help="The teacher (a key of `teachers`) whose alarm to clear."),
+    set_: SetOpt = None,
+) -> None:
+    """Let a teacher that billed above a reservation audit again, once its prices and output
+    limits are fixed (the alarm is in `omniopd spend` and `status`)."""
+    cfg = load(config, set_)
+    from db.migrate import SchemaNotCurrent
+    from db.repo_budget import BudgetNotConfigured, clear_alarm
+    from db.repo_runs import RunNotFound, get_run
+    from db.store import open_store
+
+    try:
+        store = open_store(cfg, config, pool_size=1)
+    except (SchemaNotCurrent, ValueError) as exc:
+        fail(str(exc))
+    try:
+        with store.sessions.begin() as session:
+            alarm = clear_alarm(session, run_id=get_run(session, name=cfg.run.name).id, provider=teacher)
+    except (RunNotFound, BudgetNotConfigured) as exc:
+        fail(str(exc))
+    finally:
+        store.dispose()
+    console.print(f"cleared: {alarm}" if alarm else f"teacher {teacher} had no alarm", soft_wrap=True, highlight=False)
+
+
 @app.command("check")
 def check(
     config: ConfigOpt,
@@ -58,7 +86,8 @@ def check(
             if r.usage is not None:
                 console.print(f"  usage: {r.usage} (reported: {'yes' if r.usage_reported else 'no'})", highlight=False)
             if r.cost_usd is not None:
-                console.print(f"  cost: ${r.cost_usd:.6f} (reserved up to ${r.reserved_usd or 0:.6f}), {r.attempts} attempt(s), {r.latency_s}s", highlight=False)
+                console.print(f"  cost: ${r.cost_usd:.6f} (reserved up to ${r.reserved_usd or 0:.6f}), {r.attempts} attempt(s)"
+                              + ("" if r.latency_s is None else f", {r.latency_s}s"), highlight=False)
             if r.text is not None:
                 console.print(f"  continuation: {r.text!r}", highlight=False, markup=False)
             for note in r.notes:

@@ -57,6 +57,8 @@ def spend_report(session: Session, *, config: OmniConfig, run_id: int, run_name:
                 "spent_usd": micros_to_usd(b.spent),
                 "reserved_usd": micros_to_usd(b.reserved),
                 "headroom_usd": None if b.headroom is None else micros_to_usd(b.headroom),
+                "overbilled_usd": micros_to_usd(b.overbilled),
+                "alarm": b.alarm,
             }
             for b in budgets(session, run_id=run_id)
         ],

@@ -15,7 +15,10 @@ attempt, amounts in integer micro-USD:
 
 `settle` runs exactly once for every attempt whose reservation succeeded, also when the
 call is cancelled. Hence spend never exceeds a cap, under any concurrency, as long as
-`reserve` is atomic across the processes sharing the caps (the store's job).
+`reserve` is atomic across the processes sharing the caps (the store's job) and R really
+is the worst case. A provider that bills above R breaks the second condition: a guard
+raises an alarm at that settle and refuses the provider's later reservations with
+`FatalProviderError`, which stops its audits.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from omniopd.money import micros_to_usd
-from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted
+from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, FatalProviderError
 
 
 class BudgetGuard(Protocol):
@@ -64,6 +67,7 @@ class InMemoryBudgetGuard:
         self.spent = 0
         self.reserved = 0
         self.settled: list[Settlement] = []
+        self.alarm: str | None = None  # set by a settle above its reservation
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -71,6 +75,8 @@ class InMemoryBudgetGuard:
         with self._lock:
             if estimate.key in self._open:
                 raise ValueError(f"attempt {estimate.key} is already reserved")
+            if self.alarm is not None:
+                raise FatalProviderError(self.alarm)
             if self.cap_micros is not None and self.spent + self.reserved + amount_micros > self.cap_micros:
                 raise BudgetExhausted(
                     f"{self.name} of ${micros_to_usd(self.cap_micros):.4f} reached: spent ${micros_to_usd(self.spent):.4f}, "
@@ -86,3 +92,7 @@ class InMemoryBudgetGuard:
             self.reserved -= amount
             self.spent += charged
             self.settled.append(Settlement(attempt, amount, charged))
+            if charged > amount and self.alarm is None:
+                self.alarm = (f"{attempt.provider} {attempt.model} billed ${micros_to_usd(charged):.6f} for attempt "
+                              f"{attempt.key}, above the ${micros_to_usd(amount):.6f} reserved as its worst case; "
+                              "no more attempts are sent")

@@ -126,6 +126,8 @@ class _Outcome:
     """Finish reasons of the empty texts that ended their turn normally (see RetryPolicy)."""
     limiter_actual: RateCost = field(default_factory=lambda: RateCost(0.0))
     """What the rate limiter keeps of the attempt's debit once it is over."""
+    cause: str | None = None
+    """Why the attempt brought back fewer texts than asked (for the message when retries run out)."""
 
 
 class TeacherClient:
@@ -407,7 +409,7 @@ class TeacherClient:
             if retries > self.retry.max_retries:
                 raise RetriesExhausted(
                     f"{self.kind} {self.model}: {want} continuation(s) still missing after "
-                    f"{self.retry.max_retries} retries (see the attempts' error_class)"
+                    f"{self.retry.max_retries} retries; last attempt: {outcome.cause or 'no texts'}"
                 )
             delay = backoff_delay(
                 retries, base_s=self.retry.backoff_base_s, max_s=self.retry.backoff_max_s, retry_after_s=outcome.retry_after_s
@@ -459,6 +461,7 @@ class TeacherClient:
                 record.setdefault("usage", Usage())
                 record["n_texts"] = outcome.accepted
                 record["latency_s"] = time.monotonic() - t0
+                outcome.cause = _cause(record)
                 attempt = Attempt(**record)
                 call.attempts.append(attempt)
                 self._log_attempt(attempt)
@@ -506,13 +509,23 @@ class TeacherClient:
         except asyncio.CancelledError:
             record.update(status="unknown", error_class="cancelled", error="the call was cancelled while the request was in flight")
             raise
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            if isinstance(exc, aiohttp.RedirectClientError):  # the request went out; its redirect was bad
+                record.update(status="unknown", error_class="connection", error=self.scrub(f"bad redirect after sending: {exc}"))
+                return None
+            # aiohttp refuses such a URL before opening a socket: nothing left the machine,
+            # nothing is charged, and every later request would fail the same way.
+            outcome.limiter_actual = RateCost(0.0)
+            message = self.scrub(f"{self.kind} {self.model}: the URL {request.url!r} is not an http(s) URL with a host; fix teachers.<name>.base_url")
+            record.update(status="failed", error_class="bad_url", error=message)
+            return FatalProviderError(message)
         except aiohttp.ConnectionTimeoutError:
             outcome.limiter_actual = RateCost(0.0)
             record.update(status="failed", error_class="timeout", error="connect timeout (request not sent)")
             return None
         except aiohttp.ClientConnectorError as exc:
             outcome.limiter_actual = RateCost(0.0)
-            record.update(status="failed", error_class="connection", error=self.scrub(f"cannot connect: {exc.os_error}"))
+            record.update(status="failed", error_class="connection", error=self.scrub(_connect_error(exc)))
             return None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             record.update(status="unknown", error_class="timeout", error=f"no complete response within {self.timeout_s}s")
@@ -604,3 +617,28 @@ class TeacherClient:
             attempt.provider, attempt.model, attempt.key, attempt.status, attempt.http_status,
             attempt.error_class, attempt.n_texts, attempt.n_requested, attempt.latency_s,
         )
+
+
+def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
+    """What went wrong opening the connection, named: DNS, TLS, refused, unreachable."""
+    where = f"{exc.host}:{exc.port}"
+    reason = (exc.os_error.strerror or str(exc.os_error)) if exc.os_error is not None else str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup of {exc.host} failed ({reason}; request not sent)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {where} rejected ({exc.certificate_error}; request not sent)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed ({reason}; request not sent)"
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return f"connection refused by {where} (nothing listens there?; request not sent)"
+    return f"cannot connect to {where} ({reason}; request not sent)"
+
+
+def _cause(record: dict[str, Any]) -> str | None:
+    """One line on an attempt that did not bring every text: its HTTP status and error."""
+    error, kind, status = record.get("error"), record.get("error_class"), record.get("http_status")
+    if error is None and kind is None:
+        return None
+    head = f"HTTP {status} " if status is not None else ""
+    return f"{head}{kind or 'error'}: {error}" if error else f"{head}{kind}"
+

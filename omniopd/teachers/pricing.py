@@ -142,11 +142,13 @@ def cost_micros(usage: Usage, price: Price) -> int:
 
 
 def reservation_micros(estimate: AttemptEstimate, price: Price) -> int:
-    """R: the most an attempt can cost, in micro-USD rounded up. All input uncached, at the
-    cache-write rate where the request may write the cache (whichever rate is higher), plus
-    every candidate running to its output limit including the reasoning allowance."""
+    """R: the most an attempt can cost, in micro-USD rounded up. Every input token at the
+    highest input rate it may be billed at (uncached, read from the cache, or written to it
+    where the request may write the cache), plus every candidate running to its output
+    limit including the reasoning allowance. (A cache read dearer than an uncached token is
+    unheard of, but a prices file may say so, and R must bound the charge whatever it says.)"""
     r = price.exact
-    input_rate = max(r.input, r.cache_write) if estimate.cache_write_possible else r.input
+    input_rate = max(r.input, r.cached_input, r.cache_write if estimate.cache_write_possible else 0)
     return _micros_rounded_up(estimate.input_tokens_max * input_rate + estimate.output_tokens_max * r.output)
 
 

@@ -19,6 +19,12 @@ Atomicity: everything is written into `.tmp-step-...` beside the final directory
 file and the directory are fsynced, then one rename publishes it and the parent directory
 is fsynced. A crash leaves either a complete checkpoint or a temporary directory that
 `clean_partial` removes; `latest_checkpoint` only sees complete ones.
+
+Integrity: `omniopd_trainer.json` lists every file with its size, and `verify_checkpoint`
+checks a checkpoint against it without loading the tensors: the sizes, each safetensors
+header against its file's length, each torch file's zip directory (a truncated file has
+none). A save is verified before its rename; resuming takes the newest checkpoint that
+verifies (`resume_point`), setting damaged newer ones aside under a name that says so.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import os
 import random
 import re
 import shutil
+import struct
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,9 +234,14 @@ def save_checkpoint(
         "student_tied": student_tied,
         "saved_at": time.time(),
         "meta": meta or {},
+        "files": _file_sizes(tmp),
     }
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
     _fsync_tree(tmp)
+    problem = verify_checkpoint(tmp)
+    if problem is not None:  # e.g. a full disk that truncated a file without an error
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"checkpoint {final.name} failed its check after writing ({problem}); nothing was published")
     os.rename(tmp, final)
     _fsync_dir(root)
     return _info(final, state)
@@ -254,20 +267,126 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 def list_checkpoints(root: str | Path) -> list[CheckpointInfo]:
-    """Complete checkpoints under `root`, oldest first (temporary directories are ignored)."""
+    """Complete checkpoints under `root`, oldest first (temporary directories, and ones
+    whose state file cannot be read, are ignored)."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         if _NAME.match(child.name) and (child / STATE_FILE).is_file():
-            found.append(read_checkpoint(child))
+            try:
+                found.append(read_checkpoint(child))
+            except ValueError:
+                continue
     return sorted(found, key=lambda c: c.step)
 
 
 def latest_checkpoint(root: str | Path) -> CheckpointInfo | None:
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+    """The newest checkpoint that verifies (None if there is none); damaged ones are skipped."""
+    for path in _candidates(root):
+        if verify_checkpoint(path) is None:
+            return read_checkpoint(path)
+    return None
+
+
+def _candidates(root: str | Path) -> list[Path]:
+    """Checkpoint directories by name, newest first, whatever their state."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((c for c in root.iterdir() if _NAME.match(c.name) and c.is_dir()), key=lambda c: c.name, reverse=True)
+
+
+# ------------------------------------------------------------------ integrity
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != STATE_FILE}
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is unusable (header unreadable, data shorter than it says)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{path.name} is {size} bytes, too short for a safetensors header"
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            return f"{path.name}: its header claims {length} bytes but the file has {size} (truncated)"
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            return f"{path.name}: its header is not readable JSON"
+    ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    needed = 8 + length + max(ends, default=0)
+    if needed != size:
+        return f"{path.name} is {size} bytes but its tensors need {needed} (truncated or padded)"
+    return None
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """Why the checkpoint at `path` cannot be resumed from, or None if it is intact (module
+    docstring: sizes, safetensors headers, torch zip directories; no tensor is loaded)."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return f"{STATE_FILE} is missing or unreadable ({exc})"
+    if state.get("format") != FORMAT:
+        return f"checkpoint format {state.get('format')!r} (this version reads {FORMAT})"
+    for name, size in (state.get("files") or {}).items():  # older checkpoints have no list
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} is {file.stat().st_size} bytes, {size} were written"
+    required = ["config.json", f"{TRAINER_DIR}/optimizer.pt", f"{TRAINER_DIR}/scheduler.pt", f"{TRAINER_DIR}/rng.pt"]
+    for name in required:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    tensors = sorted(path.rglob("*.safetensors"))
+    if not tensors:
+        return "no .safetensors weights"
+    for file in tensors:
+        problem = _safetensors_problem(file)
+        if problem is not None:
+            return problem
+    for file in sorted((path / TRAINER_DIR).glob("*.pt")):
+        try:
+            with zipfile.ZipFile(file):  # torch.save's format; a cut file has no central directory
+                pass
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"{TRAINER_DIR}/{file.name} is unreadable ({exc}; truncated?)"
+    return None
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A checkpoint that failed verification, and where it was moved (out of the way of the
+    step that will be saved again under its name)."""
+
+    path: Path
+    moved_to: Path
+    reason: str
+
+
+def resume_point(root: str | Path) -> tuple[CheckpointInfo | None, list[Damaged]]:
+    """The newest intact checkpoint under `root`, and the damaged newer ones, each renamed to
+    `damaged-step-...` beside it (kept for inspection; never listed or pruned)."""
+    damaged = []
+    for path in _candidates(root):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return read_checkpoint(path), damaged
+        moved = path.with_name(f"damaged-{path.name}-{int(time.time())}")
+        os.rename(path, moved)
+        damaged.append(Damaged(path, moved, problem))
+    return None, damaged
 
 
 def clean_partial(root: str | Path) -> list[Path]:

@@ -102,3 +102,23 @@ def test_status_of_an_unknown_run_lists_the_runs(config):
     result = omniopd("status", "--config", config, "--run", "nope")
     assert result.exit_code == 2
     assert "no run named 'nope'" in result.output
+
+
+@pytest.mark.parametrize("url,says", [
+    ("foo", "store URL 'foo' is not a database URL; write sqlite:///path/omniopd.db or postgresql+psycopg://"),
+    ("postgresql+asyncpg://u@h/db", "the postgresql+asyncpg driver is not supported"),
+    ("mysql://u@h/db", "only SQLite and PostgreSQL are supported"),
+])
+def test_status_and_spend_with_an_unsupported_store_url_say_what_is_supported(config, url, says):
+    for command in ("status", "spend"):
+        result = CliRunner().invoke(app, [command, "--config", str(config), "--set", f"store.url={url}"])
+        assert result.exit_code != 0 and isinstance(result.exception, SystemExit)  # a message, no traceback
+        assert says in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_a_reader_never_creates_a_sqlite_store_or_its_directory(config, tmp_path):
+    missing = tmp_path / "typo" / "deeper" / "omniopd.db"
+    for command in ("status", "spend"):
+        result = omniopd(command, "--config", config, "--set", f"store.url=sqlite:///{missing}")
+        assert result.exit_code != 0 and f"no store at {missing}" in " ".join(result.output.split())
+    assert not (tmp_path / "typo").exists()

@@ -99,3 +99,22 @@ def test_emulate_serves_until_interrupted(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, 130, -signal.SIGINT)
+
+
+def test_check_of_an_unreachable_teacher_names_the_cause(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fast = {"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02}
+    config = write_config(tmp_path, {
+        name: {"kind": "openai", "model": "gpt-4.1-mini", "base_url": url, "api_key_env": KEY_ENV, "rate_limits": fast}
+        for name, url in (("refused", f"http://127.0.0.1:{port}/v1"), ("dns", "http://no-such-host.invalid/v1"))
+    })
+    result = omniopd("teacher", "check", "-c", config, env={KEY_ENV: "secret-value-123456789"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())  # the console wraps long lines
+    assert f"last attempt: connection: connection refused by 127.0.0.1:{port}" in out
+    assert "last attempt: connection: DNS lookup of no-such-host.invalid failed" in out
+    assert "None" not in out and "$0.000000" in out  # nothing was sent, nothing charged

@@ -286,3 +286,21 @@ def test_budget_never_exceeded_under_concurrent_reservations(backend_url, engine
             assert b.reserved_micros == 0
             assert b.spent_micros == charged[(b.run_id, b.provider)], "spend != settled + expired"
             assert b.cap_micros is None or b.spent_micros <= b.cap_micros
+
+
+def test_a_settle_above_its_reservation_raises_an_alarm_that_refuses_the_providers_next_reservations(sessions):
+    from db.repo_budget import BudgetAlarm, clear_alarm
+
+    with sessions.begin() as s:
+        run = new_run(s, "overbilled", {"a": 10_000, "b": None}, run_cap=None)
+        held = reserve(s, run_id=run, provider="a", amount=900)
+        settle(s, reservation_id=held.id, actual=5000)  # the provider billed above the worst case
+        [a] = [b for b in budgets(s, run_id=run) if b.provider == "a"]
+        assert (a.spent, a.reserved, a.overbilled) == (5000, 0, 4100)
+        assert a.alarm.startswith("provider a billed $0.005000 for an attempt reserved at its worst case $0.000900")
+        with pytest.raises(BudgetAlarm, match="omniopd teacher clear-alarm a"):
+            reserve(s, run_id=run, provider="a", amount=1)  # 5000 + 1 fits the cap, but the alarm stops it
+        assert reserve(s, run_id=run, provider="b", amount=1) is not None  # other providers go on
+        assert clear_alarm(s, run_id=run, provider="a").startswith("provider a billed")
+        assert reserve(s, run_id=run, provider="a", amount=1) is not None
+        assert [b.overbilled for b in budgets(s, run_id=run) if b.provider == "a"] == [4100]  # kept as history

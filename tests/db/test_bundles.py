@@ -150,3 +150,22 @@ def test_four_concurrent_claimers_take_every_bundle_exactly_once(backend_url, en
     with sessions.begin() as s:
         assert s.scalar(select(func.count()).select_from(Trajectory).where(Trajectory.state == "consumed")) == 1000
         assert s.scalar(select(func.sum(LearnerStep.n_bundles))) == 1000
+
+
+def test_policy_versions_of_damaged_checkpoints_are_withdrawn_and_their_samples_resampled(sessions, run_id):
+    from db.repo_bundles import withdraw_policy_versions
+    from db.repo_runs import latest_policy_version, publish_policy_version
+
+    with sessions.begin() as s:
+        for v in (1, 2):
+            publish_policy_version(s, run_id=run_id, version=v, path=f"/ck/step-{v}", step=2 * v)
+    old = ready_bundles(sessions, run_id, 2, policy_version=1)
+    lost = ready_bundles(sessions, run_id, 3, policy_version=2)
+    with sessions.begin() as s:  # step 3 trained bundles of v2; the step-4 checkpoint (v2) is damaged
+        consume(s, run_id, "L", 3, claim(s, run_id, "L", min_version=2))
+    with sessions.begin() as s:
+        assert rewind_to_step(s, run_id=run_id, step=2) == 3
+        assert withdraw_policy_versions(s, run_id=run_id, paths=["/ck/step-2"]) == ([2], 3)
+        assert latest_policy_version(s, run_id=run_id).version == 1
+        states = dict(s.execute(select(Trajectory.id, Trajectory.drop_reason)).all())
+    assert [states[i] for i in lost] == ["stale_policy"] * 3 and [states[i] for i in old] == [None, None]

@@ -90,3 +90,39 @@ def test_unknown_file_types_and_missing_files_are_clear_errors(tmp_path):
         read_problem_file(tmp_path / "p.csv")
     with pytest.raises(FileNotFoundError, match="no such problems file"):
         read_problem_file(tmp_path / "missing.jsonl")
+
+
+def _nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_rows_the_store_cannot_hold_are_listed_and_every_good_row_is_imported(sessions, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "ok1", "prompt": "2+2?", "answer": 4},
+        '{"id": "deep", "prompt": "q", "answer": 1, "meta": ' + "[" * 5000 + "]" * 5000 + "}",
+        {"id": "deep2", "prompt": "q", "answer": 1, "meta": _nested(150)},
+        {"id": "nul", "prompt": "a\x00b", "answer": 1},
+        {"id": "nul-meta", "prompt": "q", "answer": 1, "note": {"k": "a\x00b"}},
+        '{"id": "nan", "prompt": "q", "answer": NaN}',
+        '{"id": 1e400, "prompt": "q", "answer": 2}',
+        {"id": "long-split", "prompt": "q", "answer": 1, "split": "s" * 100},  # PostgreSQL: varchar(64)
+        {"id": "ok2", "prompt": "3+3?", "answer": 6},
+    ])
+    parsed = read_problem_file(path)
+    errors = {e.where: e.reason for e in parsed.errors}
+    assert errors["line 2"].startswith("nested too deeply to read")
+    assert errors["line 3"] == "'meta' is nested more than 100 levels deep"
+    assert errors["line 4"].startswith("'prompt' contains a NUL character")
+    assert errors["line 5"].startswith("'note.k' contains a NUL character")
+    assert errors["line 6"].startswith("'answer' is nan") and errors["line 7"].startswith("'id' is inf")
+    with sessions.begin() as s:
+        result = import_problems(s, rows=parsed.rows)
+    postgres = sessions.kw["bind"].dialect.name == "postgresql"
+    assert [str(e) for e in result.refused] == (
+        ["line 8: the store refused it: value too long for type character varying(64)"] if postgres else [])
+    with sessions.begin() as s:
+        stored = set(s.scalars(select(Problem.uid)))
+    assert stored == ({"ok1", "ok2"} if postgres else {"ok1", "ok2", "long-split"})

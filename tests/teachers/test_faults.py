@@ -14,6 +14,7 @@ from omniopd.teachers.tokens import upper_bound_tokens
 from omniopd.teachers.types import (
     AttemptEstimate,
     BudgetExhausted,
+    FatalProviderError,
     QuotaExhausted,
     RetriesExhausted,
 )
@@ -315,3 +316,51 @@ def test_a_model_that_keeps_ending_its_turn_at_once_gives_empty_continuations(em
     assert len(result.attempts) == 3 * (2 if kind == "anthropic" else 1)  # anthropic: one request per sample
     assert all(a.error_class == "empty" and a.status == "ok" for a in result.attempts)
     assert_billed_once(result.attempts, emu)
+
+
+@pytest.mark.parametrize("url", ["htp://127.0.0.1:8000/v1", "127.0.0.1:8000"])
+def test_a_url_aiohttp_refuses_costs_nothing_and_is_fatal_at_once(url):
+    """The attempt never left the machine: $0, not its reservation, and no retry (every
+    retry would be refused the same way)."""
+    guard = InMemoryBudgetGuard(cap_micros=50_000)
+    with pytest.raises(FatalProviderError, match="not an http\\(s\\) URL") as err:
+        run(call(make_client("openai", url), n=2, guard=guard, price=PRICE))
+    (attempt,) = err.value.partial.attempts
+    assert (attempt.status, attempt.error_class) == ("failed", "bad_url")
+    assert guard.spent == 0 and guard.reserved == 0 and [s.charged_micros for s in guard.settled] == [0]
+
+
+def test_dns_failure_and_refused_connection_cost_nothing():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (f"http://127.0.0.1:{port}", "http://no-such-host.invalid"):
+        guard = InMemoryBudgetGuard(cap_micros=50_000)
+        with pytest.raises(RetriesExhausted):
+            run(call(make_client("openai", url), n=1, guard=guard, price=PRICE))
+        assert len(guard.settled) == 5 and guard.spent == 0
+
+
+def test_an_attempt_billed_above_its_reservation_stops_the_in_memory_guard(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), faults={"extra_billed_output_tokens": 1000})
+    guard = InMemoryBudgetGuard(cap_micros=10_000_000)
+    run(call(make_client("openai", emu.url), n=1, guard=guard, price=PRICE))
+    (first,) = guard.settled
+    assert first.charged_micros > first.reserved_micros and "above the" in guard.alarm
+    with pytest.raises(FatalProviderError, match="reserved as its worst case; no more attempts are sent"):
+        run(call(make_client("openai", emu.url), n=1, guard=guard, price=PRICE))
+    assert len(emu.emulator.log) == 1
+
+
+def test_a_call_that_runs_out_of_retries_names_the_cause_of_the_last_attempt(emulator):
+    emu = emulator("openai", generator=scripted(["ok"]), api_key="the-right-one")
+    with pytest.raises(Exception, match=r"HTTP 401 auth: Incorrect API key"):
+        run(call(make_client("openai", emu.url), n=1))
+    emu = emulator("anthropic", generator=scripted(["ok"]), faults={"script": ["500"] * 10})
+    with pytest.raises(RetriesExhausted, match=r"after 4 retries; last attempt: HTTP 500 server_error: "):
+        run(call(make_client("anthropic", emu.url, cache=False), n=1))
+    tls = make_client("openai", emu.url.replace("http://", "https://"))  # a TLS client at a plain-HTTP server
+    with pytest.raises(RetriesExhausted, match=r"last attempt: connection: TLS handshake with 127\.0\.0\.1:\d+ failed"):
+        run(call(tls, n=1))

@@ -86,8 +86,7 @@ def test_reservation_is_never_below_the_exact_cost_and_charges_are_exact_to_a_mi
     """Prices have at most six decimals per 1M tokens, so tokens x rate is an exact number of
     micro-dollars (a Fraction here). The charge is that number rounded up (never below it,
     less than 1 micro-USD above), and R of any estimate the usage fits in is never below it."""
-    r_in, r_cached, r_write, r_out = rates
-    r_cached = min(r_cached, r_in)  # a cache read never costs more than uncached input
+    r_in, r_cached, r_write, r_out = rates  # any rates a prices file may hold, a cache read dearer than input too
     price = Price(*(float(r) for r in (r_in, r_cached, r_write, r_out)))
     if not may_write_cache:
         written = 0  # a request that cannot write the cache reports no cache writes

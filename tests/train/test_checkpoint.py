@@ -133,3 +133,48 @@ def test_lora_checkpoint_holds_merged_weights_and_resumes_from_its_adapters(tiny
         torch.testing.assert_close(_logits(ref, ids), _logits(base, ids), atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="must match to resume"):
         build_trainer(make_config(tiny_model_dir), resume=info)
+
+
+def test_damaged_checkpoints_are_set_aside_and_the_newest_intact_one_resumed(tiny_model_dir, tmp_path):
+    from omniopd.train.checkpoint import STATE_FILE, resume_point, verify_checkpoint
+
+    config = make_config(tiny_model_dir)
+    trainer = build_trainer(config)
+    for step in range(1, 5):
+        trainer.step(fixed_examples(1, seed=step))
+        info = trainer.save(tmp_path, policy_version=step)
+        assert verify_checkpoint(info.path) is None  # verified when written, and intact
+    def cut(path, keep):
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+    cut(checkpoint_path(tmp_path, 4) / "model.safetensors", 0.5)
+    cut(checkpoint_path(tmp_path, 3) / "trainer" / "optimizer.pt", 0.9)
+    (checkpoint_path(tmp_path, 2) / STATE_FILE).write_text("")
+    assert latest_checkpoint(tmp_path).step == 1  # no traceback: the damaged ones are skipped
+    resumed, damaged = resume_point(tmp_path)
+    assert resumed.step == 1 and [d.path.name for d in damaged] == [f"step-0000000{s}" for s in (4, 3, 2)]
+    reasons = [d.reason for d in damaged]
+    assert reasons[0].startswith("model.safetensors is ") and "were written" in reasons[0]
+    assert reasons[1].startswith("trainer/optimizer.pt is ")
+    assert reasons[2].startswith("omniopd_trainer.json is missing or unreadable")
+    assert all(d.moved_to.is_dir() and not d.path.exists() for d in damaged)
+    assert [c.step for c in list_checkpoints(tmp_path)] == [1]
+    assert build_trainer(config, resume=resumed).steps_done == 1
+    trainer = build_trainer(config, resume=resumed)
+    trainer.step(fixed_examples(1, seed=2))
+    assert trainer.save(tmp_path, policy_version=2).step == 2  # the lost step's name is free again
+
+
+def test_a_checkpoint_without_a_file_list_is_still_checked_by_its_headers(tiny_model_dir, tmp_path):
+    from omniopd.train.checkpoint import STATE_FILE, verify_checkpoint
+
+    trainer = build_trainer(make_config(tiny_model_dir))
+    trainer.step(fixed_examples(1, seed=1))
+    info = trainer.save(tmp_path, policy_version=1)
+    state = json.loads((info.path / STATE_FILE).read_text())
+    del state["files"]  # as written before the list existed
+    (info.path / STATE_FILE).write_text(json.dumps(state))
+    assert verify_checkpoint(info.path) is None
+    weights = info.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert "truncated" in verify_checkpoint(info.path)

@@ -105,3 +105,25 @@ def test_a_deep_output_dir_gets_a_short_fixed_socket_path(tmp_path):
     with broker_for(parse_config({"run": {"output_dir": str(deep)}})) as endpoint:
         assert str(path) in endpoint.url
     assert time.monotonic() - started < 60
+
+
+def test_a_killed_embedded_broker_is_revived_by_its_owner_with_its_queues(tmp_path):
+    import os
+
+    import redis
+
+    config = parse_config({"run": {"output_dir": str(tmp_path)}})
+    with broker_for(config) as endpoint:
+        assert not endpoint.revive()  # alive: nothing to do
+        client = redis.Redis.from_url(endpoint.redis_url)
+        client.lpush("queue", "message")
+        client.close()
+        time.sleep(1.5)  # appendfsync everysec: the append-only file has it
+        old = endpoint.server.process.pid
+        os.kill(old, signal.SIGKILL)
+        endpoint.server.process.wait(10)
+        assert endpoint.revive()
+        assert endpoint.server.process.pid != old and find_embedded_broker(tmp_path).server_pid == endpoint.server.process.pid
+        client = redis.Redis.from_url(endpoint.redis_url)
+        assert client.rpop("queue") == b"message"
+        client.close()

@@ -10,7 +10,9 @@ the SQL budgets and written to the ledger before it is sent, and settled after.
 
 So there is exactly one ledger row per HTTP attempt, and an attempt whose worker dies
 between the two keeps its reservation until the maintenance sweep expires it, charged at
-R (outcome unknown).
+R (outcome unknown). An attempt charged above its R (the provider billed beyond the limits
+sent) is logged as an alarm, and the store refuses the provider's later reservations
+(`budgets.alarm`): `reserve` raises FatalProviderError, which stops the teacher's audits.
 
 A refusal is one of two things. *Exhausted*: even with nothing else in flight the attempt
 would not fit (spent + R > cap): raise `BudgetExhausted` with the message the run reports
@@ -28,6 +30,7 @@ teacher client's event loop is shared by every audit of the process and must not
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -35,10 +38,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import RUN_SCOPE
-from db.repo_budget import BudgetView, budgets
+from db.repo_budget import BudgetAlarm, BudgetView, budgets
 from db.repo_ledger import OpenCall, TokenUsage, close_call, open_call
 from omniopd.money import micros_to_usd
-from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted
+from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, FatalProviderError
+
+log = logging.getLogger("omniopd.audit")
 
 LEDGER_STATUS = {"ok": "ok", "failed": "error", "unknown": "unknown"}
 """Attempt billing status (omniopd.teachers.types) -> ledger row status (db.models.spend)."""
@@ -102,6 +107,8 @@ class StoreBudgetGuard:
             if isinstance(outcome, OpenCall):
                 self._open[estimate.key] = outcome
                 return
+            if isinstance(outcome, str):  # the provider billed above a reservation before
+                raise FatalProviderError(outcome)
             if outcome.exhausted or time.monotonic() + delay > deadline:
                 raise BudgetExhausted(outcome.message)
             await asyncio.sleep(delay)
@@ -110,12 +117,15 @@ class StoreBudgetGuard:
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _open_call(self, estimate: AttemptEstimate, amount: int) -> OpenCall | Refusal:
+    def _open_call(self, estimate: AttemptEstimate, amount: int) -> OpenCall | Refusal | str:
         with self.sessions.begin() as session:
-            call = open_call(
-                session, run_id=self.run_id, provider=self.provider, model=estimate.model, reserve_micros=amount,
-                idempotency_key=estimate.key, chunk_id=self.chunk_id, n_requested=estimate.n,
-            )
+            try:
+                call = open_call(
+                    session, run_id=self.run_id, provider=self.provider, model=estimate.model, reserve_micros=amount,
+                    idempotency_key=estimate.key, chunk_id=self.chunk_id, n_requested=estimate.n,
+                )
+            except BudgetAlarm as alarm:
+                return str(alarm)
             if call is not None:
                 return call
             return refusal(budgets(session, run_id=self.run_id), self.provider, amount)
@@ -124,6 +134,10 @@ class StoreBudgetGuard:
         call = self._open.pop(attempt.key)
         charged = await self._in_thread(self._close_call, call, attempt, cost_micros)
         self.settled.append(LedgerAttempt(attempt, call.id, charged))
+        if charged > call.reserved:
+            log.error("ALARM: teacher %s billed $%.6f for attempt %s, above the $%.6f reserved as its worst case; "
+                      "its audits stop (budgets.alarm; omniopd spend and status show it)", self.provider,
+                      micros_to_usd(charged), attempt.key, micros_to_usd(call.reserved))
 
     def _close_call(self, call: OpenCall, attempt: Attempt, cost_micros: int | None) -> int:
         usage = attempt.usage

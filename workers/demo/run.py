@@ -11,9 +11,11 @@ For each variant (the full method, or a Table 6 ablation) in its own run directo
    emulator in the Gemini wire format with rate limits and prices (`omniopd teacher
    emulate`); with `teacher="model"` a trained tiny teacher model (`omniopd.demo.teacher`)
    served by a real vLLM OpenAI-compatible server (`omniopd models serve`) and reached in
-   raw mode, the production path. Then a rollout worker and an audit worker (`omniopd
-   worker ...`) and the learner (`omniopd learner`), all real processes talking through
-   Celery and the store;
+   raw mode, the production path. Then a rollout worker, an audit worker and the
+   maintenance worker (`omniopd worker ...`), and the learner (`omniopd learner`), all real
+   processes talking through Celery and the store; while the learner runs, a child that
+   dies is started again (the embedded broker and the teacher's server too), and one that
+   keeps dying stops the demo with its name and log (workers/demo/supervise.py);
 5. Pass@1 of the final checkpoint, the spend table (`omniopd spend`) and the training plot
    (`omniopd plot`).
 
@@ -38,11 +40,11 @@ from omniopd.demo.prepare import PrepareSpec, prepare, training_problems
 from omniopd.demo.teacher import SERVED_NAME, TeacherSpec, prepare_teacher
 from workers.demo.supervise import (
     Child,
-    ChildFailed,
     Children,
     omniopd_command,
     run_command,
     wait_for_port,
+    wait_supervised,
 )
 
 VARIANTS: dict[str, list[str]] = {
@@ -272,7 +274,7 @@ def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Chi
     run_command(omniopd_command("db", "upgrade", "-c", c), env, what="db upgrade")
     run_command(omniopd_command("data", "import", "-c", c), env, what="data import")
     _open_run(cfg, config_file)
-    with broker_for(cfg):
+    with broker_for(cfg) as broker:
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
             if settings.evaluate else None
         audits = cfg.loss.needs.audits  # an objective without audits (grpo) asks the teacher nothing
@@ -287,6 +289,9 @@ def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Chi
             for i in range(max(1, cfg.workers.audit) if audits else 0):
                 variant_children.start(f"audit worker {i}", omniopd_command("worker", "audit", "-c", c),
                                        logs / f"audit{'' if i == 0 else i}.log")
+            # expires reservations of dead workers and re-sends lost audits (demo.yaml: short timeouts)
+            variant_children.start("maintenance worker", omniopd_command("worker", "maintenance", "-c", c),
+                                   logs / "maintenance.log")
             evaluator = None
             if cfg.eval.every_steps is not None:  # the Pass@1 curve, evaluated beside the learner
                 evaluator = variant_children.start("evaluator", omniopd_command(
@@ -294,7 +299,8 @@ def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Chi
             train_start = time.monotonic()
             settings.log(f"[{variant}] training: {cfg.learner.max_steps} steps of {cfg.learner.batch_size} trajectories")
             learner = variant_children.start("learner", omniopd_command("learner", "-c", c, "--loglevel", "WARNING"))
-            code = _wait_for_learner(learner, [teacher.child])
+            code = wait_supervised(learner, [variant_children, children], settings.log,
+                                   also=lambda: _revive_broker(broker, settings.log))
             if code != 0:
                 raise RuntimeError(f"the learner exited with code {code}; see {out / 'logs'} and rerun with --resume")
             train_s = time.monotonic() - train_start
@@ -357,17 +363,9 @@ def _separation(cfg: OmniConfig, config_file: Path) -> dict | None:
     return out
 
 
-def _wait_for_learner(learner: Child, watched: list[Child], poll_s: float = 1.0) -> int:
-    """The learner's exit code, once it exits; a watched process (the teacher's server) that
-    exits first stops the demo with its name (URL and model) and the end of its log."""
-    while True:
-        code = learner.process.poll()
-        if code is not None:
-            return code
-        for child in watched:
-            if child.process.poll() is not None:
-                raise ChildFailed(child, child.process.returncode)
-        time.sleep(poll_s)
+def _revive_broker(broker, say: Callable[[str], None]) -> None:
+    if broker.revive():
+        say("the embedded broker had died; started it again (its queues are restored from its append-only file)")
 
 
 def _wait_for_curve(evaluator, settings: DemoSettings, variant: str) -> None:

@@ -5,6 +5,11 @@ supervisor dies, even by SIGKILL. Children share the supervisor's process group,
 Ctrl-C in the terminal reaches them all at once (each shuts down its own way: workers
 finish or requeue their task, the learner finishes its step and checkpoints);
 `Children.stop` then waits for them and kills what is left.
+
+While the main child (the learner) runs, `wait_supervised` watches the others: one that
+dies (a crash, the OOM killer, a SIGKILL) is started again with the same command, and
+after `max_restarts` deaths of the same child the supervisor stops with a message naming
+it and its log, instead of waiting for work that no process will do.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +48,8 @@ class Child:
     name: str
     process: subprocess.Popen
     log: Path | None
+    command: list[str] = field(default_factory=list)
+    restarts: int = 0
 
     def tail(self, lines: int = 15) -> str:
         if self.log is None or not self.log.is_file():
@@ -58,6 +65,17 @@ class Children:
     items: list[Child] = field(default_factory=list)
 
     def start(self, name: str, command: Sequence[str], log: Path | None = None) -> Child:
+        child = Child(name, self._spawn(command, log), log, list(command))
+        self.items.append(child)
+        return child
+
+    def restart(self, child: Child) -> None:
+        """Start `child`'s command again in its place (the same object, so references to
+        it see the new process)."""
+        child.process = self._spawn(child.command, child.log)
+        child.restarts += 1
+
+    def _spawn(self, command: Sequence[str], log: Path | None) -> subprocess.Popen:
         parent = os.getpid()
         out = None
         if log is not None:
@@ -71,9 +89,7 @@ class Children:
         finally:
             if out is not None:
                 out.close()
-        child = Child(name, process, log)
-        self.items.append(child)
-        return child
+        return process
 
     def check_alive(self) -> None:
         """Raise if a long-running child has exited (with the end of its log)."""
@@ -105,6 +121,31 @@ class ChildFailed(RuntimeError):
         where = f" (log: {child.log})" if child.log else ""
         super().__init__(f"{child.name} exited with code {code}{where}" + (f":\n{tail}" if tail else ""))
         self.child, self.code = child, code
+
+
+def wait_supervised(main: Child, groups: Sequence[Children], say: Callable[[str], None], *, max_restarts: int = 3,
+                    poll_s: float = 1.0, also: Callable[[], None] | None = None) -> int:
+    """Wait for `main` to exit and return its exit code; meanwhile restart every other
+    child of `groups` that dies (exits with a non-zero code or a signal), at most `max_restarts` times each, then raise ChildFailed
+    naming it. `also` runs on every poll (e.g. restarting the embedded broker)."""
+    while True:
+        code = main.process.poll()
+        if code is not None:
+            return code
+        for group in groups:
+            for child in group.items:
+                if child is main or (code := child.process.poll()) in (None, 0):
+                    continue  # running, or finished its work (the evaluator, once the run is done)
+                where = f" (log: {child.log})" if child.log else ""
+                if child.restarts >= max_restarts:
+                    say(f"{child.name} died {child.restarts + 1} times; stopping the demo{where}")
+                    raise ChildFailed(child, code)
+                say(f"{child.name} exited with code {code}{where}; starting it again "
+                    f"(restart {child.restarts + 1} of at most {max_restarts})")
+                group.restart(child)
+        if also is not None:
+            also()
+        time.sleep(poll_s)
 
 
 def run_command(command: Sequence[str], env: dict[str, str], *, what: str, capture: bool = True) -> str:

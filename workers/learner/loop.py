@@ -281,27 +281,33 @@ class Learner:
         return self._summary(reason, detail, time.perf_counter() - t0)
 
     def _loop(self) -> tuple[StopReason, str]:
-        waiting_since, warned = time.perf_counter(), 0
-        while True:
-            stop = self._stop_reason()
-            if stop is not None:
-                return stop
-            self.last_report = self.driver.tick(trained_version=self.version)
-            batch, exhausted = self._gather()
-            if batch:
-                self.wait_s += time.perf_counter() - waiting_since
-                self._train(batch, wait_s=time.perf_counter() - waiting_since)
-                waiting_since, warned = time.perf_counter(), 0
-                continue
-            if exhausted:
-                return "exhausted", "every problem is sampled and every bundle trained"
-            self._show("waiting for bundles")
-            if time.perf_counter() - waiting_since > WAIT_WARNING_S * (1 + warned):
-                warned += 1
-                log.warning("no full batch for %.0fs: %d bundles held, waiting for ready bundles sampled "
-                            "by policy >= v%d (older ones are stale; the driver drops them)",
-                            time.perf_counter() - waiting_since, len(self.pending), self._min_version())
-            self.stop.wait(self.cfg.poll_s)
+        self._waiting_since, warned = time.perf_counter(), 0
+        try:
+            while True:
+                stop = self._stop_reason()
+                if stop is not None:
+                    return stop
+                self.last_report = self.driver.tick(trained_version=self.version)
+                batch, exhausted = self._gather()
+                if batch:
+                    waited = time.perf_counter() - self._waiting_since
+                    self.wait_s += waited
+                    self._waiting_since = float("inf")  # training is not waiting
+                    self._train(batch, wait_s=waited)
+                    self._waiting_since, warned = time.perf_counter(), 0
+                    continue
+                if exhausted:
+                    return "exhausted", "every problem is sampled and every bundle trained"
+                self._show("waiting for bundles")
+                waiting = time.perf_counter() - self._waiting_since
+                if waiting > WAIT_WARNING_S * (1 + warned):
+                    warned += 1
+                    log.warning("no full batch for %.0fs: %d bundles held, waiting for ready bundles sampled "
+                                "by policy >= v%d (older ones are stale; the driver drops them)",
+                                waiting, len(self.pending), self._min_version())
+                self.stop.wait(self.cfg.poll_s)
+        finally:  # the wait since the last step counts too: a run stopped while it waited
+            self.wait_s += max(0.0, time.perf_counter() - self._waiting_since)
 
     def _stop_reason(self) -> tuple[StopReason, str] | None:
         if self.stop.is_set():

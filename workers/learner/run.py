@@ -148,9 +148,10 @@ def _lead(
     start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
     from db.repo_runs import set_run_status
     from db.store import open_store
-    from omniopd.train import build_trainer, checkpoint_root, clean_partial, latest_checkpoint
+    from omniopd.train import build_trainer, checkpoint_root, clean_partial
     from workers.app import make_celery
     from workers.broker import broker_for
+    from workers.outbox import OutboxRelay
     from workers.store import ensure_run
 
     stop = stop or threading.Event()
@@ -166,7 +167,7 @@ def _lead(
         root = checkpoint_root(config.run.output_dir)
         for path in clean_partial(root):
             log.warning("removed an incomplete checkpoint %s (a save was interrupted)", path)
-        resumed = latest_checkpoint(root)
+        resumed = _resume_point(root, sessions, run_id)
         start.send(resumed)  # several processes: every rank now builds the same trainer
         trainer = start.lead(build_trainer(config, resume=resumed))
         leader = trainer if isinstance(trainer, Leader) else None
@@ -176,10 +177,14 @@ def _lead(
             app = make_celery(config, broker_url=endpoint.url, config_path=config_path)
             driver = driver_factory(app=app, sessions=sessions, config=config, run_id=run_id)
             sinks = _sinks(config, progress=progress, start_step=trainer.steps_done)
-            summary = Learner(
-                config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
-                checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
-            ).run()
+            # the outbox relay: a message whose send failed after its commit is re-sent
+            # once the broker answers (workers/outbox.py); the learner runs in every mode
+            relay = OutboxRelay(app, sessions, run_name=config.run.name, interval_s=config.maintenance.outbox_interval_s)
+            with relay:
+                summary = Learner(
+                    config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
+                    checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
+                ).run()
         with sessions.begin() as s:
             set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
         return summary
@@ -193,6 +198,26 @@ def _lead(
             sink.close()
         store.dispose()
         restore()
+
+
+def _resume_point(root: Path, sessions: sessionmaker[Session], run_id: int):
+    """The newest intact checkpoint; damaged newer ones are set aside and said so, their
+    steps rewound and their policy versions withdrawn (omniopd/train/checkpoint.py)."""
+    from db.repo_bundles import rewind_to_step, withdraw_policy_versions
+    from omniopd.train.checkpoint import resume_point
+
+    resumed, damaged = resume_point(root)
+    if not damaged:
+        return resumed
+    with sessions.begin() as s:
+        rewound = rewind_to_step(s, run_id=run_id, step=resumed.step if resumed else 0)
+        versions, dropped = withdraw_policy_versions(s, run_id=run_id, paths=[str(d.path) for d in damaged])
+    for d in damaged:
+        log.warning("checkpoint %s is damaged (%s); set aside as %s", d.path, d.reason, d.moved_to.name)
+    log.warning("resuming from %s: %d bundles of the lost steps will be trained again; policy versions %s withdrawn, "
+                "%d trajectories they sampled dropped and re-sampled", resumed.path if resumed else "the base model",
+                rewound, versions or "none", dropped)
+    return resumed
 
 
 def _mark_failed(sessions: sessionmaker[Session], config: OmniConfig) -> None:

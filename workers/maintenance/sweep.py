@@ -8,7 +8,9 @@ Each sweep, for the config's run:
    `maintenance.stuck_after_s` (its message was lost, or its worker host died and the
    broker would wait a whole visibility timeout); after `maintenance.max_requeues`
    re-sends it is dropped with reason `audit_lost` instead of looping forever;
-4. counts invariant violations (pending chunks under a ready/consumed trajectory).
+4. counts invariant violations (pending chunks under a ready/consumed trajectory);
+5. sends the messages left in the store's outbox (workers/outbox.py): their send after
+   the commit failed, e.g. while the broker was down.
 
 It runs as the `omniopd.maintenance.sweep` task, scheduled by the beat embedded in
 `omniopd worker maintenance`, or inline with `omniopd worker maintenance --once`.
@@ -36,6 +38,7 @@ from db.repo_runs import RunNotFound, get_run
 from db.repo_trajectories import drop_trajectories
 from omniopd.money import micros_to_usd
 from workers.app import AUDIT_TASK, MAINTENANCE_TASK, audit_queue, enqueue_after_commit, runtime
+from workers.outbox import relay_once
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class SweepReport:
     dropped_audit_lost: list[int] = field(default_factory=list)
     stuck_without_teacher: list[int] = field(default_factory=list)  # no audit.teacher to send to
     inconsistent_chunks: int = 0
+    outbox_sent: int = 0
+    outbox_unsent: int = 0
 
     def summary(self) -> str:
         if not self.run_exists:
@@ -59,14 +64,19 @@ class SweepReport:
             f"run {self.run!r}: expired {self.expired_reservations} reservations (${self.expired_usd:.4f} charged), "
             f"released {self.released_claims} expired claims, re-queued {len(self.requeued)} audits, "
             f"dropped {len(self.dropped_audit_lost)} as audit_lost, {len(self.stuck_without_teacher)} stuck with no "
-            f"teacher configured, {self.inconsistent_chunks} inconsistent chunks"
+            f"teacher configured, {self.inconsistent_chunks} inconsistent chunks, re-sent {self.outbox_sent} "
+            f"messages from the outbox ({self.outbox_unsent} still unsent)"
         )
 
 
 def sweep(app: Celery, *, now: datetime | None = None) -> SweepReport:
     """One maintenance pass over the app's run (see the module docstring); logs its report."""
     report = _sweep(app, now or utcnow())
-    trouble = report.dropped_audit_lost or report.inconsistent_chunks or report.stuck_without_teacher
+    if report.run_exists:
+        rt = runtime(app)
+        relayed = relay_once(app, rt.sessions, run_name=rt.config.run.name, retry_s=rt.config.maintenance.interval_s)
+        report.outbox_sent, report.outbox_unsent = relayed.sent, relayed.failed
+    trouble = report.dropped_audit_lost or report.inconsistent_chunks or report.stuck_without_teacher or report.outbox_unsent
     log.log(logging.WARNING if trouble else logging.INFO, "maintenance: %s", report.summary())
     return report
 

@@ -75,6 +75,9 @@ class EmulatorFaults(_Section):
     """Reject requests that send temperature (like gpt-5-mini)."""
     reasoning_tokens: int = Field(0, ge=0)
     """Reasoning tokens the model spends before answering (reasoning models)."""
+    extra_billed_output_tokens: int = Field(0, ge=0)
+    """Output tokens billed per candidate beyond what it generated and beyond the output limit sent: a provider
+    billing above the worst case (tests of the overbilling alarm)."""
 
 
 class EmulatorConfig(_Section):

@@ -264,7 +264,7 @@ class Emulator:
             await on_start(result)
         texts, reasons, reasoning = await self._generate(req, fault)
         result.texts, result.finish_reasons, result.reasoning_tokens = texts, reasons, reasoning
-        result.output_tokens = sum(count_tokens(t) for t in texts)
+        result.output_tokens = sum(count_tokens(t) for t in texts) + self.config.faults.extra_billed_output_tokens * req.n
         await asyncio.sleep(lat.per_token_s * max((count_tokens(t) for t in texts), default=0))
         if limiter is not None:
             used = RateCost(1.0, limited_input, result.output_tokens + reasoning)

@@ -345,3 +345,35 @@ def test_teacher_prompt_without_a_recorded_one_is_the_table7_user_message(audit_
     assert audit_trajectory(ctx, tid).state == "ready"
     expected = prompts.user_message("question 0", "table7")
     assert f"<task>\n{expected}\n</task>" in emu.emulator.log[0].body["messages"][-1]["content"]
+
+
+def test_a_teacher_billing_above_its_reservation_raises_an_alarm_and_its_audits_stop(audit_env, tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from omniopd.cli import app as cli
+
+    store, ctx, emu = audit_env("anthropic", faults={"extra_billed_output_tokens": 5000})
+    first, second = add_trajectories(store, 2)
+    with caplog.at_level("ERROR", logger="omniopd.audit"), pytest.raises(TeacherSetupError, match=r"billed .* reserved at its worst"):
+        audit_trajectory(ctx, first)
+    assert any(r.getMessage().startswith("ALARM: teacher emu billed") for r in caplog.records)
+    over = [r for r in ledger(store) if r.cost_micros > r.reserved_micros]
+    assert over and all(r.status == "ok" for r in over)
+    teacher_budget = budget_rows(store)["emu"]
+    assert teacher_budget.overbilled_micros == sum(r.cost_micros - r.reserved_micros for r in over)
+    assert teacher_budget.alarm.startswith("provider emu billed $")
+    sent = len(emu.emulator.log)
+    fresh = make_audit_context(store.config, store.sessions)  # a restarted worker: the store refuses it too
+    try:
+        with pytest.raises(TeacherSetupError, match="bills beyond the limits sent"):
+            audit_trajectory(fresh, second)
+    finally:
+        fresh.close()
+    assert len(emu.emulator.log) == sent  # nothing more was sent
+    runner = CliRunner()
+    for command in ("spend", "status"):
+        out = runner.invoke(cli, [command, "--config", str(tmp_path / "run.yaml")], terminal_width=250).output
+        assert "ALARM emu: billed $" in out and "omniopd teacher clear-alarm emu" in out, out
+    cleared = runner.invoke(cli, ["teacher", "clear-alarm", "emu", "--config", str(tmp_path / "run.yaml")])
+    assert cleared.exit_code == 0 and "cleared: provider emu billed" in cleared.output
+    assert budget_rows(store)["emu"].alarm is None

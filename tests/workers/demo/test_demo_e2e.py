@@ -105,6 +105,8 @@ def test_demo_smoke_interrupted_and_resumed_end_to_end(tmp_path):
     assert result["plan_ratio"] == pytest.approx(1.0, abs=0.2)
     assert (run_dir / "training.png").stat().st_size > 10_000
     assert (run_dir / "plan.json").is_file()
+    # the demo runs the maintenance worker (expires a dead worker's reservations, relays the outbox)
+    assert "maintenance worker: queues maintenance" in (run_dir / "logs" / "maintenance.log").read_text()
     assert "Pass@1 on held-out problems" in out and "| full |" in out
 
     runs, results, steps = stored(run_dir)

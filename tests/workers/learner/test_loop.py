@@ -153,3 +153,19 @@ def test_a_stop_request_finishes_the_step_checkpoints_and_releases_claims(tmp_pa
     with store.sessions.begin() as s:
         held = s.scalars(select(Trajectory.id).where(Trajectory.claimed_by.is_not(None))).all()
     assert held == [] and sorted(v for v in consumption(store).values() if v) == [1, 1]
+
+
+def test_a_run_stopped_while_waiting_for_bundles_counts_that_wait(tmp_path, tiny_model_dir):
+    store = learner_store(tmp_path, tiny_model_dir)
+    insert_bundles(store.sessions, store.run_id, 2)  # one step, then nothing more comes
+    stop = threading.Event()
+    learner = make_learner(store, stop=stop)
+    learner.driver.tick = lambda **_: type("Report", (), {"exhausted": False})()  # more problems to come, never
+    timer = threading.Timer(2.0, stop.set)
+    timer.start()
+    try:
+        summary = learner.run()
+    finally:
+        timer.cancel()
+    assert summary.reason == "signal" and summary.steps == 1
+    assert summary.wait_s >= 1.0 and "0.0% of it waiting" not in summary.text()

@@ -110,3 +110,35 @@ def test_sigkill_mid_step_restart_then_sigterm_train_every_bundle_exactly_once(p
     while pid_alive(broker["server_pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(broker["server_pid"])
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_learner_resumes_from_the_intact_one(
+        processes, tmp_path, tiny_model_dir):
+    """The newest checkpoint's weights are cut short (a disk that filled): the restarted
+    learner says which checkpoint is damaged and why, resumes from the one before, trains
+    the lost step again and finishes; no traceback."""
+    config, store, _ = setup_run(tmp_path, tiny_model_dir, 6, checkpoint_every=1, max_steps=2)
+    reader = make_session_factory(store.engine, read_only=True)
+    root = checkpoint_root(store.config.run.output_dir)
+    log = tmp_path / "learner.log"
+    first = start_learner(processes, config, log)
+    assert first.wait(240) == 0, log.read_text()[-3000:]
+    weights = root / "step-00000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    second = processes(["-m", "omniopd", "learner", "--config", str(config), "--no-progress", "--set",
+                        "learner.max_steps=3", "--driver", "tests.workers.learner_fakes:StoreDriver"], log)
+    assert second.wait(240) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert f"checkpoint {root / 'step-00000002'} is damaged (model.safetensors is " in text
+    assert f"resuming from {root / 'step-00000001'}: 2 bundles of the lost steps will be trained again" in text
+    with reader.begin() as s:
+        steps = learner_steps(s, run_id=store.run_id)
+        versions = [tuple(v) for v in s.execute(select(PolicyVersion.version, PolicyVersion.step).where(
+            PolicyVersion.run_id == store.run_id).order_by(PolicyVersion.version))]
+        consumed = sorted(s.scalars(select(Trajectory.consumed_step).where(Trajectory.run_id == store.run_id)))
+    assert [r.step for r in steps] == [1, 2, 3] and consumed == [1, 1, 2, 2, 3, 3]
+    assert [r.metrics["resumed_from_step"] for r in steps] == [0, 1, 1]
+    assert versions == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert [c.step for c in list_checkpoints(root)][-2:] == [2, 3] and len(list(root.glob("damaged-step-00000002-*"))) == 1

@@ -1,0 +1,87 @@
+"""The outbox relay: sends the messages that are in the store's outbox and not in the broker.
+
+A message is written to the outbox with the transaction that creates its row and deleted
+once the broker took it (workers/app.py, `enqueue_after_commit`). What is left there
+older than a few seconds was never taken: the broker was down at the commit, or the
+sending process died right after it. The relay sends it again, as the same Celery task id,
+every `maintenance.outbox_interval_s`, until the broker takes it.
+
+It runs as a thread in the learner (so in every mode: the demo, `start_learner.sh`, a
+production run) and once per maintenance sweep. A message sent twice (the delete after
+a successful send was lost) is the same task twice, which every task tolerates: tasks
+re-read their rows and do only what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.repo_outbox import due_messages, forget_messages, note_failure
+
+log = logging.getLogger("omniopd.outbox")
+
+
+@dataclass(frozen=True)
+class RelayReport:
+    sent: int
+    failed: int
+    error: str | None = None
+
+
+def relay_once(app: Celery, sessions: sessionmaker[Session], *, run_name: str, retry_s: float) -> RelayReport:
+    """Send every due message of `run_name` once; a message that fails is tried again after
+    `retry_s`. Stops at the first failure (the broker is down: the rest would wait for the
+    same timeout each)."""
+    with sessions.begin() as session:
+        due = due_messages(session, run_name=run_name, lease_s=retry_s)
+    if not due:
+        return RelayReport(0, 0)
+    sent: list[str] = []
+    error = None
+    for message in due:
+        options = {"queue": message.queue} if message.queue else {}
+        try:
+            app.signature(message.task, args=tuple(message.args), **options).apply_async(task_id=message.key)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            with sessions.begin() as session:
+                note_failure(session, key=message.key, error=error)
+            break
+        sent.append(message.key)
+    with sessions.begin() as session:
+        forget_messages(session, keys=sent)
+    report = RelayReport(len(sent), len(due) - len(sent), error)
+    if sent:
+        log.warning("outbox: re-sent %d message(s) the broker had not taken", len(sent))
+    if error:
+        log.warning("outbox: %d message(s) still unsent, next try in %.0f s: %s", report.failed, retry_s, error)
+    return report
+
+
+class OutboxRelay:
+    """`relay_once` every `interval_s` in a daemon thread, for as long as the `with` block."""
+
+    def __init__(self, app: Celery, sessions: sessionmaker[Session], *, run_name: str, interval_s: float):
+        self.app, self.sessions, self.run_name, self.interval_s = app, sessions, run_name, interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.interval_s):
+            try:
+                relay_once(self.app, self.sessions, run_name=self.run_name, retry_s=max(5.0, 2 * self.interval_s))
+            except Exception:  # the store may be down for a moment: the next pass tries again
+                log.exception("outbox relay pass failed")
+
+    def __enter__(self) -> OutboxRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
