@@ -39,7 +39,6 @@ from omniopd.config import OmniConfig, dump_config, load_config
 from omniopd.demo.prepare import PrepareSpec, prepare, training_problems
 from omniopd.demo.teacher import SERVED_NAME, TeacherSpec, prepare_teacher
 from workers.demo.supervise import (
-    Child,
     Children,
     omniopd_command,
     run_command,
@@ -176,32 +175,26 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     return results
 
 
-@dataclass(frozen=True)
-class TeacherEndpoint:
-    """The teacher the variants share: the process serving it and the config overrides that reach it."""
-
-    child: Child
-    overrides: list[str]
-
-
 def _teacher_name(settings: DemoSettings) -> str:
     """The demo config's audit teacher (the section the overrides fill in)."""
     return load_config(settings.config_path).audit.teacher
 
 
-def _variant_config(variant: str, prepared, teacher: TeacherEndpoint, settings: DemoSettings) -> tuple[OmniConfig, Path]:
+def _variant_config(variant: str, prepared, teacher: list[str], settings: DemoSettings) -> tuple[OmniConfig, Path]:
+    """The variant's config and run directory; `teacher`: the overrides that reach the teacher the variants share."""
     tag = f"{'smoke-' if settings.smoke else ''}{settings.teacher_tag}{variant}-s{settings.seed}"
     out = settings.workdir / tag
     overrides = [
         f"run.name=demo-{tag}", f"run.output_dir={out}", f"run.seed={settings.seed}",
         f"student.path={prepared.student}", f"data.train={prepared.train_file}", f"eval.data_dir={prepared.eval_dir}",
-        *teacher.overrides, *VARIANTS[variant], *settings.all_overrides,
+        *teacher, *VARIANTS[variant], *settings.all_overrides,
     ]
     cfg = load_config(settings.config_path, overrides)
     return cfg, out
 
 
-def _start_teacher(children: Children, settings: DemoSettings) -> TeacherEndpoint:
+def _start_teacher(children: Children, settings: DemoSettings) -> list[str]:
+    """Serve the scripted expert through the emulator; the config overrides that reach it."""
     from workers.demo.supervise import free_port
 
     name = _teacher_name(settings)
@@ -214,13 +207,14 @@ def _start_teacher(children: Children, settings: DemoSettings) -> TeacherEndpoin
     ), log)
     wait_for_port(port, child)
     settings.log(f"teacher: scripted expert behind an emulated Gemini API on 127.0.0.1:{port}")
-    return TeacherEndpoint(child, [f"teachers.{name}.base_url=http://127.0.0.1:{port}"])
+    return [f"teachers.{name}.base_url=http://127.0.0.1:{port}"]
 
 
-def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -> TeacherEndpoint:
-    """Prepare (cached) the teacher model, serve it with vLLM's OpenAI-compatible server and
-    wait until it lists the model. A server that dies or never serves stops the demo with a
-    message naming its URL and model (nothing paid or finished is lost: --resume continues)."""
+def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -> list[str]:
+    """Prepare (cached) the teacher model, serve it with vLLM's OpenAI-compatible server, wait
+    until it lists the model; the config overrides that reach it. A server that never serves
+    stops the demo with a message naming its URL and model; one that dies later is restarted
+    by the supervisor (`wait_supervised`), which names it the same way if it keeps dying."""
     from omniopd.teachers.vllm_server import wait_until_serving
     from workers.demo.supervise import free_port
 
@@ -238,8 +232,8 @@ def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -
     waited = wait_until_serving(url, SERVED_NAME, timeout_s=TEACHER_SERVER_WAIT_S, alive=child.process.poll, log=log,
                                 on_wait=lambda s: settings.log(f"teacher: waiting for the vLLM server ({s:.0f} s)"))
     settings.log(f"teacher: model {SERVED_NAME!r} served by vLLM on {url} after {waited:.0f} s (raw /v1/completions)")
-    return TeacherEndpoint(child, [f"teachers.{name}.base_url={url}", f"teachers.{name}.model={SERVED_NAME}",
-                                   f"teachers.{name}.chat_template_from={model.path}"])
+    return [f"teachers.{name}.base_url={url}", f"teachers.{name}.model={SERVED_NAME}",
+            f"teachers.{name}.chat_template_from={model.path}"]
 
 
 def _start_dashboard(children: Children, settings: DemoSettings) -> None:
@@ -254,7 +248,7 @@ def _start_dashboard(children: Children, settings: DemoSettings) -> None:
     settings.log(f"dashboard: http://127.0.0.1:{port}/ (live while the demo runs)")
 
 
-def _run_variant(variant: str, prepared, teacher: TeacherEndpoint, children: Children, settings: DemoSettings,
+def _run_variant(variant: str, prepared, teacher: list[str], children: Children, settings: DemoSettings,
                  started: float) -> VariantResult:
     from workers.broker import broker_for
 
