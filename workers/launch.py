@@ -21,11 +21,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from celery.signals import beat_embedded_init
+
 from omniopd.config import OmniConfig
 from workers.app import make_celery
 from workers.broker import broker_for
 
 Pool = Literal["solo", "threads", "prefork"]
+
+
+@beat_embedded_init.connect
+def _beat_dies_with_its_worker(**_: object) -> None:
+    """The beat embedded in a worker (`beat=True`) runs in a child process of it. A worker
+    killed with SIGKILL cannot stop it, and the orphaned beat went on scheduling sweeps beside
+    the restarted worker's own beat (the chaos run found one): the kernel now ends it with
+    its worker (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() == 1:  # the worker died before prctl took effect
+        os._exit(0)
 
 
 def run_worker(

@@ -162,7 +162,10 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     children = Children(env)
     results = []
     try:
-        if settings.teacher == "model":
+        if not load_config(settings.config_path).loss.needs.audits:
+            teacher: list[str] = []  # the objective (grpo) declares no audits: no teacher to serve
+            settings.log("teacher: none (the objective declares no audits)")
+        elif settings.teacher == "model":
             teacher = _start_model_teacher(children, settings, prepared)
         else:
             teacher = _start_teacher(children, settings)

@@ -41,10 +41,12 @@ def test_a_new_objective_is_audited_or_promoted_straight_to_ready_as_it_declares
     teacher = audit_teacher(store.config)
     assert teacher == ("emu" if audits else None)
     ids = store.trajectories(2, chunks=1 if audits else 0)  # records.py selects chunks only for audits
+    app = Celery(set_as_current=False)
+    app.omniopd_config = store.config  # as make_celery sets it: the outbox rows name the run
     with store.sessions.begin() as s:
-        task.hand_on(s, Celery(set_as_current=False), trajectory_ids=ids, teacher=teacher)
+        task.hand_on(s, app, trajectory_ids=ids, teacher=teacher)
         queued = s.info.pop(PENDING_KEY, [])  # inspected here, never sent (no broker in this test)
-    sent = [(sig.args, sig.options["queue"]) for sig in queued]
+    sent = [(sig.args, sig.options["queue"]) for _, sig in queued]
     if audits:
         assert sent == [((i,), audit_queue("emu")) for i in ids] and "ready" not in store.states(ids)
     else:
