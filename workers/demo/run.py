@@ -162,13 +162,14 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     children = Children(env)
     results = []
     try:
-        if not load_config(settings.config_path).loss.needs.audits:
+        base = load_config(settings.config_path)
+        if not base.loss.needs.audits:
             teacher: list[str] = []  # the objective (grpo) declares no audits: no teacher to serve
             settings.log("teacher: none (the objective declares no audits)")
         elif settings.teacher == "model":
-            teacher = _start_model_teacher(children, settings, prepared)
+            teacher = _start_model_teacher(children, settings, prepared, base.audit.teacher)
         else:
-            teacher = _start_teacher(children, settings)
+            teacher = _start_teacher(children, settings, base.audit.teacher)
         if settings.dashboard:
             _start_dashboard(children, settings)
         for variant in settings.variants:
@@ -176,11 +177,6 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     finally:
         children.stop()
     return results
-
-
-def _teacher_name(settings: DemoSettings) -> str:
-    """The demo config's audit teacher (the section the overrides fill in)."""
-    return load_config(settings.config_path).audit.teacher
 
 
 def _variant_config(variant: str, prepared, teacher: list[str], settings: DemoSettings) -> tuple[OmniConfig, Path]:
@@ -196,11 +192,11 @@ def _variant_config(variant: str, prepared, teacher: list[str], settings: DemoSe
     return cfg, out
 
 
-def _start_teacher(children: Children, settings: DemoSettings) -> list[str]:
-    """Serve the scripted expert through the emulator; the config overrides that reach it."""
+def _start_teacher(children: Children, settings: DemoSettings, name: str) -> list[str]:
+    """Serve the scripted expert through the emulator as the config's teacher `name`; the
+    config overrides that reach it."""
     from workers.demo.supervise import free_port
 
-    name = _teacher_name(settings)
     port = free_port()
     log = settings.workdir / "logs" / "teacher-emulator.log"
     child = children.start("teacher emulator", omniopd_command(
@@ -213,7 +209,7 @@ def _start_teacher(children: Children, settings: DemoSettings) -> list[str]:
     return [f"teachers.{name}.base_url=http://127.0.0.1:{port}"]
 
 
-def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -> list[str]:
+def _start_model_teacher(children: Children, settings: DemoSettings, prepared, name: str) -> list[str]:
     """Prepare (cached) the teacher model, serve it with vLLM's OpenAI-compatible server, wait
     until it lists the model; the config overrides that reach it. A server that never serves
     stops the demo with a message naming its URL and model; one that dies later is restarted
@@ -224,7 +220,6 @@ def _start_model_teacher(children: Children, settings: DemoSettings, prepared) -
     spec = settings.model_teacher_spec
     model = prepare_teacher(prepared.root, spec, training_problems(settings.prepare_spec), prepared.student, settings.log)
     settings.log(f"teacher model ready: {model.path} ({'cached' if model.cached else f'{model.seconds:.0f} s'})")
-    name = _teacher_name(settings)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = settings.workdir / "logs" / f"teacher-vllm-{spec.tokenizer}.log"
