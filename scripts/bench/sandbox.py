@@ -2,7 +2,9 @@
 
 Measures, per worker (one thread, sequential), in the same run:
   programs/s  each program in a fresh sandbox (eval.sandbox.run_program) vs
-              `subprocess.run([python3, file])` with no isolation at all;
+              `subprocess.run([python3, "-I", "-S", file])` with no isolation at all
+              (the interpreter flags the sandbox's runner uses: isolated mode, no
+              site import, so both sides start the same interpreter the same way);
   tests/s     one sample's tests sharing one sandbox (fork per test) vs one
               `subprocess.run` per test.
 Goals (issue 7): sandboxed programs/s >= 0.5x plain; >= 300 tests/s in one sandbox.
@@ -35,6 +37,9 @@ PROGRAMS = [
     "from collections import Counter\ns = input()\nprint(Counter(s).most_common(1)[0][0])\n",
     "import math\nr = float(input())\nprint('%.6f' % (math.pi * r * r))\n",
 ]
+# The runner inside the sandbox starts as `python -I -S`; the baseline gets the same flags
+# (without them it also runs site.py, a slower start that flattered the ratio).
+PLAIN_FLAGS = ("-I", "-S")
 INPUTS = [b"3 4\n", b"5 1 9 2\n", b"7\n", b"abracadabra\n", b"2.5\n"]
 
 
@@ -55,7 +60,7 @@ def measured(fn, n: int, *args) -> tuple[float, float]:
 def plain_programs(python: str, files: list[str], n: int) -> None:
     for i in range(n):
         k = i % len(files)
-        done = subprocess.run([python, files[k]], input=INPUTS[k], capture_output=True, timeout=30, check=False)
+        done = subprocess.run([python, *PLAIN_FLAGS, files[k]], input=INPUTS[k], capture_output=True, timeout=30, check=False)
         assert done.returncode == 0, done.stderr
 
 
@@ -68,7 +73,7 @@ def sandboxed_programs(limits: Limits, n: int) -> None:
 
 def plain_tests(python: str, file: str, n: int) -> None:
     for i in range(n):
-        subprocess.run([python, file], input=f"{i} {i}\n".encode(), capture_output=True, timeout=30, check=True)
+        subprocess.run([python, *PLAIN_FLAGS, file], input=f"{i} {i}\n".encode(), capture_output=True, timeout=30, check=True)
 
 
 def sandboxed_tests(limits: Limits, n: int) -> None:
@@ -123,6 +128,11 @@ def main() -> None:
         f"{mcpu['plain_prog']:.1f} / sandboxed {mcpu['box_prog']:.1f} (ratio {mcpu['plain_prog'] / mcpu['box_prog']:.2f}); "
         f"tests plain {mcpu['plain_test']:.1f} / sandboxed {mcpu['box_test']:.2f}"
     )
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+    print("programs ratio per repetition, median [min, max]:", spread([b / p for b, p in zip(rows["box_prog"], rows["plain_prog"], strict=True)]))
+    print("tests/s per repetition, median [min, max]:", spread(rows["box_test"]))
     print("all runs (items/s):", {k: [round(x, 1) for x in v] for k, v in rows.items()})
     verdict = "MET" if ratio >= 0.5 and med["box_test"] >= 300 else "NOT MET"
     print(f"goals {verdict}: programs ratio {ratio:.2f} (>= 0.5), tests/s {med['box_test']:.0f} (>= 300)")

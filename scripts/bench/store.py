@@ -13,6 +13,11 @@ measures, for a fixed wall time per cell:
   the floor cost of one write transaction on that backend — so the ratio shows what the
   correctness machinery costs.
 
+Each cell runs `--repeats` times, interleaved with the other kinds (median [min, max] in the
+table; the ratios are per round). Every claim cell claims from a fresh run with its own
+`--bundles` ready bundles; a cell whose pool runs dry stops the benchmark with an error
+instead of printing a rate computed over a shortened window.
+
     .venv/bin/python scripts/bench/store.py                        # both backends, 1/4/16 clients
     .venv/bin/python scripts/bench/store.py --backends sqlite --seconds 3
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -43,7 +49,7 @@ from db.session import make_engine, make_session_factory
 GOALS = {"reservations": 200.0, "claims": 100.0}  # per second, PostgreSQL (issue 3)
 
 
-def _client(kind: str, url: str, run_id: int, seconds: float, start, counts, elapsed, index: int, step_base: int) -> None:
+def _client(kind: str, url: str, run_id: int, seconds: float, start, counts, elapsed, exhausted, index: int, step_base: int) -> None:
     engine = make_engine(url, pool_size=1)
     sessions = make_session_factory(engine)
     done = 0
@@ -60,7 +66,8 @@ def _client(kind: str, url: str, run_id: int, seconds: float, start, counts, ela
             with sessions.begin() as s:
                 got = claim_ready_bundles(s, run_id=run_id, limit=1, min_policy_version=0, learner_id=learner,
                                           lease_s=3600)
-            if not got:
+            if not got:  # the cell's pool ran dry: its rate would be wrong, so fail loudly
+                exhausted[index] = 1
                 break
             held.append(got[0].trajectory_id)
         else:  # baseline
@@ -86,7 +93,9 @@ def measure(kind: str, url: str, run_id: int, clients: int, seconds: float, step
     start = ctx.Event()
     counts = ctx.Array("i", clients)
     elapsed = ctx.Array("d", clients)
-    procs = [ctx.Process(target=_client, args=(kind, url, run_id, seconds, start, counts, elapsed, k, step_base)) for k in range(clients)]
+    exhausted = ctx.Array("i", clients)
+    procs = [ctx.Process(target=_client, args=(kind, url, run_id, seconds, start, counts, elapsed, exhausted, k, step_base))
+             for k in range(clients)]
     for p in procs:
         p.start()
     time.sleep(0.5)  # let every client connect before the clock starts
@@ -95,28 +104,41 @@ def measure(kind: str, url: str, run_id: int, clients: int, seconds: float, step
         p.join()
         if p.exitcode != 0:
             raise RuntimeError(f"{kind} client failed (exit {p.exitcode})")
+    if any(exhausted):
+        raise RuntimeError(
+            f"{kind} with {clients} clients ran out of ready bundles after {sum(counts)} claims in "
+            f"{max(elapsed):.1f} s: the rate would be understated; rerun with a larger --bundles"
+        )
     return sum(counts) / max(elapsed)  # the measured windows only, not the clean-up after them
 
 
-def prepare(url: str, bundles: int) -> int:
+def prepare(url: str) -> None:
+    """The schema, the baseline's counter rows and the one problem every bundle points at."""
     engine = make_engine(url)
     upgrade(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"))
         conn.execute(sa.text("DELETE FROM bench_counter"))
         conn.execute(sa.text("INSERT INTO bench_counter (id, n) VALUES (:i, 0)"), [{"i": k} for k in range(64)])
+    with make_session_factory(engine).begin() as s:
+        s.execute(sa.insert(Problem.__table__), [{"uid": "bench", "content_hash": "bench", "prompt": "q", "answer": "a",
+                                                  "tests": None, "split": "bench", "source": None, "meta": {},
+                                                  "created_at": utcnow()}])
+    engine.dispose()
+
+
+def new_run(url: str, bundles: int) -> int:
+    """A fresh run with its own pool of `bundles` ready bundles, so no cell claims from another's."""
+    engine = make_engine(url)
     sessions = make_session_factory(engine)
     now = utcnow()
     with sessions.begin() as s:
-        run_id = open_run(s, name="bench", config={}, base_model_path="base", provider_caps={"p": 10**15},
-                          run_cap=10**15).id
-        s.execute(sa.insert(Problem.__table__), [{"uid": "bench", "content_hash": "bench", "prompt": "q", "answer": "a",
-                                                  "tests": None, "split": "bench", "source": None, "meta": {},
-                                                  "created_at": now}])
-        problem_id = s.scalar(sa.select(Problem.id))
+        run_id = open_run(s, name=f"bench-{uuid.uuid4().hex[:8]}", config={}, base_model_path="base",
+                          provider_caps={"p": 10**15}, run_cap=10**15).id
+        problem_id = s.scalar(sa.select(Problem.id).where(Problem.uid == "bench"))
         tokens = pack_i32(range(256))
         floats = pack_f32([0.5] * 256)
-        s.execute(sa.insert(Trajectory.__table__), [
+        rows = [
             {"run_id": run_id, "problem_id": problem_id, "policy_version": 0, "epoch": 0, "sample_index": k,
              "attempt": 0, "state": "ready", "prompt_token_ids": tokens[:64], "completion_token_ids": tokens,
              "logprobs": floats, "entropies": floats, "n_prompt_tokens": 16, "n_completion_tokens": 256,
@@ -124,26 +146,38 @@ def prepare(url: str, bundles: int) -> int:
              "entropy_source": "exact", "audit_requeues": 0, "meta": {}, "created_at": now, "updated_at": now,
              "ready_at": now}
             for k in range(bundles)
-        ])
-    if engine.dialect.name == "postgresql":  # planner statistics, as autovacuum keeps them on a live table
+        ]
+        if rows:
+            s.execute(sa.insert(Trajectory.__table__), rows)
+    if bundles and engine.dialect.name == "postgresql":  # planner statistics, as autovacuum keeps them on a live table
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("ANALYZE"))
     engine.dispose()
     return run_id
 
 
-def run_backend(name: str, url: str, client_counts: list[int], seconds: float, bundles: int) -> list[dict]:
-    run_id = prepare(url, bundles)
+KINDS = ("baseline", "reservations", "claims")
+
+
+def run_backend(name: str, url: str, client_counts: list[int], seconds: float, bundles: int, repeats: int) -> list[dict]:
+    """Per client count, `repeats` interleaved rounds of the three kinds; each claim cell and
+    each reservation cell gets a run of its own (its own bundle pool and budget rows)."""
+    prepare(url)
     rows = []
     for clients in client_counts:
-        row = {"backend": name, "clients": clients}
-        row["baseline"] = measure("baseline", url, run_id, clients, seconds)
-        row["reservations"] = measure("reservations", url, run_id, clients, seconds)
-        row["claims"] = measure("claims", url, run_id, clients, seconds, step_base=clients * 1000)
+        row = {"backend": name, "clients": clients, **{k: [] for k in KINDS}}
+        for _ in range(repeats):
+            row["baseline"].append(measure("baseline", url, new_run(url, 0), clients, seconds))
+            row["reservations"].append(measure("reservations", url, new_run(url, 0), clients, seconds))
+            row["claims"].append(measure("claims", url, new_run(url, bundles), clients, seconds, step_base=clients * 1000))
         rows.append(row)
-        print(f"  {name:10s} {clients:2d} clients: {row['reservations']:8.0f} reservations/s  "
-              f"{row['claims']:8.0f} claims/s  {row['baseline']:8.0f} baseline tx/s", flush=True)
+        print(f"  {name:10s} {clients:2d} clients: " + "  ".join(f"{k} {spread(row[k])}/s" for k in KINDS), flush=True)
     return rows
+
+
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """'median [min, max]'."""
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
 def table(rows: list[dict]) -> str:
@@ -152,13 +186,15 @@ def table(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        med = {k: statistics.median(r[k]) for k in KINDS}
         goal = "-"
         if r["backend"] == "postgresql":
-            goal = (f"{r['reservations'] / GOALS['reservations']:.1f}x / {r['claims'] / GOALS['claims']:.1f}x "
-                    + ("met" if r["reservations"] >= GOALS["reservations"] and r["claims"] >= GOALS["claims"] else "NOT met"))
+            goal = (f"{med['reservations'] / GOALS['reservations']:.1f}x / {med['claims'] / GOALS['claims']:.1f}x "
+                    + ("met" if med["reservations"] >= GOALS["reservations"] and med["claims"] >= GOALS["claims"] else "NOT met"))
+        ratio = {k: [x / b for x, b in zip(r[k], r["baseline"], strict=True)] for k in ("reservations", "claims")}
         lines.append(
-            f"| {r['backend']} | {r['clients']} | {r['reservations']:.0f} | {r['claims']:.0f} | {r['baseline']:.0f} | "
-            f"{r['reservations'] / r['baseline']:.2f} | {r['claims'] / r['baseline']:.2f} | {goal} |"
+            f"| {r['backend']} | {r['clients']} | {spread(r['reservations'])} | {spread(r['claims'])} | {spread(r['baseline'])} | "
+            f"{spread(ratio['reservations'], '{:.2f}')} | {spread(ratio['claims'], '{:.2f}')} | {goal} |"
         )
     return "\n".join(lines)
 
@@ -169,7 +205,9 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--clients", default="1,4,16", help="comma-separated numbers of concurrent client processes")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured wall time per cell")
-    parser.add_argument("--bundles", type=int, default=20_000, help="ready bundles created for the claim cells")
+    parser.add_argument("--bundles", type=int, default=20_000,
+                        help="ready bundles created for each claim cell (a cell that runs out fails loudly)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per cell; median [min, max] over them")
     parser.add_argument("--postgres-admin-url", default=os.environ.get(
         "OMNIOPD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
         help="PostgreSQL URL allowed to CREATE DATABASE (a scratch database is created and dropped)")
@@ -179,7 +217,7 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                rows += run_backend("sqlite", f"sqlite:///{tmp}/bench.db", client_counts, args.seconds, args.bundles)
+                rows += run_backend("sqlite", f"sqlite:///{tmp}/bench.db", client_counts, args.seconds, args.bundles, args.repeats)
         elif backend == "postgresql":
             admin = sa.create_engine(args.postgres_admin_url, isolation_level="AUTOCOMMIT")
             name = f"omniopd_bench_{uuid.uuid4().hex[:10]}"
@@ -187,7 +225,7 @@ def main() -> None:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             try:
                 url = sa.engine.make_url(args.postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-                rows += run_backend("postgresql", url, client_counts, args.seconds, args.bundles)
+                rows += run_backend("postgresql", url, client_counts, args.seconds, args.bundles, args.repeats)
             finally:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
