@@ -7,8 +7,15 @@ our client, as the audit task does. Two runs in one invocation, against the same
 emulator (reset in between):
 
 - shared: every process debits one set of Redis token buckets (omniopd's limiter);
-- per-process: every process keeps its own in-process buckets, configured with the
-  provider's limits (the common client-side approach; no process knows the others).
+- split (the honest baseline): every process keeps its own in-process buckets with a
+  static 1/4 share of each limit: never oversubscribed, no coordination needed;
+- per-process: every process keeps its own in-process buckets with the whole limit (the
+  naive client-side setup, 4x oversubscribed; shown for the 429s it causes).
+
+Two demand patterns (--scenarios): "steady", every process busy for the whole run; and
+"uneven", processes joining and leaving (process 1 busy throughout, process 2 the first
+half, process 3 the second half, process 4 the first and third quarters), the case where a
+static split strands the share of an idle process and shared buckets should win.
 
 Utilisation = what the emulator served with status 200 per minute / the limit, for the
 binding dimension, over the run; 429 share = 429 responses / all responses. Goal:
@@ -41,9 +48,10 @@ MODEL = "claude-haiku-4-5"
 KEY_ENV = "OMNIOPD_BENCH_KEY"
 
 
-def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops: int, n: int, duration: float, seed: int, ready, go, start_at, out) -> None:
+def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops: int, n: int, duration: float, windows: list, seed: int, ready, go, start_at, out) -> None:
     """One audit-worker process: `loops` concurrent chunk audits for `duration` seconds
-    from the common start time (set once every process has imported and is ready)."""
+    from the common start time (set once every process has imported and is ready), busy
+    only inside `windows` (fractions of the run, [(from, to), ...]) and idle outside."""
     from omniopd.config import TeacherConfig
     from omniopd.teachers.build import build_teacher
     from omniopd.teachers.emulator.generators import lorem
@@ -61,8 +69,22 @@ def worker(mode: str, url: str, redis_url: str, prefix: str, limits: dict, loops
         client = build_teacher(cfg, redis_url=redis_url if mode == "shared" else None, key_prefix=prefix)
         done = {"chunks": 0, "failed": 0, "attempts": 0, "http_429": 0}
 
+        def next_busy(now: float) -> float | None:
+            """When this process is (or next becomes) busy; None: not again in this run."""
+            for lo, hi in windows:
+                t_lo, t_hi = start_at.value + lo * duration, start_at.value + hi * duration
+                if now < t_hi:
+                    return max(now, t_lo)
+            return None
+
         async def loop() -> None:
             while time.time() < stop_at:
+                busy_at = next_busy(time.time())
+                if busy_at is None:
+                    return
+                if busy_at > time.time():
+                    await asyncio.sleep(busy_at - time.time())
+                    continue
                 length = rng.randrange(300, 1500)
                 text = words("s", 1, length, 1.0, rng.randrange(1 << 30))[0]
                 try:
@@ -94,13 +116,23 @@ def emulator_stats(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def run_mode(mode: str, args, url: str, limits: dict) -> dict:
+# Busy windows per process, as fractions of the run.
+SCENARIOS = {
+    "steady": [[(0.0, 1.0)]] * 4,
+    "uneven": [[(0.0, 1.0)], [(0.0, 0.5)], [(0.5, 1.0)], [(0.0, 0.25), (0.5, 0.75)]],
+}
+
+
+def run_mode(mode: str, scenario: str, args, url: str, limits: dict) -> dict:
     urllib.request.urlopen(urllib.request.Request(f"{url}/_emulator/reset", method="POST")).read()
     ctx = mp.get_context("spawn")
     out, ready, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    # split: each process configured with its static share of every limit
+    own = {k: v / len(args.loops) for k, v in limits.items()} if mode == "split" else limits
     procs = [
-        ctx.Process(target=worker, args=(mode, url, args.redis_url, prefix, limits, loops, args.n, args.duration, 100 * i + 7, ready, go, start, out))
+        ctx.Process(target=worker, args=(mode, url, args.redis_url, prefix, own, loops, args.n, args.duration,
+                                         SCENARIOS[scenario][i], 100 * i + 7, ready, go, start, out))
         for i, loops in enumerate(args.loops)
     ]
     for p in procs:
@@ -129,7 +161,7 @@ def run_mode(mode: str, args, url: str, limits: dict) -> dict:
         rows[name] = {"util": util, "binding": max(util.values()), "responses": len(window),
                       "share_429": sum(e[2] == 429 for e in window) / max(1, len(window))}
     return {
-        "mode": mode, **rows["run"], "steady": rows["steady"]["binding"],
+        "mode": mode, "scenario": scenario, **rows["run"], "steady": rows["steady"]["binding"],
         "chunks": sum(r["chunks"] for r in results), "failed": sum(r["failed"] for r in results),
     }
 
@@ -145,7 +177,8 @@ def main() -> None:
     parser.add_argument("--emulator-burst-s", type=float, default=5.0, help="depth of the emulator's buckets (providers: 60 s; smaller = stricter)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="seconds excluded from the steady-state utilisation")
-    parser.add_argument("--modes", nargs="+", default=["shared", "per-process"], choices=["shared", "per-process"])
+    parser.add_argument("--modes", nargs="+", default=["shared", "split", "per-process"], choices=["shared", "split", "per-process"])
+    parser.add_argument("--scenarios", nargs="+", default=["steady", "uneven"], choices=sorted(SCENARIOS))
     args = parser.parse_args()
 
     limits = {"requests_per_min": args.rpm, "input_tokens_per_min": args.itpm, "output_tokens_per_min": args.otpm}
@@ -162,7 +195,7 @@ def main() -> None:
     try:
         line = emu.stdout.readline()
         url = line.split(" on ")[1].split()[0]
-        rows = [run_mode(mode, args, url, limits) for mode in args.modes]
+        rows = [run_mode(mode, scenario, args, url, limits) for scenario in args.scenarios for mode in args.modes]
     finally:
         emu.send_signal(signal.SIGINT)
         emu.wait(timeout=30)
@@ -170,17 +203,18 @@ def main() -> None:
 
     print(f"limits: {args.rpm:.0f} req/min, {args.itpm:.0f} input tok/min, {args.otpm:.0f} output tok/min; "
           f"4 processes x {args.loops} audits, N={args.n}, {args.duration:.0f} s per mode")
-    print(f"{'mode':<12} {'req util':>9} {'in util':>8} {'out util':>9} {'binding':>8} {'steady':>7} {'429 share':>10} {'responses':>10} {'chunks':>7} {'failed':>7}")
+    print(f"{'scenario':<9} {'mode':<12} {'req util':>9} {'in util':>8} {'out util':>9} {'binding':>8} {'steady':>7} {'429 share':>10} {'responses':>10} {'chunks':>7} {'failed':>7}")
     for r in rows:
         u = r["util"]
-        print(f"{r['mode']:<12} {u.get('requests', 0):>9.3f} {u.get('input', 0):>8.3f} {u.get('output', 0):>9.3f} {r['binding']:>8.3f} "
+        print(f"{r['scenario']:<9} {r['mode']:<12} {u.get('requests', 0):>9.3f} {u.get('input', 0):>8.3f} {u.get('output', 0):>9.3f} {r['binding']:>8.3f} "
               f"{r['steady']:>7.3f} {r['share_429']:>10.2%} {r['responses']:>10} {r['chunks']:>7} {r['failed']:>7}")
     print(f"binding: utilisation of the most used limit over the whole run; steady: the same without the first {args.warmup_s:.0f} s")
-    shared = next((r for r in rows if r["mode"] == "shared"), None)
-    if shared:
+    for shared in (r for r in rows if r["mode"] == "shared"):
         met = shared["binding"] >= 0.95 and shared["share_429"] <= 0.01
-        print(f"shared buckets: utilisation {shared['binding']:.3f} (goal >= 0.95), 429 share {shared['share_429']:.2%} "
-              f"(goal <= 1%): {'met' if met else 'NOT met'}")
+        split = next((r for r in rows if r["mode"] == "split" and r["scenario"] == shared["scenario"]), None)
+        versus = f"; vs static split: {shared['steady'] / split['steady']:.2f}x steady utilisation" if split else ""
+        print(f"{shared['scenario']}: shared buckets utilisation {shared['binding']:.3f} (goal >= 0.95), "
+              f"429 share {shared['share_429']:.2%} (goal <= 1%): {'met' if met else 'NOT met'}{versus}")
 
 
 if __name__ == "__main__":
