@@ -21,6 +21,7 @@ from omniopd.cli import (
     eval_cmd,
     learner_cmd,
     models_cmd,
+    pipeline_cmd,
     plan_cmd,
     plot_cmd,
     sandbox_cmd,
@@ -51,6 +52,7 @@ app.add_typer(worker_cmd.app, name="worker")
 app.add_typer(eval_cmd.app, name="eval")
 app.command("status")(status_cmd.status)
 app.command("plan")(plan_cmd.plan)
+app.command("pipeline")(pipeline_cmd.pipeline)
 app.command("spend")(spend_cmd.spend)
 app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
