@@ -4,6 +4,7 @@ cases, monotonicity, and the sizing's minimality."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import statistics
@@ -89,7 +90,7 @@ def test_waiting_never_rises_with_more_workers(seed):
                  pipeline_depth=2, max_policy_lag=1, limits=Limits(requests_per_min=rng.uniform(100, 5000)))
     for field in ("rollout_workers", "audit_threads"):
         waits = [predict(dataclasses.replace(p, **{field: k})).waiting for k in range(1, 40)]
-        assert all(b <= a + 1e-12 for a, b in zip(waits, waits[1:], strict=False)), field
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(waits)), field
 
 
 def test_sizing_is_the_fewest_workers_that_meet_the_target():
