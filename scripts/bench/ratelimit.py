@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="seconds excluded from the steady-state utilisation")
     parser.add_argument("--modes", nargs="+", default=["shared", "split", "per-process"], choices=["shared", "split", "per-process"])
+    parser.add_argument("--repeats", type=int, default=1, help="repeats of every (scenario, mode); median [min, max]")
     parser.add_argument("--scenarios", nargs="+", default=["steady", "uneven"], choices=sorted(SCENARIOS))
     args = parser.parse_args()
 
@@ -195,7 +197,8 @@ def main() -> None:
     try:
         line = emu.stdout.readline()
         url = line.split(" on ")[1].split()[0]
-        rows = [run_mode(mode, scenario, args, url, limits) for scenario in args.scenarios for mode in args.modes]
+        runs = [run_mode(mode, scenario, args, url, limits)
+                for _ in range(args.repeats) for scenario in args.scenarios for mode in args.modes]
     finally:
         emu.send_signal(signal.SIGINT)
         emu.wait(timeout=30)
@@ -203,18 +206,38 @@ def main() -> None:
 
     print(f"limits: {args.rpm:.0f} req/min, {args.itpm:.0f} input tok/min, {args.otpm:.0f} output tok/min; "
           f"4 processes x {args.loops} audits, N={args.n}, {args.duration:.0f} s per mode")
-    print(f"{'scenario':<9} {'mode':<12} {'req util':>9} {'in util':>8} {'out util':>9} {'binding':>8} {'steady':>7} {'429 share':>10} {'responses':>10} {'chunks':>7} {'failed':>7}")
-    for r in rows:
-        u = r["util"]
-        print(f"{r['scenario']:<9} {r['mode']:<12} {u.get('requests', 0):>9.3f} {u.get('input', 0):>8.3f} {u.get('output', 0):>9.3f} {r['binding']:>8.3f} "
-              f"{r['steady']:>7.3f} {r['share_429']:>10.2%} {r['responses']:>10} {r['chunks']:>7} {r['failed']:>7}")
-    print(f"binding: utilisation of the most used limit over the whole run; steady: the same without the first {args.warmup_s:.0f} s")
+    print(f"each cell: median [min, max] over {args.repeats} repeat(s), modes interleaved")
+    print(f"{'scenario':<9} {'mode':<12} {'req util':>9} {'in util':>8} {'out util':>9} {'binding':>20} {'steady':>20} "
+          f"{'429 share':>10} {'responses':>10} {'chunks':>7} {'failed':>7}")
+    rows = []
+    for scenario in args.scenarios:
+        for mode in args.modes:
+            cell = [r for r in runs if r["mode"] == mode and r["scenario"] == scenario]
+            med = {dim: statistics.median(r["util"].get(dim, 0.0) for r in cell) for dim in ("requests", "input", "output")}
+            row = {"scenario": scenario, "mode": mode, "binding": [r["binding"] for r in cell],
+                   "steady": [r["steady"] for r in cell], "share_429": max(r["share_429"] for r in cell)}
+            rows.append(row)
+            print(f"{scenario:<9} {mode:<12} {med['requests']:>9.3f} {med['input']:>8.3f} {med['output']:>9.3f} "
+                  f"{spread(row['binding']):>20} {spread(row['steady']):>20} {row['share_429']:>10.2%} "
+                  f"{statistics.median(r['responses'] for r in cell):>10.0f} {statistics.median(r['chunks'] for r in cell):>7.0f} "
+                  f"{max(r['failed'] for r in cell):>7}")
+    print(f"binding: utilisation of the most used limit over the whole run; steady: the same without the first "
+          f"{args.warmup_s:.0f} s; 429 share and failed: the worst repeat")
     for shared in (r for r in rows if r["mode"] == "shared"):
-        met = shared["binding"] >= 0.95 and shared["share_429"] <= 0.01
+        binding = statistics.median(shared["binding"])
+        met = binding >= 0.95 and shared["share_429"] <= 0.01
         split = next((r for r in rows if r["mode"] == "split" and r["scenario"] == shared["scenario"]), None)
-        versus = f"; vs static split: {shared['steady'] / split['steady']:.2f}x steady utilisation" if split else ""
-        print(f"{shared['scenario']}: shared buckets utilisation {shared['binding']:.3f} (goal >= 0.95), "
+        versus = ""
+        if split:
+            ratios = [a / b for a, b in zip(shared["steady"], split["steady"], strict=True)]
+            versus = f"; vs static split: {spread(ratios, '{:.2f}')}x steady utilisation (per repeat)"
+        print(f"{shared['scenario']}: shared buckets utilisation {binding:.3f} (goal >= 0.95), "
               f"429 share {shared['share_429']:.2%} (goal <= 1%): {'met' if met else 'NOT met'}{versus}")
+
+
+def spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    """'median [min, max]'."""
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
 if __name__ == "__main__":
