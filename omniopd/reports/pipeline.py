@@ -202,8 +202,11 @@ def size(p: PipelineInputs, target: float = 0.05, max_rollout: int = 1024, max_t
     reasons, scale, q = [], 1.0, p
     unbounded = dict(rollout_workers=max_rollout, audit_threads=max_threads)
     best = predict(replace(q, **unbounded))
-    if best.rate_limit_rate * (1 - target) < best.demand * (1 - 1e-9) and best.waiting > target:
-        scale = best.demand / ((1 - target) * best.rate_limit_rate) * 1.0001
+    # waiting <= target needs a period <= T_L / (1 - target), so the limits must carry
+    # at least demand * (1 - target) trajectories per second
+    needed = best.demand * (1 - target)
+    if best.rate_limit_rate < needed and best.waiting > target:
+        scale = needed / best.rate_limit_rate * 1.0001
         reasons.append(f"the rate limits carry {best.rate_limit_rate:.3g} trajectories/s, the learner needs "
                        f"{best.demand:.3g}: limits x{scale:.2f} assumed")
         q = replace(q, limits=replace(q.limits, fraction=q.limits.fraction * scale))

@@ -106,7 +106,9 @@ def test_sizing_names_what_else_must_change_when_no_worker_count_suffices():
     p = _setting(limits=Limits(requests_per_min=60, fraction=1.0))  # sync, and the limits bind
     s = size(p, target=0.05)
     assert "rate limits" in s.reason and "pipeline_depth" in s.reason
-    assert s.limit_scale > 1 and s.ahead > 1
+    # the limits must carry demand x (1 - target) = 4 x 0.95 of their 0.5 trajectories/s
+    assert s.limit_scale == pytest.approx(4 * 0.95 / 0.5, rel=1e-3)
+    assert s.ahead > 1
     assert s.prediction.waiting <= 0.05
 
 
