@@ -284,11 +284,12 @@ PRESETS: dict[str, PipelineInputs] = {
         limits=Limits(2000, 4_000_000, None),
     ),
     # configs/demo.yaml: M = 3, C = 2, N = 4, batch 16, teacher asked for 4 x C = 8 tokens from
-    # the emulator at 400 ms + 8 ms per token; the student's step and rollout rate are the
-    # ones measured on the 2-core development machine (BENCHMARKS.md, learner waiting).
+    # the emulator at 400 ms + 8 ms per token (scripts/bench/learner_wait.py's default); on
+    # the 2-core development machine the student's step took 0.06 s (BENCHMARKS.md, learner
+    # waiting) and one rollout worker made 15.7 trajectories/s (BENCHMARKS.md, pipeline model).
     "demo": PipelineInputs(
         m=3, n=4, candidates_per_request=8, prompt_tokens=60.0, trajectory_tokens=30.0, output_tokens=8.0,
-        batch_size=16, learner_step_s=0.06, rollout_per_worker=20.0,
+        batch_size=16, learner_step_s=0.06, rollout_per_worker=15.7,
         latencies_s=(0.464,), limits=Limits(20000, 4_000_000, None), audit_threads=8,
     ),
 }
