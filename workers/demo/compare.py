@@ -8,7 +8,8 @@ one data set, one seed and one number of learner steps. Every arm is one `omniop
 processes) in its own directory under <workdir>/compare-s<seed>/; the teacher of SFT, OPD and
 OmniOPD is the same trained teacher model (`omniopd.demo.teacher`).
 
-Base Pass@1 is measured once, in the first arm (every arm starts from the same student).
+Base Pass@1 is measured once, in the first arm that runs (every arm starts from the same
+student).
 An arm that finished (its demo-result.json and the arm's record here) is not run again with
 `--resume`. Results: compare.md (the table), compare.json and compare.png (Pass@1 curves).
 
@@ -51,6 +52,9 @@ ARMS: dict[str, Arm] = {
 }
 """Run in this order: the cheap arms first, the one that starts vLLM servers last."""
 COMPARE_STEPS = 100  # learner steps of every arm (the model-teacher demo's); --set learner.max_steps=N
+SMOKE_COMPARE = ["learner.max_steps=4", "eval.every_steps=null", "rollout.backend=hf"]
+"""--smoke: the demo's smoke settings, 4 steps, no curve evaluator, and no vLLM engine for the
+student (the teacher is still served by vLLM): a CI check that every arm runs, not a result."""
 
 
 @dataclass
@@ -87,20 +91,26 @@ def run_compare(settings: CompareSettings) -> tuple[list[ArmResult], dict]:
     kind = "smoke-" if settings.smoke else ""
     prepared_root = settings.workdir / f"{kind}prepared-s{settings.seed}"
     settings.root.mkdir(parents=True, exist_ok=True)
-    steps = [] if settings.smoke else [f"learner.max_steps={COMPARE_STEPS}"]  # --smoke: its own 8 steps
+    steps = SMOKE_COMPARE if settings.smoke else [f"learner.max_steps={COMPARE_STEPS}"]
+    records = {name: settings.root / name / "compare-arm.json" for name in settings.arms}
+    finished = {name: ArmResult(**json.loads(path.read_text())) for name, path in records.items()
+                if settings.resume and path.is_file()}
     results: list[ArmResult] = []
-    for i, name in enumerate(settings.arms):
+    for name in settings.arms:
         arm = ARMS[name]
-        record = settings.root / name / "compare-arm.json"
-        if settings.resume and record.is_file():
+        record = records[name]
+        if name in finished:
             settings.log(f"[{name}] finished earlier: {record}")
-            results.append(ArmResult(**json.loads(record.read_text())))
+            results.append(finished[name])
             continue
+        # base Pass@1 once: in the first arm that runs, unless a finished arm measured it
+        measured = [*finished.values(), *results]
+        evaluate_before = all(math.isnan(a.result["pass_before"]) for a in measured)
         demo = DemoSettings(
             config_path=arm.config, workdir=settings.root / name, seed=settings.seed, variants=[name],
             resume=settings.resume, overrides=[*steps, *settings.overrides],
             log=settings.log, smoke=settings.smoke, dashboard=False, prepared_root=prepared_root,
-            teacher=arm.teacher, evaluate_before=(i == 0),
+            teacher=arm.teacher, evaluate_before=evaluate_before,
         )
         started = time.monotonic()
         settings.log(f"[{name}] {arm.label}: {arm.config}")
@@ -142,7 +152,7 @@ def _teacher_cost(name: str, r: VariantResult, cfg, demo: DemoSettings, log) -> 
     if cfg.data.teacher_solutions is not None:
         prepared = prepare(demo.prepared_root, demo.prepare_spec, log)  # cached: the paths only
         made = teacher_solutions(prepared, demo.prepare_spec, Path(cfg.data.teacher_solutions).parent, cfg, log)
-        price = price_for("demo-teacher", load_prices(cfg.prices_file))
+        price = price_for("demo-teacher", load_prices(cfg.audit.prices_file))
         return made.tokens, cost_usd(Usage(input=made.input_tokens, output=made.output_tokens), price)
     if cfg.loss.needs.teacher_logits:
         with open_store(cfg, Path(r.output_dir) / "config.yaml", read_only=True, pool_size=1) as store, \

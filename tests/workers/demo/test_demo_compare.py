@@ -52,7 +52,7 @@ def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_p
     summary = json.loads((root / "compare.json").read_text())
     arms = {a["arm"]: a for a in summary["arms"]}
     assert list(arms) == ["sft", "opd", "grpo", "omniopd"]
-    assert all(a["result"]["steps"] == 8 for a in arms.values())  # the smoke's 8 learner steps, every arm
+    assert all(a["result"]["steps"] == 4 for a in arms.values())  # the compare smoke's 4 learner steps, every arm
     assert 0 <= summary["base"]["pass"] <= 1 and summary["base"]["ci"]
     assert all(a["result"]["ci_after"] for a in arms.values())
 
@@ -62,7 +62,7 @@ def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_p
     sft_dir = root / "sft" / "smoke-sft-s0"
     trained = store_rows(sft_dir, Trajectory.completion_text, Trajectory.state)
     assert trained and all(text in solutions for text, _ in trained)
-    assert sum(state == "consumed" for _, state in trained) == 8 * 8  # 8 steps of 8
+    assert sum(state == "consumed" for _, state in trained) == 4 * 8  # 4 steps of 8
     assert not store_rows(sft_dir, RolloutBatch.id) and not store_rows(sft_dir, TeacherCall.id)
     manifest = json.loads(solutions_file.with_suffix(".json").read_text())["result"]
     assert arms["sft"]["teacher_tokens"] == manifest["input_tokens"] + manifest["output_tokens"] > 0
