@@ -54,6 +54,8 @@ def demo(
     Prepares (once, cached) a tiny student that has half-learned the task; serves a scripted expert teacher through the provider emulator (Gemini wire format, rate limits, prices), or with --teacher model a trained teacher model behind a real vLLM server; starts real rollout and audit workers and the learner; measures Pass@1 on 200 held-out problems x 4 samples before and after; prints the teacher spend and writes the training plot; serves the live dashboard meanwhile (its address is printed). About 10 minutes on 2 CPU cores.
 
     Ctrl-C stops every process cleanly (the vLLM server included); `--resume` continues. Results: <workdir>/[model-[other-]]<variant>-s<seed>/ (demo-result.json, training.png, logs/).
+
+    --compare runs the paper's Table 1 instead: base, GRPO (configs/demo-grpo.yaml), SFT on the teacher model's solutions (configs/demo-sft.yaml), white-box OPD on its logits (configs/demo-opd.yaml) and OmniOPD with it behind vLLM (configs/demo-model.yaml), each a demo run under <workdir>/compare-s<seed>/<arm>/; --resume skips finished arms.
     """
     from workers.demo.run import DemoSettings, run_demo, summary_table
 
