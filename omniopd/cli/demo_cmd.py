@@ -106,7 +106,7 @@ def _compare(arms: str | None, *, seed: int, workdir: Path, resume: bool, smoke:
     clash = [name for name, value in flags.items() if value]
     if clash:
         fail(f"--compare runs its own configs and teachers; drop {', '.join(clash)}")
-    chosen = [a.strip() for a in arms.split(",") if a.strip()] if arms else list(ARMS)
+    chosen = [a.strip().lower() for a in arms.split(",") if a.strip()] if arms else list(ARMS)
     unknown = [a for a in chosen if a not in ARMS]
     if unknown or not chosen:
         fail(f"--arms {arms!r}: choose among {', '.join(ARMS)} (comma-separated)")

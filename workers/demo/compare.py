@@ -37,18 +37,19 @@ from workers.demo.run import DemoSettings, VariantResult, run_demo
 class Arm:
     """One row of the table: the demo config it runs and how it reaches its teacher."""
 
+    key: str  # its name in --arms (any case) and, lower-cased, its directory
     label: str
     config: Path
     access: str
     teacher: str = "scripted"  # DemoSettings.teacher: "model" serves the teacher over vLLM
 
 
-ARMS: dict[str, Arm] = {
-    "sft": Arm("SFT (teacher's solutions)", Path("configs/demo-sft.yaml"), "full solutions, offline"),
-    "opd": Arm("OPD (white-box)", Path("configs/demo-opd.yaml"), "logits (weights)"),
-    "grpo": Arm("GRPO", Path("configs/demo-grpo.yaml"), "none (rule-based reward)"),
-    "omniopd": Arm("OmniOPD", Path("configs/demo-model.yaml"), "text (black-box API)", teacher="model"),
-}
+ARMS: dict[str, Arm] = {a.key.lower(): a for a in (
+    Arm("SFT", "SFT (teacher's solutions)", Path("configs/demo-sft.yaml"), "full solutions, offline"),
+    Arm("OPD", "OPD (white-box)", Path("configs/demo-opd.yaml"), "logits (weights)"),
+    Arm("GRPO", "GRPO", Path("configs/demo-grpo.yaml"), "none (rule-based reward)"),
+    Arm("OmniOPD", "OmniOPD", Path("configs/demo-model.yaml"), "text (black-box API)", teacher="model"),
+)}
 """Run in this order: the cheap arms first, the one that starts vLLM servers last."""
 COMPARE_STEPS = 100  # learner steps of every arm (the model-teacher demo's); --set learner.max_steps=N
 SMOKE_COMPARE = ["learner.max_steps=4", "eval.every_steps=null", "rollout.backend=hf"]
