@@ -92,9 +92,9 @@ def run_compare(settings: CompareSettings) -> tuple[list[ArmResult], dict]:
     prepared_root = settings.workdir / f"{kind}prepared-s{settings.seed}"
     settings.root.mkdir(parents=True, exist_ok=True)
     steps = SMOKE_COMPARE if settings.smoke else [f"learner.max_steps={COMPARE_STEPS}"]
-    records = {name: settings.root / name / "compare-arm.json" for name in settings.arms}
+    records = {name: settings.root / name / "compare-arm.json" for name in ARMS}
     finished = {name: ArmResult(**json.loads(path.read_text())) for name, path in records.items()
-                if settings.resume and path.is_file()}
+                if settings.resume and path.is_file()}  # every arm's: one run per arm may feed the table
     results: list[ArmResult] = []
     for name in settings.arms:
         arm = ARMS[name]
@@ -103,9 +103,8 @@ def run_compare(settings: CompareSettings) -> tuple[list[ArmResult], dict]:
             settings.log(f"[{name}] finished earlier: {record}")
             results.append(finished[name])
             continue
-        # base Pass@1 once: in the first arm that runs, unless a finished arm measured it
-        measured = [*finished.values(), *results]
-        evaluate_before = all(math.isnan(a.result["pass_before"]) for a in measured)
+        # base Pass@1 once: in the first arm that runs, unless an arm (even one still running) measured it
+        evaluate_before = _measured_base(settings.root) is None
         demo = DemoSettings(
             config_path=arm.config, workdir=settings.root / name, seed=settings.seed, variants=[name],
             resume=settings.resume, overrides=[*steps, *settings.overrides],
@@ -120,7 +119,7 @@ def run_compare(settings: CompareSettings) -> tuple[list[ArmResult], dict]:
         out = ArmResult(name, asdict(r), wall, tokens, spend, _curve(cfg, Path(r.output_dir) / "config.yaml"))
         record.write_text(json.dumps(asdict(out), indent=2) + "\n")
         results.append(out)
-    base = _base(results)
+    base = _base([*results, *finished.values()], settings.root)
     summary = {"seed": settings.seed, "steps": results[0].result["steps"] if results else 0, "base": base,
                "arms": [asdict(a) for a in results]}
     (settings.root / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -130,12 +129,23 @@ def run_compare(settings: CompareSettings) -> tuple[list[ArmResult], dict]:
     return results, base
 
 
-def _base(results: list[ArmResult]) -> dict:
-    """Base inference: the first arm's Pass@1 before training (every arm starts from it)."""
+def _base(results: list[ArmResult], root: Path | None = None) -> dict:
+    """Base inference: the Pass@1 before training that one arm measured (every arm starts from it)."""
     for a in results:
         if not math.isnan(a.result["pass_before"]):
             return {"pass": a.result["pass_before"], "ci": a.result["ci_before"]}
-    return {"pass": math.nan, "ci": None}
+    found = _measured_base(root) if root is not None else None
+    return found or {"pass": math.nan, "ci": None}
+
+
+def _measured_base(root: Path) -> dict | None:
+    """The base student's Pass@1 if an arm under `root` evaluated it (<arm>/<run>/eval/step-0)."""
+    from workers.demo.run import _pass_at_1
+
+    for path in sorted(root.glob("*/*/eval/step-0/results.json")):
+        value, ci = _pass_at_1(json.loads(path.read_text()))
+        return {"pass": value, "ci": list(ci)}
+    return None
 
 
 def _teacher_cost(name: str, r: VariantResult, cfg, demo: DemoSettings, log) -> tuple[int, float | None]:
