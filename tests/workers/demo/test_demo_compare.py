@@ -1,10 +1,13 @@
 """`omniopd demo --compare --smoke` through the real processes: base, SFT on the teacher's
-solutions, white-box OPD, GRPO and OmniOPD (the teacher model behind vLLM) on one prepared
-student, one seed and one number of learner steps, then the Table 1-shaped table and the
-plot. The assertions are ones a broken comparison fails: every arm trained the same steps
-from the same base; SFT trained on the teacher's solutions only (no rollout batch, each
-trained text is a solution from the file) and its tokens are that file's; OPD and GRPO asked
-no teacher anything; OmniOPD's teacher was called and billed; the table shows them all."""
+solutions, white-box OPD and GRPO on one prepared student, one seed and one number of learner
+steps, then the Table 1-shaped table and the plot. The assertions are ones a broken
+comparison fails: every arm trained the same steps from the same base; SFT trained on the
+teacher's solutions only (no rollout batch, each trained text is a solution from the file)
+and its tokens are that file's; OPD and GRPO asked no teacher anything; the table shows them.
+
+The OmniOPD arm is left out here to keep CI short: it is `omniopd demo --teacher model`, whose
+smoke run through vLLM is tests/workers/demo/test_model_teacher.py; the arms' table code is
+tests/workers/demo/test_compare_table.py."""
 
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import sys
 
 import pytest
 
-from tests.conftest import unavailable, wait_left
+from tests.conftest import wait_left
 from tests.workers.conftest import ROOT
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 def store_rows(run_dir, *columns):
@@ -34,16 +37,13 @@ def store_rows(run_dir, *columns):
         engine.dispose()
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1200)
 def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_plot(tmp_path):
-    try:
-        import vllm  # noqa: F401
-    except ImportError as exc:
-        unavailable("vLLM", exc, "OMNIOPD_REQUIRE_VLLM")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "omniopd", "demo", "--compare", "--smoke", "--workdir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait_left(1400),
+        [sys.executable, "-m", "omniopd", "demo", "--compare", "--smoke", "--arms", "sft,opd,grpo",
+         "--workdir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait_left(1100),
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     from db.models import RolloutBatch, TeacherCall, Trajectory
@@ -51,7 +51,7 @@ def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_p
     root = tmp_path / "smoke-compare-s0"
     summary = json.loads((root / "compare.json").read_text())
     arms = {a["arm"]: a for a in summary["arms"]}
-    assert list(arms) == ["sft", "opd", "grpo", "omniopd"]
+    assert list(arms) == ["sft", "opd", "grpo"]
     assert all(a["result"]["steps"] == 4 for a in arms.values())  # the compare smoke's 4 learner steps, every arm
     assert 0 <= summary["base"]["pass"] <= 1 and summary["base"]["ci"]
     assert all(a["result"]["ci_after"] for a in arms.values())
@@ -74,13 +74,8 @@ def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_p
     assert arms["opd"]["spend_usd"] is None and arms["opd"]["teacher_tokens"] > 0
     assert arms["grpo"]["teacher_tokens"] == 0 and arms["grpo"]["spend_usd"] == 0
 
-    # OmniOPD: the model teacher answered audits, billed in the ledger.
-    calls = store_rows(root / "omniopd" / "smoke-model-omniopd-s0", TeacherCall.status)
-    assert any(status == "ok" for (status,) in calls)
-    assert arms["omniopd"]["teacher_tokens"] > 0 and arms["omniopd"]["spend_usd"] > 0
-
     table = (root / "compare.md").read_text()
-    for label in ("| base |", "| SFT (teacher's solutions) |", "| OPD (white-box) |", "| GRPO |", "| OmniOPD |"):
+    for label in ("| base |", "| SFT (teacher's solutions) |", "| OPD (white-box) |", "| GRPO |"):
         assert label in table and label in result.stdout
     assert "n/a (weights)" in table
     assert (root / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
