@@ -44,7 +44,7 @@ def demo(
                                           "vLLM) on the same student, data, seed and learner steps (100; --set "
                                           "learner.max_steps=N). Writes compare.md (Pass@1 with 95% intervals, change "
                                           "from base, teacher tokens and spend, wall time) and compare.png (Pass@1 "
-                                          "curves) to <workdir>/compare-s<seed>/. About 30 min on 2 CPU cores.")] = False,
+                                          "curves) to <workdir>/compare-s<seed>/. Measured: 50 min of arms on 2 CPU cores shared with other work (BENCHMARKS.md).")] = False,
     arms: Annotated[str | None, typer.Option(help="With --compare: the arms to run, comma-separated "
                                              "(default sft,opd,grpo,omniopd).", show_default=False)] = None,
     set_: SetOpt = None,
