@@ -323,7 +323,7 @@ def _run_variant(variant: str, prepared, teacher: list[str], children: Children,
     result = VariantResult(
         variant, settings.seed, before[0] if before else nan, after[0] if after else nan, steps, _spent_usd(spend),
         plan.get("forecast_run_usd", nan), plan.get("actual_over_forecast"), train_s, time.monotonic() - started,
-        str(out), teacher=settings.teacher if settings.teacher == "scripted" else f"model ({settings.teacher_tokenizer} tokenizer)",
+        str(out), teacher=_teacher_label(cfg, settings),
         ci_before=before[1] if before else None, ci_after=after[1] if after else None,
         phi_interior=audit["phi_interior_fraction"], k_sem_interior=audit["k_sem_interior_fraction"],
         distinct=audit["distinct_fraction"], teacher_tokens=spend["total"]["input_tokens"] + spend["total"]["output_tokens"],
@@ -331,6 +331,15 @@ def _run_variant(variant: str, prepared, teacher: list[str], children: Children,
     )
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _teacher_label(cfg: OmniConfig, settings: DemoSettings) -> str:
+    """Which teacher the variant learned from, for the summary table."""
+    if needs_offline_teacher(cfg):
+        return "model (weights or solutions, offline)"
+    if not cfg.loss.needs.audits:
+        return "none"
+    return settings.teacher if settings.teacher == "scripted" else f"model ({settings.teacher_tokenizer} tokenizer)"
 
 
 def _separation(cfg: OmniConfig, config_file: Path) -> dict | None:
