@@ -229,3 +229,21 @@ def drop_stale(
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def recorded_slots(session: Session, *, run_id: int) -> set[SlotKey]:
+    """Every slot of the run that holds a trajectory, whatever its state."""
+    cols = (Trajectory.problem_id, Trajectory.epoch, Trajectory.sample_index, Trajectory.attempt)
+    return {SlotKey(*row) for row in session.execute(select(*cols).where(Trajectory.run_id == run_id))}
+
+
+def consumed_tokens(session: Session, *, run_id: int) -> int:
+    """Prompt + completion tokens of the run's trained trajectories (what a white-box teacher
+    reads: one forward pass over every trained sequence)."""
+    from sqlalchemy import func
+
+    total = session.scalar(
+        select(func.sum(Trajectory.n_prompt_tokens + Trajectory.n_completion_tokens))
+        .where(Trajectory.run_id == run_id, Trajectory.state == "consumed")
+    )
+    return int(total or 0)

@@ -519,6 +519,8 @@ class DataConfig(Section):
     """Use at most this many training problems."""
     epochs: int = Field(1, ge=1)
     """Passes over the training problems (paper: 1)."""
+    teacher_solutions: Path | None = None
+    """SFT on the teacher's full solutions (loss.method=sft, sft_source=trajectories): a JSONL of {"id": problem id, "completion": the teacher's answer}, written once offline; the learner trains on these instead of student samples (workers/learner/replay.py)."""
 
 
 class EvalConfig(Section):
@@ -645,6 +647,12 @@ class OmniConfig(Section):
         needs = self.loss.needs
         if needs.teacher_logits and not self.loss.whitebox_teacher:
             raise ValueError(f"loss.method = {self.loss.method} needs loss.whitebox_teacher (a model path)")
+        if self.data.teacher_solutions is not None and (needs.audits or needs.rewards or needs.teacher_logits):
+            raise ValueError(
+                f"data.teacher_solutions is set, but loss.method = {self.loss.method} learns from the student's own "
+                "samples: the teacher's given solutions are for loss.method=sft with loss.sft_source=trajectories "
+                "(unset data.teacher_solutions, or change the method)"
+            )
         if needs.rewards and self.reward.grader is None:
             raise ValueError(
                 f"loss.method = {self.loss.method} learns from rule-based rewards, but reward.grader is not "

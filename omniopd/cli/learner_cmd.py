@@ -10,12 +10,14 @@ import typer
 from omniopd.cli.common import ConfigOpt, SetOpt, console, fail, load
 
 DriverOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--driver",
         help="The rollout driver as MODULE:CALLABLE, called with app=, sessions=, config=, run_id= and "
-        "ticked once per learner iteration. The default paces real rollout workers; another value "
-        "plugs in a driver of your own (e.g. one that replays stored trajectories).",
+        "ticked once per learner iteration. The default paces real rollout workers, or with "
+        "data.teacher_solutions replays the teacher's solutions (workers.learner.replay:ReplayDriver); "
+        "another value plugs in a driver of your own.",
+        show_default=False,
     ),
 ]
 ProgressOpt = Annotated[
@@ -29,7 +31,7 @@ LogLevelOpt = Annotated[str, typer.Option("--loglevel", help="DEBUG, INFO, WARNI
 def learner(
     config: ConfigOpt,
     set_: SetOpt = None,
-    driver: DriverOpt = "workers.learner.driver:Driver",
+    driver: DriverOpt = None,
     progress: ProgressOpt = None,
     loglevel: LogLevelOpt = "INFO",
 ) -> None:
@@ -53,7 +55,7 @@ def learner(
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        factory = load_driver_factory(driver)
+        factory = load_driver_factory(driver) if driver else None
     except (ImportError, AttributeError, ValueError) as exc:
         fail(f"cannot load the driver {driver!r}: {exc}")
     try:

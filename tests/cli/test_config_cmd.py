@@ -49,3 +49,25 @@ def test_validate_refuses_a_grader_that_cannot_grade_the_dataset(tmp_path):
             f"({data}) have none (first: id 'b'); set reward.grader to the grader of this dataset (code)") in fits.stderr
     data.write_text('{"id": "a", "prompt": "Compute 1 + 1.", "answer": "2"}\n')
     assert omniopd("config", "validate", "-c", "configs/demo-grpo.yaml", "--set", f"data.train={data}").returncode == 0
+
+
+def test_validate_refuses_a_whitebox_teacher_without_weights_naming_the_key(tmp_path):
+    api = omniopd("config", "validate", "-c", "configs/demo.yaml", "--set", "loss.method=opd_whitebox",
+                  "--set", "loss.whitebox_teacher=emulated")
+    assert api.returncode == 2
+    assert "loss.whitebox_teacher = 'emulated' is the API teacher teachers.emulated (gemini), which serves text" in api.stderr
+    empty = tmp_path / "teacher"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    folder = omniopd("config", "validate", "-c", "configs/demo-opd.yaml", "--set", f"loss.whitebox_teacher={empty}")
+    assert folder.returncode == 2
+    assert f"loss.whitebox_teacher = {empty}: no model weights there" in folder.stderr and "Traceback" not in folder.stderr
+    (empty / "model.safetensors").write_bytes(b"")
+    ok = omniopd("config", "validate", "-c", "configs/demo-opd.yaml", "--set", f"loss.whitebox_teacher={empty}")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_validate_refuses_whitebox_opd_without_a_teacher_naming_the_key():
+    result = omniopd("config", "validate", "-c", "configs/demo-opd.yaml", "--set", "loss.whitebox_teacher=null")
+    assert result.returncode == 2
+    assert "loss.method = opd_whitebox needs loss.whitebox_teacher (a model path)" in result.stderr

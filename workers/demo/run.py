@@ -38,6 +38,7 @@ from pathlib import Path
 from omniopd.config import OmniConfig, dump_config, load_config
 from omniopd.demo.prepare import PrepareSpec, prepare, training_problems
 from omniopd.demo.teacher import SERVED_NAME, TeacherSpec, prepare_teacher
+from workers.demo.offline import needs_offline_teacher, offline_teacher_overrides
 from workers.demo.supervise import (
     Children,
     omniopd_command,
@@ -105,6 +106,8 @@ class DemoSettings:
     """A one-minute check that every part runs (a smaller student, 8 steps); the numbers mean nothing."""
     evaluate: bool = True
     """Measure Pass@1 before and after (benchmarks of the pipeline itself turn it off)."""
+    evaluate_before: bool = True
+    """Measure the base student's Pass@1 too (`--compare` measures it once, in its first arm)."""
     emulator_args: list[str] = field(default_factory=list)
     """Extra `omniopd teacher emulate` options, e.g. ["--ttft-ms", "400"] for a realistic latency."""
     dashboard: bool = True
@@ -163,7 +166,10 @@ def run_demo(settings: DemoSettings) -> list[VariantResult]:
     results = []
     try:
         base = load_config(settings.config_path)
-        if not base.loss.needs.audits:
+        if needs_offline_teacher(base):  # white-box logits or the teacher's given solutions: no server
+            teacher = offline_teacher_overrides(base, prepared, settings.prepare_spec, settings.model_teacher_spec,
+                                                settings.log)
+        elif not base.loss.needs.audits:
             teacher: list[str] = []  # the objective (grpo) declares no audits: no teacher to serve
             settings.log("teacher: none (the objective declares no audits)")
         elif settings.teacher == "model":
@@ -186,7 +192,7 @@ def _variant_config(variant: str, prepared, teacher: list[str], settings: DemoSe
     overrides = [
         f"run.name=demo-{tag}", f"run.output_dir={out}", f"run.seed={settings.seed}",
         f"student.path={prepared.student}", f"data.train={prepared.train_file}", f"eval.data_dir={prepared.eval_dir}",
-        *teacher, *VARIANTS[variant], *settings.all_overrides,
+        *teacher, *VARIANTS.get(variant, []), *settings.all_overrides,
     ]
     cfg = load_config(settings.config_path, overrides)
     return cfg, out
@@ -268,7 +274,7 @@ def _run_variant(variant: str, prepared, teacher: list[str], children: Children,
     _open_run(cfg, config_file)
     with broker_for(cfg) as broker:
         before = _evaluate(c, cfg, step=0, env=env, label="before", settings=settings, variant=variant) \
-            if settings.evaluate else None
+            if settings.evaluate and settings.evaluate_before else None
         audits = cfg.loss.needs.audits  # an objective without audits (grpo) asks the teacher nothing
         if audits:
             settings.log(f"[{variant}] forecast of the teacher spend (`omniopd plan`, L measured on {PLAN_SAMPLE} samples)")
@@ -317,7 +323,7 @@ def _run_variant(variant: str, prepared, teacher: list[str], children: Children,
     result = VariantResult(
         variant, settings.seed, before[0] if before else nan, after[0] if after else nan, steps, _spent_usd(spend),
         plan.get("forecast_run_usd", nan), plan.get("actual_over_forecast"), train_s, time.monotonic() - started,
-        str(out), teacher=settings.teacher if settings.teacher == "scripted" else f"model ({settings.teacher_tokenizer} tokenizer)",
+        str(out), teacher=_teacher_label(cfg, settings),
         ci_before=before[1] if before else None, ci_after=after[1] if after else None,
         phi_interior=audit["phi_interior_fraction"], k_sem_interior=audit["k_sem_interior_fraction"],
         distinct=audit["distinct_fraction"], teacher_tokens=spend["total"]["input_tokens"] + spend["total"]["output_tokens"],
@@ -325,6 +331,15 @@ def _run_variant(variant: str, prepared, teacher: list[str], children: Children,
     )
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _teacher_label(cfg: OmniConfig, settings: DemoSettings) -> str:
+    """Which teacher the variant learned from, for the summary table."""
+    if needs_offline_teacher(cfg):
+        return "model (weights or solutions, offline)"
+    if not cfg.loss.needs.audits:
+        return "none"
+    return settings.teacher if settings.teacher == "scripted" else f"model ({settings.teacher_tokenizer} tokenizer)"
 
 
 def _separation(cfg: OmniConfig, config_file: Path) -> dict | None:

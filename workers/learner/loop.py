@@ -77,6 +77,7 @@ log = logging.getLogger("omniopd.learner")
 
 StopReason = Literal["max_steps", "exhausted", "budget", "signal"]
 DEFAULT_DRIVER = "workers.learner.driver:Driver"
+REPLAY_DRIVER = "workers.learner.replay:ReplayDriver"  # data.teacher_solutions: SFT on the teacher's solutions
 WAIT_WARNING_S = 120.0  # say why the learner idles, every this many seconds of waiting
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from omniopd.config import OmniConfig
 from omniopd.train.lockstep import Leader, Start
-from workers.learner.loop import DEFAULT_DRIVER, Driver, Learner, LearnerSummary
+from workers.learner.loop import DEFAULT_DRIVER, REPLAY_DRIVER, Driver, Learner, LearnerSummary
 from workers.learner.output import MetricsSink
 
 log = logging.getLogger("omniopd.learner")
@@ -113,7 +113,8 @@ def run_learner(
 ) -> LearnerSummary | None:
     """Run the learner of `config` until it stops (module docstring); owns the embedded broker.
 
-    `driver_factory` defaults to workers.learner.driver.Driver (imported here, lazily). Launched by
+    `driver_factory` defaults to workers.learner.driver.Driver, or with data.teacher_solutions to
+    workers.learner.replay.ReplayDriver (imported here, lazily). Launched by
     torchrun as N processes: rank 0 does all of this and returns the summary; the other
     ranks follow it (`_follow_rank_zero`) and return None."""
     from omniopd.models.loading import resolve_device
@@ -172,7 +173,8 @@ def _lead(
         trainer = start.lead(build_trainer(config, resume=resumed))
         leader = trainer if isinstance(trainer, Leader) else None
         if driver_factory is None:
-            driver_factory = load_driver_factory(DEFAULT_DRIVER)
+            # the teacher's given solutions replace rollouts (SFT on them); otherwise rollout workers sample
+            driver_factory = load_driver_factory(REPLAY_DRIVER if config.data.teacher_solutions else DEFAULT_DRIVER)
         with broker_for(config) as endpoint:
             app = make_celery(config, broker_url=endpoint.url, config_path=config_path)
             driver = driver_factory(app=app, sessions=sessions, config=config, run_id=run_id)
