@@ -26,6 +26,7 @@ from omniopd.cli import (
     sandbox_cmd,
     spend_cmd,
     status_cmd,
+    study_cmd,
     teacher_cmd,
     worker_cmd,
 )
@@ -49,6 +50,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(worker_cmd.app, name="worker")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(study_cmd.app, name="study")
 app.command("status")(status_cmd.status)
 app.command("plan")(plan_cmd.plan)
 app.command("spend")(spend_cmd.spend)

@@ -1,0 +1,101 @@
+"""The study on a synthetic teacher whose chunk probability is known by construction.
+
+The teacher is a real OpenAI-compatible server (the provider emulator) whose continuation
+of a prefix ending in `p=<p>|` is the chunk text "yes" with probability p and "no"
+otherwise. So the oracle probability of the chunk "yes" is p exactly, and with phi = exact
+match mu_c = p (Eq. 9): the frequentist ratio is unbiased for p with variance p(1-p)/N and
+the Bayesian proxy has the variance and MSE of Theorem 4.1(c), Eq. 13.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+
+import numpy as np
+import pytest
+
+from omniopd.algo.estimator import proxy_mse
+from omniopd.study.estimator_study import StudySettings, analyse
+from omniopd.study.oracle import OracleScore
+from omniopd.study.sampling import StudySamplingError, sample_continuations
+from omniopd.study.student_chunks import StudyChunk
+from omniopd.teachers.client import RetryPolicy
+from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread
+from omniopd.teachers.providers import PROVIDERS
+
+PATTERN = re.compile(r"p=([0-9.]+)\|$")
+
+
+def bernoulli_teacher(prompt_text: str, n: int, max_tokens: int, temperature, seed) -> list[str]:
+    p = float(PATTERN.search(prompt_text).group(1))
+    rng = random.Random(seed)
+    return ["yes" if rng.random() < p else "no" for _ in range(n)]
+
+
+def chunks_with(probabilities) -> list[StudyChunk]:
+    return [StudyChunk(i, f"q{i}", "Say yes or no.", f"p={p:.4f}|", "yes", prior=0.5, tokens=1)
+            for i, p in enumerate(probabilities)]
+
+
+def sample(url: str, chunks, n: int, *, model: str = "synthetic", seed: int = 0):
+    client = PROVIDERS["openai_compat"](model=model, base_url=f"{url}/v1", api_key=None, mode="raw",
+                                       retry=RetryPolicy(max_retries=1, backoff_base_s=0.01, backoff_max_s=0.02),
+                                       timeout_s=10.0)
+
+    async def go():
+        async with client:
+            return await sample_continuations(client, chunks, n, max_new_tokens_factor=2.0, concurrency=8, seed=seed)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def server():
+    with EmulatorThread(EmulatorConfig(provider="openai_compat", models=["synthetic"]), bernoulli_teacher) as emu:
+        yield emu
+
+
+def test_study_recovers_a_known_chunk_probability(server):
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, size=300)
+    chunks = chunks_with(p)
+    samples = sample(server.url, chunks, 20)
+    oracle = [OracleScore([math.log(round(x, 4))]) for x in p]  # one "token": normalised = sequence = p
+    result = analyse(chunks, oracle, samples, StudySettings(chunks=300, ns=(10, 20), alpha=1.0, phis=("exact",),
+                                                            cut="chars", resamples=300), log=lambda m: None)
+    for row in (r for r in result.rows if r.target == "normalised"):
+        # Unbiased: the mean of k_sem/N is the mean of p within 4 standard errors (about 0.03 at N = 10).
+        tolerance = 4 * math.sqrt(float(np.mean(p * (1 - p))) / row.n / len(p))
+        assert abs(row.mean_freq - result.mean_oracle["normalised"]) < tolerance
+        # Its MSE against the true p is the binomial variance mean(pq)/N, within 4 standard errors (the
+        # squared error of one chunk has variance mu_4 - (pq/N)^2, mu_4 = pq(1 + 3(N-2)pq)/N^3).
+        pq = p * (1 - p)
+        expected = float(np.mean(pq)) / row.n
+        mu4 = pq * (1 + 3 * (row.n - 2) * pq) / row.n**3
+        assert abs(row.freq.mse.value - expected) < 4 * math.sqrt(float(np.sum(mu4 - (pq / row.n) ** 2))) / len(p)
+        assert row.freq.pearson.value > (0.75 if row.n == 10 else 0.85)
+        # The prior 0.5 is close to the mean of p, so shrinking towards it lowers the MSE (Eq. 13).
+        assert row.bayes.mse.value < row.freq.mse.value
+
+
+def test_bayesian_variance_and_mse_match_theorem_4_1(server):
+    n, alpha, prior, p, k = 10, 1.0, 0.5, 0.3, 400
+    chunks = [StudyChunk(i, "q", "Say yes or no.", f"p={p}|", "yes", prior=prior, tokens=1) for i in range(k)]
+    samples = sample(server.url, chunks, n, seed=7)
+    hits = np.array([[s == "yes" for s in texts] for texts in samples], dtype=float)  # [K, N]: phi = exact
+    freq = hits.sum(axis=1) / n
+    bayes = (hits.sum(axis=1) + alpha * prior) / (n + alpha)  # Eq. 5
+    sigma2 = p * (1 - p)  # Var of phi under the teacher
+    theory_var = n * sigma2 / (n + alpha) ** 2  # Theorem 4.1(c)
+    # The sample variance of K draws has relative standard error about sqrt(2 / K) = 7%; allow 4 of them.
+    assert bayes.var(ddof=1) == pytest.approx(theory_var, rel=0.28)
+    assert bayes.var(ddof=1) == pytest.approx((n / (n + alpha)) ** 2 * freq.var(ddof=1), rel=1e-9)
+    assert np.mean((bayes - p) ** 2) == pytest.approx(proxy_mse(n, alpha, sigma2, p, prior), rel=0.28)  # Eq. 13
+
+
+def test_a_teacher_refusal_stops_the_study_naming_the_chunk(server):
+    with pytest.raises(StudySamplingError, match=r"chunk 0 \(problem q0\): the teacher call failed: .*404"):
+        sample(server.url, chunks_with([0.5]), 4, model="not-served")
