@@ -99,3 +99,51 @@ def test_bayesian_variance_and_mse_match_theorem_4_1(server):
 def test_a_teacher_refusal_stops_the_study_naming_the_chunk(server):
     with pytest.raises(StudySamplingError, match=r"chunk 0 \(problem q0\): the teacher call failed: .*404"):
         sample(server.url, chunks_with([0.5]), 4, model="not-served")
+
+
+def test_every_sample_call_is_in_the_ledger_and_the_cap_stops_the_study(server, tmp_path):
+    """The study's teacher calls are accounted like a run's: one ledger row per HTTP attempt under
+    the study's run, spend within the cap, and a cap too small stops the study with its message."""
+    from db.migrate import upgrade
+    from db.models import RUN_SCOPE
+    from db.repo_budget import budgets
+    from db.repo_runs import open_run
+    from db.session import make_engine, make_session_factory
+    from omniopd.teachers.pricing import Price
+    from workers.audit.budget_guard import StoreBudgetGuard
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    price = Price(input=1.0, cached_input=0.1, cache_write=1.0, output=10.0)  # USD per million tokens
+    client = PROVIDERS["openai_compat"](model="synthetic", base_url=f"{server.url}/v1", api_key=None, mode="raw",
+                                       timeout_s=10.0)
+
+    def run_study(run_name: str, cap_micros: int | None, chunks):
+        with sessions.begin() as session:
+            run_id = open_run(session, name=run_name, config={}, base_model_path="-", provider_caps={"t": cap_micros},
+                              run_cap=None).id
+
+        async def go():
+            async with client:
+                return await sample_continuations(
+                    client, chunks, 5, max_new_tokens_factor=2.0, concurrency=4, seed=0, price=price,
+                    make_guard=lambda c: StoreBudgetGuard(sessions, run_id, "t", None, wait_s=5.0))
+
+        return run_id, go
+
+    run_id, go = run_study("study-a", None, chunks_with([0.5] * 12))
+    assert len(asyncio.run(go())) == 12
+    with sessions.begin() as session:
+        from sqlalchemy import func, select
+
+        from db.models import TeacherCall
+
+        rows = session.scalar(select(func.count()).select_from(TeacherCall).where(TeacherCall.run_id == run_id))
+        spent = {b.provider: b.spent for b in budgets(session, run_id=run_id)}
+    assert rows == 12 and spent["t"] == spent[RUN_SCOPE] > 0
+
+    _, go = run_study("study-b", 1, chunks_with([0.5] * 3))  # one micro-USD: no attempt fits
+    with pytest.raises(StudySamplingError, match="teacher budget exhausted for provider t"):
+        asyncio.run(go())
+    engine.dispose()
