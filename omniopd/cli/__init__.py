@@ -27,6 +27,7 @@ from omniopd.cli import (
     spend_cmd,
     status_cmd,
     study_cmd,
+    sweep_cmd,
     teacher_cmd,
     worker_cmd,
 )
@@ -58,6 +59,7 @@ app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
 app.command("chaos")(chaos_cmd.chaos)
+app.command("sweep")(sweep_cmd.sweep)
 app.command("dashboard")(dashboard_cmd.dashboard)
 
 
