@@ -26,6 +26,9 @@ def estimator(
     phi: Annotated[str, typer.Option(help="Comma-separated phi functions (names in omniopd.algo.similarity).")] = ALL_PHIS,
     oracle: Annotated[Path | None, typer.Option(help="The teacher's weights, a Hugging Face model directory "
                                                 "(default: teachers.<name>.chat_template_from when it is one).")] = None,
+    oracle_url: Annotated[str | None, typer.Option(help="Score chunks with a vLLM server (its /v1 URL, serving "
+                                                   "the teacher's model name) instead of loading the weights here; "
+                                                   "--oracle then only gives the tokenizer.")] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher name in the config (default: audit.teacher).")] = None,
     serve: Annotated[str, typer.Option(help="none: sample from the teacher's configured server (vLLM via "
                                        "`omniopd models serve`, or any endpoint); hf: serve the oracle model here on "
@@ -66,7 +69,7 @@ def estimator(
         fail(str(exc))
     out_dir = out or Path(cfg.run.output_dir) / "study-estimator"
     request = StudyRequest(cfg, config, settings, out_dir, oracle_dir=oracle, teacher_name=teacher, serve=serve,
-                           run_name=run_name, plot=plot)
+                           run_name=run_name, plot=plot, oracle_url=oracle_url)
     show = sys.stdout.isatty() if progress is None else progress
     log = lambda m: console.print(f"[bold cyan]study[/] {m}", highlight=False, soft_wrap=True)  # noqa: E731
     from rich.progress import Progress

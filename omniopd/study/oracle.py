@@ -98,3 +98,59 @@ class HFOracle:
             pairs.append((context_ids, encode_chunk(self.tokenizer, chunk, where=f"chunk {i}")))
         scores = score_completions(self.model, pairs, batch_tokens=self.batch_tokens)
         return [OracleScore([float(x) for x in s.logprobs]) for s in scores]
+
+
+class ServerOracle:
+    """An open-weight teacher behind an OpenAI-compatible server as the oracle (vLLM for models
+    too large for this machine): one `/v1/completions` request per chunk with the token ids of
+    context + chunk as the prompt (tokenized here, as `HFOracle` does), `echo: true`,
+    `logprobs: 0` and `max_tokens: 1`; the prompt tokens' log-probabilities come back in
+    `choices[0].logprobs.token_logprobs` (vLLM's echo). A server that refuses token-id
+    prompts or returns no prompt log-probabilities raises `OracleRefusedError`."""
+
+    def __init__(self, base_url: str, model: str, tokenizer_dir: str | Path, *, api_key: str | None = None,
+                 timeout_s: float = 120.0):
+        from omniopd.models.loading import load_tokenizer
+
+        self.url = f"{base_url.rstrip('/')}/completions"
+        self.model = model
+        self.tokenizer = load_tokenizer(str(tokenizer_dir))
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+
+    def _post(self, body: dict) -> tuple[int, dict | str]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")[:300]
+
+    def score(self, contexts: Sequence[str], chunks: Sequence[str]) -> list[OracleScore]:
+        scores = []
+        for i, (context, chunk) in enumerate(zip(contexts, chunks, strict=True)):
+            context_ids = list(self.tokenizer(context)["input_ids"])
+            chunk_ids = encode_chunk(self.tokenizer, chunk, where=f"chunk {i}")
+            status, body = self._post({"model": self.model, "prompt": context_ids + chunk_ids, "max_tokens": 1,
+                                       "echo": True, "logprobs": 0, "temperature": 0.0})
+            try:
+                values = body["choices"][0]["logprobs"]["token_logprobs"]  # type: ignore[index]
+                chosen = values[len(context_ids) : len(context_ids) + len(chunk_ids)]
+                if len(chosen) != len(chunk_ids) or any(v is None for v in chosen):
+                    raise TypeError("missing entries")
+            except (TypeError, KeyError, IndexError) as exc:
+                raise OracleRefusedError(
+                    f"the oracle server {self.url} (model {self.model!r}) returned no prompt log-probabilities for "
+                    f"chunk {i} (HTTP {status}: {str(body)[:200]}; {exc}); the study needs a server that scores a "
+                    "token-id prompt with echo=true and logprobs (vLLM's OpenAI-compatible server does), or pass "
+                    "--oracle MODEL_DIR to score with local weights"
+                ) from None
+            scores.append(OracleScore([float(v) for v in chosen]))
+        return scores

@@ -21,7 +21,7 @@ from pathlib import Path
 from omniopd.config import OmniConfig, TeacherConfig, public_dict
 from omniopd.money import micros_to_usd, usd_to_micros
 from omniopd.study.estimator_study import StudyResult, StudySettings, analyse, write_outputs
-from omniopd.study.oracle import HFOracle
+from omniopd.study.oracle import HFOracle, ServerOracle
 from omniopd.study.sampling import sample_continuations
 from omniopd.study.student_chunks import sample_student_chunks
 
@@ -41,6 +41,8 @@ class StudyRequest:
     """none: the teacher's configured base_url serves it (e.g. `omniopd models serve`); hf: serve the oracle here."""
     run_name: str | None = None
     plot: Path | None = None
+    oracle_url: str | None = None
+    """Score with a server (vLLM, `/v1`) instead of local weights; oracle_dir then only gives the tokenizer."""
 
 
 def _teacher(config: OmniConfig, name: str | None) -> tuple[str, TeacherConfig]:
@@ -112,7 +114,10 @@ def run_estimator_study(request: StudyRequest, *, log: Callable[[str], None] = p
     seconds["student"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    oracle = HFOracle(oracle_dir, device="cpu")
+    if request.oracle_url:
+        oracle = ServerOracle(request.oracle_url, teacher.model, oracle_dir, timeout_s=teacher.timeout_s)
+    else:
+        oracle = HFOracle(oracle_dir, device="cpu")
     scores = []
     for start in range(0, len(chunks), 64):
         part = chunks[start : start + 64]
@@ -156,7 +161,8 @@ def run_estimator_study(request: StudyRequest, *, log: Callable[[str], None] = p
     result.seconds, result.spend_usd, result.run_name = seconds, spend, run_name
     result.meta = {"oracle": str(oracle_dir), "teacher": teacher_name, "teacher_model": teacher.model,
                    "student": cfg.student.path, "m": cfg.chunking.m, "c": cfg.chunking.c,
-                   "placement": cfg.chunking.placement, "serve": request.serve}
+                   "placement": cfg.chunking.placement, "serve": request.serve,
+                   "oracle_url": request.oracle_url}
     return result, write_outputs(result, request.out_dir, chunks, scores, samples, request.plot)
 
 

@@ -60,3 +60,14 @@ def test_normalised_probability_is_the_geometric_mean():
     s = OracleScore([math.log(0.5), math.log(0.125)])
     assert s.normalised == pytest.approx(0.25)
     assert s.sequence == pytest.approx(0.0625)
+
+
+def test_a_server_that_returns_no_prompt_logprobs_is_a_clear_error(teacher_dir):
+    """The provider emulator speaks vLLM's wire but scores nothing: the study stops, saying what it needs."""
+    from omniopd.study.oracle import OracleRefusedError, ServerOracle
+    from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread
+
+    with EmulatorThread(EmulatorConfig(provider="openai_compat", models=["t"])) as emu:
+        oracle = ServerOracle(f"{emu.url}/v1", "t", teacher_dir, timeout_s=10)
+        with pytest.raises(OracleRefusedError, match=r"returned no prompt log-probabilities for chunk 0 .*HTTP 400"):
+            oracle.score(["3 + 4 = "], ["7"])
