@@ -37,6 +37,9 @@ def estimator(
     plot: Annotated[Path | None, typer.Option(help="Where to write the PNG (default <out>/estimator-study.png).")] = None,
     run_name: Annotated[str | None, typer.Option(help="The study's run in the store, its spend rows' owner "
                                                  "(default <run.name>-study-estimator).")] = None,
+    from_chunks: Annotated[Path | None, typer.Option(help="Analyse a finished study's chunks.jsonl again (another "
+                                                     "--alpha, --phi or --n up to the samples kept): no sampling, "
+                                                     "no spend.")] = None,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the intervals.")] = 1000,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bars (default: on a terminal).")] = None,
     set_: SetOpt = None,
@@ -86,8 +89,13 @@ def estimator(
             bars.update(tasks[stage], completed=done)
 
         try:
-            result, paths = run_estimator_study(request, log=log, progress=tick)
-        except (OracleEncodingError, OracleRefusedError, StudySamplingError, ValueError, FileNotFoundError) as exc:
+            if from_chunks is not None:
+                from omniopd.study.run import reanalyse
+
+                result, paths = reanalyse(from_chunks, settings, out_dir, plot, log=log)
+            else:
+                result, paths = run_estimator_study(request, log=log, progress=tick)
+        except (OracleEncodingError, OracleRefusedError, StudySamplingError, ValueError, OSError) as exc:
             fail(str(exc), code=1)
     from omniopd.study.report import markdown
 

@@ -163,10 +163,24 @@ def write_outputs(result: StudyResult, out_dir: Path, chunks: Sequence[StudyChun
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "table.md", "chunks": out_dir / "chunks.jsonl",
              "plot": plot or out_dir / "estimator-study.png"}
     paths["json"].write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    paths["markdown"].write_text(markdown(result) + "\n")
+    paths["markdown"].write_text(markdown(result) + "\n\n" + markdown(result, target="sequence", paper=False) + "\n")
     with paths["chunks"].open("w") as f:
         for chunk, score, texts in zip(chunks, oracle, samples, strict=True):
             f.write(json.dumps({**chunk.as_dict(), "oracle_logprobs": score.logprobs, "oracle": score.normalised,
                                 "oracle_sequence": score.sequence, "samples": list(texts)}) + "\n")
     plot_study(result, paths["plot"])
     return paths
+
+
+def read_chunks_jsonl(path: Path) -> tuple[list[StudyChunk], list[OracleScore], list[list[str]]]:
+    """The per-chunk data `write_outputs` wrote: chunks, oracle scores and samples, for a new analysis
+    (another alpha, phi or N <= the samples kept) without sampling again."""
+    chunks, oracle, samples = [], [], []
+    fields = set(StudyChunk.__dataclass_fields__)
+    with Path(path).open() as f:
+        for line in f:
+            record = json.loads(line)
+            chunks.append(StudyChunk(**{k: v for k, v in record.items() if k in fields}))
+            oracle.append(OracleScore(record["oracle_logprobs"]))
+            samples.append(record["samples"])
+    return chunks, oracle, samples

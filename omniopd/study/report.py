@@ -18,7 +18,7 @@ PAPER_TABLE3: dict[tuple[str, int], tuple[float, float, float, float]] = {
 }
 
 LABELS = {"rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "jaccard": "Jaccard", "bleu1": "BLEU-1", "bleu2": "BLEU-2",
-          "edit": "Edit distance", "exact": "Exact match", "embedding": "Embedding (MiniLM)"}
+          "edit": "Edit distance", "exact": "Exact match", "embedding": "Embedding"}
 
 
 def _ci(value: Interval, digits: int = 4) -> str:

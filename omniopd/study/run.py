@@ -11,6 +11,7 @@ run (`<run.name>-study-estimator` by default), so `omniopd spend` shows what a s
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,13 @@ from pathlib import Path
 
 from omniopd.config import OmniConfig, TeacherConfig, public_dict
 from omniopd.money import micros_to_usd, usd_to_micros
-from omniopd.study.estimator_study import StudyResult, StudySettings, analyse, write_outputs
+from omniopd.study.estimator_study import (
+    StudyResult,
+    StudySettings,
+    analyse,
+    read_chunks_jsonl,
+    write_outputs,
+)
 from omniopd.study.oracle import HFOracle, ServerOracle
 from omniopd.study.sampling import sample_continuations
 from omniopd.study.student_chunks import sample_student_chunks
@@ -177,3 +184,17 @@ def _context(teacher: TeacherConfig, oracle_dir: Path, prompt: str) -> str:
     if source not in _TEMPLATES:
         _TEMPLATES[source] = ChatTemplate(source)
     return _TEMPLATES[source].render(prompt)  # type: ignore[attr-defined]
+
+
+def reanalyse(chunks_file: Path, settings: StudySettings, out_dir: Path, plot: Path | None = None, *,
+              log: Callable[[str], None] = print) -> tuple[StudyResult, dict[str, Path]]:
+    """A new analysis of a finished study's chunks.jsonl (another alpha, phi set, or N): no sampling, no spend."""
+    previous = json.loads((chunks_file.parent / "results.json").read_text()) if (chunks_file.parent / "results.json").is_file() else {}
+    chunks, scores, samples = read_chunks_jsonl(chunks_file)
+    t0 = time.monotonic()
+    result = analyse(chunks[: settings.chunks], scores[: settings.chunks], samples[: settings.chunks], settings, log=log)
+    result.seconds = {**previous.get("seconds", {}), "analysis": time.monotonic() - t0}
+    result.spend_usd, result.run_name = previous.get("spend_usd", 0.0), previous.get("run_name")
+    result.meta = {**previous.get("meta", {}), "reanalysed_from": str(chunks_file)}
+    return result, write_outputs(result, out_dir, chunks[: settings.chunks], scores[: settings.chunks],
+                                 samples[: settings.chunks], plot)
