@@ -47,7 +47,8 @@ def sample_student_chunks(config: OmniConfig, count: int, *, log: Callable[[str]
 
     problems = read_problem_file(config.data.train)
     if not problems.rows:
-        raise ValueError(f"data.train {config.data.train} has no problems")
+        first = "; ".join(str(e) for e in problems.errors[:3])
+        raise ValueError(f"data.train {config.data.train} has no valid problems" + (f" ({first})" if first else ""))
     engine = HFEngine(config.student.path, device=config.student.device, max_batch_rows=64)
     settings = RolloutSettings.from_config(config)
     template = config.data.prompt_template
