@@ -54,7 +54,10 @@ def sweep(
         runner = StudyCell(config, chunks=chunks, oracle_dir=oracle, serve=serve, base_overrides=tuple(set_ or []), log=log)
     else:
         fail(f"--kind {kind!r}: choose demo or study")
-    states = run_sweep(parsed, runner, out, log=log)
+    try:
+        states = run_sweep(parsed, runner, out, log=log)
+    except ValueError as exc:
+        fail(str(exc))
     table = results_table(parsed, states, runner.columns)
     (out / "table.md").write_text(table + "\n")
     plot_sweep(states, runner.columns[1][0], out / "sweep.png")  # Pass@1 after, or the Bayesian MSE

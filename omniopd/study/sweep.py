@@ -9,7 +9,10 @@ killed sweep) and `failed` ones. A cell that raises is marked `failed` with the 
 message and the sweep goes on; the table lists it with the reason, never drops it.
 
 A cell's id is derived from its overrides (sorted keys), so reordering the grid options
-finds the same cells again. A cell runner is any `CellRunner`: `run(overrides, cell_dir)`
+finds the same cells again; the values a sweep holds fixed (the cell kind and the runner's
+`settings`: base overrides, chunks per cell, ...) are kept in `<out>/sweep.yaml`, and a rerun
+with other fixed values into the same directory is refused (its cells would not match). A
+grid may grow between reruns: new values are new cells. A cell runner is any `CellRunner`: `run(overrides, cell_dir)`
 returning a `CellResult` (named metrics with intervals, spend, and anything else to keep).
 """
 
@@ -113,7 +116,17 @@ def run_sweep(grid: dict[str, list[str]], runner: CellRunner, out_dir: Path, *,
               log: Callable[[str], None] = print) -> list[CellState]:
     """Run every cell not yet done; returns the states of all cells in grid order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sweep.yaml").write_text(yaml.safe_dump({"kind": runner.kind, "grid": grid}, sort_keys=False))
+    manifest = out_dir / "sweep.yaml"
+    fixed = {"kind": runner.kind, "settings": dict(getattr(runner, "settings", {}) or {})}
+    if manifest.is_file():
+        before = yaml.safe_load(manifest.read_text()) or {}
+        if "settings" not in before:  # written before sweeps recorded their fixed values: adopt it
+            before["settings"] = fixed["settings"]
+        if {k: before.get(k) for k in fixed} != fixed:
+            raise ValueError(
+                f"{out_dir} holds a sweep with other settings ({ {k: before.get(k) for k in fixed} }, now {fixed}): its "
+                "finished cells would not match; use another --out, or the same settings to complete it")
+    manifest.write_text(yaml.safe_dump({**fixed, "grid": grid}, sort_keys=False))
     states = []
     todo = cells(grid)
     for i, overrides in enumerate(todo, start=1):

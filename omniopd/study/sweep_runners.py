@@ -32,6 +32,11 @@ class DemoCell:
     columns: tuple[tuple[str, float, int], ...] = (("Pass@1 before", 100, 1), ("Pass@1 after", 100, 1),
                                                    ("change (pts)", 100, 1), ("steps", 1, 0))
 
+    @property
+    def settings(self) -> dict:
+        return {"config": str(self.config_path), "teacher": self.teacher, "teacher_tokenizer": self.teacher_tokenizer,
+                "seed": self.seed, "set": list(self.base_overrides)}
+
     def run(self, overrides: dict[str, str], cell_dir: Path) -> CellResult:
         from workers.demo.run import DemoSettings, run_demo
 
@@ -63,6 +68,11 @@ class StudyCell:
     kind: str = "study"
     columns: tuple[tuple[str, float, int], ...] = (("MSE freq", 1, 4), ("MSE Bayes", 1, 4), ("Corr freq", 1, 3),
                                                    ("Corr Bayes", 1, 3))
+
+    @property
+    def settings(self) -> dict:
+        return {"config": str(self.config_path), "chunks": self.chunks, "oracle": str(self.oracle_dir),
+                "serve": self.serve, "set": list(self.base_overrides), "resamples": self.resamples}
 
     def run(self, overrides: dict[str, str], cell_dir: Path) -> CellResult:
         from omniopd.study.estimator_study import StudySettings

@@ -27,6 +27,7 @@ class RecordingRunner:
     columns = (("score", 1, 2),)
 
     def __init__(self, fail_on: set[str] = frozenset()):
+        self.settings = {"chunks": 10}
         self.fail_on = fail_on
         self.ran: list[dict[str, str]] = []
 
@@ -71,3 +72,16 @@ def test_a_failed_cell_is_marked_and_a_rerun_completes_only_missing_and_failed_c
     plot_sweep(states, "score", tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert run_sweep(grid, third := RecordingRunner(), tmp_path, log=lambda m: None) and third.ran == []
+
+
+def test_a_rerun_with_other_fixed_settings_into_the_same_directory_is_refused(tmp_path):
+    grid = parse_grid(["chunking.m=1", "estimator.phi=edit"])
+    run_sweep(grid, RecordingRunner(), tmp_path, log=lambda m: None)
+    other = RecordingRunner()
+    other.settings = {"chunks": 20}
+    with pytest.raises(ValueError, match="holds a sweep with other settings"):
+        run_sweep(grid, other, tmp_path, log=lambda m: None)
+    grown = parse_grid(["chunking.m=1,2", "estimator.phi=edit"])  # a grown grid completes the new cells only
+    again = RecordingRunner()
+    run_sweep(grown, again, tmp_path, log=lambda m: None)
+    assert again.ran == [{"chunking.m": "2", "estimator.phi": "edit"}]
