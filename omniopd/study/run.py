@@ -151,7 +151,11 @@ def run_estimator_study(request: StudyRequest, *, log: Callable[[str], None] = p
             return StoreBudgetGuard(store.sessions, run_id, teacher_name, None, wait_s=teacher.timeout_s, executor=executor)
 
         async def collect():
-            async with build_teacher(teacher) as client:
+            # With a Redis broker the study shares the run's rate-limit buckets (a study beside a run against
+            # the same API key stays within the provider's limits); embedded mode limits this process alone.
+            shared = cfg.broker.mode == "redis"
+            async with build_teacher(teacher, redis_url=cfg.broker.url if shared else None,
+                                     key_prefix=cfg.broker_key_prefix if shared else "") as client:
                 return await sample_continuations(
                     client, chunks, max(s.ns), max_new_tokens_factor=teacher.max_new_tokens_factor,
                     concurrency=teacher.concurrency, seed=s.seed, make_guard=guard, price=price,
