@@ -27,6 +27,8 @@ from omniopd.cli import (
     sandbox_cmd,
     spend_cmd,
     status_cmd,
+    study_cmd,
+    sweep_cmd,
     teacher_cmd,
     worker_cmd,
 )
@@ -50,6 +52,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(worker_cmd.app, name="worker")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(study_cmd.app, name="study")
 app.command("status")(status_cmd.status)
 app.command("plan")(plan_cmd.plan)
 app.command("pipeline")(pipeline_cmd.pipeline)
@@ -58,6 +61,7 @@ app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
 app.command("chaos")(chaos_cmd.chaos)
+app.command("sweep")(sweep_cmd.sweep)
 app.command("dashboard")(dashboard_cmd.dashboard)
 
 

@@ -115,3 +115,17 @@ def test_an_unknown_model_name_is_a_clear_error_naming_url_and_model(server):
     message = str(err.value)
     assert "no-such-teacher" in message and url.removeprefix("http://").removesuffix("/v1") in message
     assert "404" in message
+
+
+def test_the_study_oracle_scored_by_the_server_equals_the_local_weights(server):
+    """`omniopd study estimator --oracle-url`: vLLM's prompt log-probabilities (echo) of a chunk are
+    the teacher's own, as a forward pass of the same weights computes them."""
+    from omniopd.study.oracle import HFOracle, ServerOracle
+
+    url, model_dir = server
+    context = ChatTemplate(model_dir).render(QUESTION) + "7 + 3 = "
+    chunks = ["10\nAnswer: 10", "11 so"]
+    remote = ServerOracle(url, NAME, model_dir).score([context] * 2, chunks)
+    local = HFOracle(model_dir).score([context] * 2, chunks)
+    for r, h in zip(remote, local, strict=True):
+        assert r.logprobs == pytest.approx(h.logprobs, abs=1e-3)

@@ -87,6 +87,9 @@ def transformers_model(model_dir: str, device: str = "cpu") -> Generate:
                 max_new_tokens=max_tokens,
                 do_sample=sample,
                 temperature=temperature if sample and temperature else None,
+                # the model's own distribution, as vLLM samples it (transformers' default top_k is 50)
+                top_k=0 if sample else None,
+                top_p=1.0 if sample else None,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             )  # [n, T + new]
         return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
