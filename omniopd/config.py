@@ -599,6 +599,8 @@ class WorkersConfig(Section):
     """Audit worker processes per teacher."""
     audit_threads: int = Field(4, ge=1)
     """Celery concurrency of each audit worker (threads; audits wait on HTTP)."""
+    rollout_backends: list[Literal["hf", "vllm"]] = []
+    """Backend of rollout worker i started by scripts/start_workers.sh (e.g. [vllm, hf]: a vLLM worker beside an HF one); workers past the list's end, and every worker when it is empty, use rollout.backend."""
 
 
 # --------------------------------------------------------------------- the root

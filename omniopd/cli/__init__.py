@@ -23,6 +23,7 @@ from omniopd.cli import (
     models_cmd,
     plan_cmd,
     plot_cmd,
+    rehearse_cmd,
     sandbox_cmd,
     spend_cmd,
     status_cmd,
@@ -56,6 +57,7 @@ app.command("learner")(learner_cmd.learner)
 app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
 app.command("chaos")(chaos_cmd.chaos)
+app.command("rehearse")(rehearse_cmd.rehearse)
 app.command("dashboard")(dashboard_cmd.dashboard)
 
 
