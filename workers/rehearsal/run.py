@@ -115,7 +115,7 @@ class _broker:
             self.vhost = temporary_vhost(s.rabbitmq_url, prefix="omniopd-rehearsal")
             url = self.vhost.__enter__()
             return ["broker.mode=rabbitmq", f"broker.url={url}", f"broker.ratelimit_url={s.redis_url}"]
-        return ["broker.mode=redis", f"broker.url={s.redis_url}", f"broker.key_prefix={self.prefix}",
+        return ["broker.mode=redis", f"broker.url={s.redis_url}", f"broker.key_prefix='{self.prefix}'",
                 "broker.visibility_timeout_s=300"]
 
     def __exit__(self, *exc) -> None:
