@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 CHECKS = ("the run finished or stopped naming the reason", "every trajectory trained exactly once",
           "the ledger is the sum of the billed attempts", "spend never exceeded any cap at any sampled instant",
-          "the limiter held the rate limit")
+          "the limiter held the rate limit", "every rollout worker generated on its backend")
 
 
 def rehearse(workdir, postgres_admin_url: str, redis_url: str, *args: str, timeout: float) -> dict:
@@ -52,8 +52,8 @@ def test_production_rehearsal_on_redis_and_rabbitmq(tmp_path, postgres_admin_url
     numbers = full["numbers"]
     assert numbers["rate_limited"] <= 0.01 * numbers["requests"]
     assert numbers["steady_per_min"] >= 0.9 * numbers["limit_per_min"]
-    vllm_log = (tmp_path / "run-redis" / "logs" / "rollout-0.log").read_text()
-    assert "vllm" in vllm_log.lower()  # the first rollout worker ran the vLLM engine
-    short = rehearse(tmp_path, postgres_admin_url, redis_url, "--broker", "rabbitmq", "--max-steps", "6", "--no-vllm",
-                     "--no-evaluate", timeout=wait_left(480))
+    assert "rollout-0: " in checks["every rollout worker generated on its backend"]["counts"]
+    assert "batches on vllm" in checks["every rollout worker generated on its backend"]["counts"]
+    short = rehearse(tmp_path, postgres_admin_url, redis_url, "--broker", "rabbitmq", "--max-steps", "8", "--no-vllm",
+                     "--no-evaluate", "--requests-per-min", "600", timeout=wait_left(480))
     assert short["broker"] == "rabbitmq"
