@@ -24,8 +24,9 @@ def rehearse(
     redis: Annotated[str, typer.Option(help="The Redis of the broker (--broker redis) and of the rate-limit buckets.")] = "redis://127.0.0.1:6379/0",
     rabbitmq: Annotated[str, typer.Option(help="RabbitMQ URL (user, password, host); a vhost of the run's own is "
                                           "created on it with rabbitmqctl and deleted after.")] = "amqp://guest:guest@127.0.0.1:5672",
-    max_steps: Annotated[int, typer.Option(min=2, help="Learner steps of each run.")] = 12,
-    requests_per_min: Annotated[float, typer.Option(min=1, help="The emulated teacher account's request limit (and the limiter's).")] = 300.0,
+    max_steps: Annotated[int, typer.Option(min=2, help="Learner steps of each run.")] = 36,
+    requests_per_min: Annotated[float, typer.Option(min=1, help="The emulated teacher account's request limit (and the limiter's).")] = 900.0,
+    eval_items: Annotated[int, typer.Option(min=10, help="Held-out problems of the Pass@1 before and after (2 samples each).")] = 200,
     vllm: Annotated[bool, typer.Option(help="Run the first rollout worker on vLLM (the second on HF).")] = True,
     evaluate: Annotated[bool, typer.Option(help="Pass@1 before and after, and the eval scripts on the final checkpoint.")] = True,
 ) -> None:
@@ -57,6 +58,7 @@ def rehearse(
         settings = RehearsalSettings(
             workdir=workdir, postgres_url=url, redis_url=redis, broker=name, rabbitmq_url=rabbitmq,
             config_path=config, max_steps=max_steps, requests_per_min=requests_per_min, vllm=vllm, evaluate=evaluate,
+            eval_items=eval_items,
             log=console.print,
         )
         result = run_rehearsal(settings)

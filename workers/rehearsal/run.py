@@ -92,7 +92,7 @@ def rehearse(settings: RehearsalSettings) -> RehearsalResult:
     db = Database(settings.postgres_url, f"omniopd_rehearsal_{settings.broker}_{os.getpid()}")
     db.create()
     try:
-        with _broker(settings) as broker:
+        with RunBroker(settings) as broker:
             _run(settings, prepared, out, key, env, db.url, broker, result)
     finally:
         db.drop()
@@ -100,7 +100,7 @@ def rehearse(settings: RehearsalSettings) -> RehearsalResult:
     return result
 
 
-class _broker:
+class RunBroker:
     """The broker section of the run's config, and its cleanup (a RabbitMQ vhost, Redis keys)."""
 
     def __init__(self, settings: RehearsalSettings):
