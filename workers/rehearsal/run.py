@@ -9,7 +9,9 @@ user starts a real run, and checked end to end.
                     teacher, not the student, sets the pace
     the learner     scripts/start_learner.sh CONFIG (db upgrade, spend forecast, learner)
     the workers     scripts/start_workers.sh CONFIG: two rollout workers (the first on vLLM,
-                    the second on HF), two audit worker processes, the maintenance worker
+                    the second on HF), two audit worker processes, the maintenance worker;
+                    started before the learner, once the run row exists, so that the vLLM
+                    worker has built its engine (minutes on a CPU) when training starts
     evaluation      scripts/eval_math.sh on the base student and on the final checkpoint
                     (the demo benchmark: Pass@1 before and after), then scripts/eval_math.sh
                     and scripts/eval_code.sh on the final checkpoint with small slices of
@@ -160,17 +162,23 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
         logs.mkdir(parents=True, exist_ok=True)
         _script(["omniopd", "db", "upgrade", "-c", c], env, logs / "db.log")
         _script(["omniopd", "data", "import", "-c", c], env, logs / "data.log")
+        _create_run(cfg, c)
         before = _demo_pass(settings, c, str(prepared.student), out / "eval" / "before", env, logs) if settings.evaluate else {}
-        settings.log(f"[{settings.broker}] starting the learner and the workers (logs {logs})")
+        settings.log(f"[{settings.broker}] starting the workers, then the learner (logs {logs})")
         t0 = time.monotonic()
-        learner = _start(["bash", "scripts/start_learner.sh", c, "--no-progress"], env, logs / "learner.log")
+        learner = None
         try:
+            # Workers first: the vLLM engine takes minutes to start on a CPU, and a learner
+            # already running would have finished on the HF worker alone by then.
             _script(["bash", "scripts/start_workers.sh", c], env, logs / "start_workers.log")
+            _wait_for_engines(logs, settings)
+            result.numbers["engines_s"] = round(time.monotonic() - t0, 1)
+            learner = _start(["bash", "scripts/start_learner.sh", c, "--no-progress"], env, logs / "learner.log")
             finished, reason = _wait(learner, settings, logs)
         finally:
             _script(["bash", "scripts/start_workers.sh", c, "--stop", "--timeout", "60"], env,
                     logs / "start_workers.log", check=False)
-            if learner.poll() is None:
+            if learner is not None and learner.poll() is None:
                 os.killpg(learner.pid, signal.SIGTERM)
                 try:
                     learner.wait(60)
@@ -221,6 +229,36 @@ def _wait(learner: subprocess.Popen, settings: RehearsalSettings, logs: Path) ->
     stops = [line.strip() for line in lines if "learner stopped:" in line]
     reason = stops[-1] if stops else "the learner printed no reason"
     return learner.returncode == 0, f"exit {learner.returncode}: {reason}"
+
+
+def _create_run(cfg: OmniConfig, config: str) -> None:
+    """Create the run row (with its budgets and policy version 0) the way its learner would,
+    so the workers can start, and build their engines, before the learner."""
+    from db.store import open_store
+    from workers.store import ensure_run
+
+    store = open_store(cfg, config, pool_size=1)
+    try:
+        with store.sessions.begin() as session:
+            ensure_run(session, cfg)
+    finally:
+        store.dispose()
+
+
+def _wait_for_engines(logs: Path, settings: RehearsalSettings, timeout_s: float = 900.0) -> None:
+    """Wait until the vLLM rollout worker has built its engine (it does before taking work)."""
+    if not settings.vllm:
+        return
+    log = logs / "rollout-0.log"
+    deadline = time.monotonic() + timeout_s
+    while "rollout engine (vllm) started" not in (log.read_text(errors="replace") if log.is_file() else ""):
+        if not _alive(logs / "rollout-0.pid"):
+            raise RuntimeError(f"the vLLM rollout worker exited while starting its engine; its log {log} ends:\n"
+                               + log.read_text(errors="replace")[-3000:])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the vLLM rollout worker did not start its engine within {timeout_s:.0f} s (log {log})")
+        time.sleep(2.0)
+    settings.log(f"[{settings.broker}] the vLLM rollout worker is ready")
 
 
 def _alive(pidfile: Path) -> bool:
