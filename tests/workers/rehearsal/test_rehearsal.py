@@ -42,10 +42,10 @@ def rehearse(workdir, postgres_admin_url: str, redis_url: str, *args: str, timeo
     return result
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)  # measured: 14-20 minutes under a load average of 20 on two cores
 def test_production_rehearsal_on_redis_and_rabbitmq(tmp_path, postgres_admin_url, redis_url, rabbitmq_url):
     del rabbitmq_url  # the fixture proves RabbitMQ and rabbitmqctl answer; the rehearsal makes its own vhost
-    full = rehearse(tmp_path, postgres_admin_url, redis_url, "--broker", "redis", timeout=wait_left(1000))
+    full = rehearse(tmp_path, postgres_admin_url, redis_url, "--broker", "redis", timeout=wait_left(1300))
     checks = {c["name"]: c for c in full["checks"]}
     assert checks["Pass@1 improved"]["ok"], checks["Pass@1 improved"]["counts"]
     assert checks["scripts/eval_math.sh and eval_code.sh graded the final checkpoint"]["ok"]
