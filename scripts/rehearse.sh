@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A production rehearsal of CONFIG on the demo task (README, "Running it for real").
 #
-#   scripts/rehearse.sh [CONFIG] [omniopd rehearse options, e.g. --broker both --max-steps 12]
+#   scripts/rehearse.sh [CONFIG] [omniopd rehearse options, e.g. --broker both]
 #
 # PostgreSQL (a database of its own, created and dropped), the machine's Redis or RabbitMQ as
 # broker, the learner from scripts/start_learner.sh, two rollout workers (one on vLLM) and two
