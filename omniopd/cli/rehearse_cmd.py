@@ -27,6 +27,8 @@ def rehearse(
     max_steps: Annotated[int, typer.Option(min=2, help="Learner steps of each run.")] = 36,
     requests_per_min: Annotated[float, typer.Option(min=1, help="The emulated teacher account's request limit (and the limiter's).")] = 900.0,
     eval_items: Annotated[int, typer.Option(min=10, help="Held-out problems of the Pass@1 before and after (2 samples each).")] = 200,
+    cap_usd: Annotated[float | None, typer.Option(min=0, help="A teacher and run cap in USD low enough to be reached: the run "
+                                                  "then stops on it, and no attempt may pass it (default: the config's caps).")] = None,
     vllm: Annotated[bool, typer.Option(help="Run the first rollout worker on vLLM (the second on HF).")] = True,
     evaluate: Annotated[bool, typer.Option(help="Pass@1 before and after, and the eval scripts on the final checkpoint.")] = True,
 ) -> None:
@@ -58,7 +60,7 @@ def rehearse(
         settings = RehearsalSettings(
             workdir=workdir, postgres_url=url, redis_url=redis, broker=name, rabbitmq_url=rabbitmq,
             config_path=config, max_steps=max_steps, requests_per_min=requests_per_min, vllm=vllm, evaluate=evaluate,
-            eval_items=eval_items,
+            eval_items=eval_items, cap_usd=cap_usd,
             log=console.print,
         )
         result = run_rehearsal(settings)

@@ -62,6 +62,7 @@ class RehearsalSettings:
     vllm: bool = True  # the first rollout worker on vLLM
     evaluate: bool = True  # Pass@1 before and after, and the eval scripts on the checkpoint
     eval_items: int = 200
+    cap_usd: float | None = None  # a teacher and run cap low enough to be reached (the run then stops on it)
     deadline_s: float = 1200.0
     log: Callable[[str], None] = print
 
@@ -143,6 +144,8 @@ def _config(settings: RehearsalSettings, prepared, out: Path, store_url: str, br
         f"learner.max_steps={settings.max_steps}", "learner.tensorboard=false", "learner.checkpoint_every=4",
         "workers.rollout=2", "workers.audit=2", f"workers.rollout_backends={backends}",
         "rollout.vllm.cpu_kvcache_gb=1",
+        *([f"teachers.{TEACHER}.budget_usd={settings.cap_usd}", f"audit.budget_usd={settings.cap_usd}"]
+          if settings.cap_usd is not None else []),
     ])
 
 
@@ -173,7 +176,9 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
             _script(["bash", "scripts/start_workers.sh", c], env, logs / "start_workers.log")
             _wait_for_engines(logs, settings)
             result.numbers["engines_s"] = round(time.monotonic() - t0, 1)
-            learner = _start(["bash", "scripts/start_learner.sh", c, "--no-progress"], env, logs / "learner.log")
+            # A cap meant to be reached is above the spend forecast: --force starts anyway (the cap still holds)
+            force = ["--force"] if settings.cap_usd is not None else []
+            learner = _start(["bash", "scripts/start_learner.sh", c, *force, "--no-progress"], env, logs / "learner.log")
             finished, reason = _wait(learner, settings, logs)
         finally:
             _script(["bash", "scripts/start_workers.sh", c, "--stop", "--timeout", "60"], env,
@@ -361,6 +366,7 @@ def _checks(cfg: OmniConfig, teacher, finished: bool, reason: str, settings: Reh
                 ledger_is_the_bill(s, run_id, cfg, log),
                 invariants.caps_kept(sampler, s, run_id),
                 rate_limit_held(log, settings.requests_per_min, result),
+                *([cap_reached_and_kept(s, run_id, cfg, len(log), reason)] if settings.cap_usd is not None else []),
             ]
     finally:
         store.dispose()
@@ -402,6 +408,28 @@ def ledger_is_the_bill(session, run_id: int, cfg: OmniConfig, log) -> Check:
     return Check("the ledger is the sum of the billed attempts", rows == len(log) and charged == billed,
                  f"teacher received {len(log)} requests billing {billed} micro-USD; ledger {rows} attempts "
                  f"charging {charged} micro-USD")
+
+
+def cap_reached_and_kept(session, run_id: int, cfg: OmniConfig, requests: int, reason: str) -> Check:
+    """The cap bound (the learner stopped on it, chunks were skipped for budget) and no
+    attempt went beyond it: every request the teacher received has its ledger row, made
+    under a reservation of its worst case, and the ledger's total is within the cap."""
+    from sqlalchemy import func, select
+
+    from db.models import Chunk, TeacherCall, Trajectory
+    from omniopd.money import usd_to_micros
+
+    cap = usd_to_micros(cfg.teachers[TEACHER].budget_usd)
+    rows, charged = session.execute(select(func.count(), func.coalesce(func.sum(TeacherCall.cost_micros), 0)).where(
+        TeacherCall.run_id == run_id)).one()
+    unreserved = session.scalar(select(func.count()).select_from(TeacherCall).where(
+        TeacherCall.run_id == run_id, TeacherCall.reservation_id.is_(None))) or 0
+    skipped = session.scalar(select(func.count()).select_from(Chunk).join(Trajectory, Trajectory.id == Chunk.trajectory_id)
+                             .where(Trajectory.run_id == run_id, Chunk.state == "skipped_budget")) or 0
+    ok = "teacher budget spent" in reason and skipped > 0 and charged <= cap and rows == requests and unreserved == 0
+    return Check("no attempt after the cap", ok,
+                 f"cap {cap} micro-USD, ledger {charged} in {rows} attempts ({unreserved} without a reservation) for "
+                 f"{requests} requests received; {skipped} chunks skipped for budget; {reason}")
 
 
 def rate_limit_held(log, per_min: float, result: RehearsalResult) -> Check:
