@@ -5,7 +5,8 @@ teacher whose rate limit binds — and checks the run: it finished, every trajec
 trained exactly once, the ledger is the teacher's bill, no cap was passed, 429s <= 1% while
 the accepted rate held >= 90% of the limit, Pass@1 improved, and scripts/eval_math.sh and
 eval_code.sh graded the final checkpoint. The same on RabbitMQ is a shorter run (both
-rollout workers on HF, no evaluation), to keep CI within its time."""
+rollout workers on HF, no evaluation, to keep CI within its time) with a cap low enough to
+be reached: the run stops on it, and no attempt passes it."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def test_production_rehearsal_on_redis_and_rabbitmq(tmp_path, postgres_admin_url
     assert numbers["steady_per_min"] >= 0.9 * numbers["limit_per_min"]
     assert "rollout-0: " in checks["every rollout worker generated on its backend"]["counts"]
     assert "batches on vllm" in checks["every rollout worker generated on its backend"]["counts"]
+    # RabbitMQ: 8 steps on two HF workers, no evaluation, and a cap of $0.012 that the run
+    # reaches after about 3 steps (measured: 188 attempts, 11,968 micro-USD): it stops on it.
     short = rehearse(tmp_path, postgres_admin_url, redis_url, "--broker", "rabbitmq", "--max-steps", "8", "--no-vllm",
-                     "--no-evaluate", "--requests-per-min", "600", timeout=wait_left(480))
-    assert short["broker"] == "rabbitmq"
+                     "--no-evaluate", "--requests-per-min", "600", "--cap-usd", "0.012", timeout=wait_left(480))
+    capped = {c["name"]: c for c in short["checks"]}["no attempt after the cap"]
+    assert short["broker"] == "rabbitmq" and capped["ok"], capped["counts"]
