@@ -78,15 +78,31 @@ class StoreConfig(Section):
     """How long a SQLite writer waits for the lock before failing."""
 
 
+BROKER_SCHEMES = {"redis": ("redis://", "rediss://", "redis+socket://"), "rabbitmq": ("amqp://", "amqps://", "pyamqp://")}
+
+
 class BrokerConfig(Section):
-    mode: Literal["embedded", "redis"] = "embedded"
-    """embedded: a private Redis server started and stopped by OmniOPD (nothing to install); redis: use `url`."""
+    mode: Literal["embedded", "redis", "rabbitmq"] = "embedded"
+    """embedded: a private Redis server started and stopped by OmniOPD (nothing to install); redis: the Redis at `url`; rabbitmq: the RabbitMQ at `url` (amqp://), with the rate limiter on `ratelimit_url`."""
     url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL for mode=redis (broker and rate-limit state)."""
+    """Broker URL: redis://HOST:6379/DB for mode=redis; amqp://USER:PASS@HOST:5672/VHOST for mode=rabbitmq (one vhost per run: queue names are the same in every run)."""
+    ratelimit_url: str | None = None
+    """Redis URL of the shared rate-limit buckets (per provider account, shared by every run using the account); default: the broker's Redis (mode=redis, embedded). Required for mode=rabbitmq when a teacher has rate limits."""
     visibility_timeout_s: int = Field(6 * 3600, ge=1)
     """Seconds before an unacknowledged task is redelivered; must exceed the longest task (small values are for tests)."""
     key_prefix: str = ""
-    """Prefix for every Redis key this run uses (lets several runs share one Redis); default 'omniopd:<run name>:'."""
+    """Prefix for every Redis key of this run's queues (lets several runs share one Redis); default 'omniopd:<run name>:'. Rate-limit buckets are the account's, not the run's: they carry no run prefix."""
+
+    @model_validator(mode="after")
+    def _url_of_the_mode(self) -> BrokerConfig:
+        schemes = BROKER_SCHEMES.get(self.mode)
+        if schemes is not None and not self.url.startswith(schemes):
+            example = "amqp://guest:guest@127.0.0.1:5672/my-run" if self.mode == "rabbitmq" else "redis://127.0.0.1:6379/0"
+            raise ValueError(f"broker.mode = {self.mode} needs broker.url starting with {' or '.join(schemes)} "
+                             f"(e.g. {example}); got {redact_url(self.url)!r}")
+        if self.ratelimit_url is not None and not self.ratelimit_url.startswith(BROKER_SCHEMES["redis"]):
+            raise ValueError(f"broker.ratelimit_url must be a Redis URL (redis://HOST:6379/DB); got {redact_url(self.ratelimit_url)!r}")
+        return self
 
 
 class MaintenanceConfig(Section):
@@ -279,6 +295,10 @@ class RateLimitConfig(Section):
     """First retry delay (jittered exponential backoff) when the provider gives no Retry-After."""
     backoff_max_s: float = Field(60.0, gt=0)
     """Upper bound of one retry delay."""
+
+
+def _unlimited(cfg: RateLimitConfig) -> bool:
+    return not any((cfg.requests_per_min, cfg.input_tokens_per_min, cfg.output_tokens_per_min, cfg.tokens_per_min))
 
 
 class PriceConfig(Section):
@@ -581,6 +601,8 @@ class WorkersConfig(Section):
     """Audit worker processes per teacher."""
     audit_threads: int = Field(4, ge=1)
     """Celery concurrency of each audit worker (threads; audits wait on HTTP)."""
+    rollout_backends: list[Literal["hf", "vllm"]] = []
+    """Backend of rollout worker i started by scripts/start_workers.sh (e.g. [vllm, hf]: a vLLM worker beside an HF one); workers past the list's end, and every worker when it is empty, use rollout.backend."""
 
 
 # --------------------------------------------------------------------- the root
@@ -626,6 +648,12 @@ class OmniConfig(Section):
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> OmniConfig:
+        limited = sorted(n for n, t in self.teachers.items() if not _unlimited(t.rate_limits))
+        if self.broker.mode == "rabbitmq" and limited and self.broker.ratelimit_url is None:
+            raise ValueError(
+                f"broker.mode = rabbitmq keeps no rate-limit state, and teacher(s) {', '.join(limited)} have rate limits: "
+                "set broker.ratelimit_url to a Redis shared by every worker (e.g. redis://127.0.0.1:6379/0)"
+            )
         if self.audit.teacher and self.audit.teacher not in self.teachers:
             known = ", ".join(sorted(self.teachers)) or "none defined"
             raise ValueError(
@@ -678,7 +706,7 @@ class OmniConfig(Section):
 
     @property
     def broker_key_prefix(self) -> str:
-        """Prefix of this run's Redis keys (queues, rate-limit buckets)."""
+        """Prefix of this run's Redis broker keys (queues; not the rate-limit buckets, which are the account's)."""
         return self.broker.key_prefix or f"omniopd:{self.run.name}:"
 
     @property

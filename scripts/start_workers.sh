@@ -7,7 +7,8 @@
 #
 # What starts (docs/workers.md):
 #   - workers.rollout rollout workers (`omniopd worker rollout`), one per GPU: worker i gets
-#     CUDA_VISIBLE_DEVICES = its GPUs (rollout.vllm.tensor_parallel_size each for vLLM).
+#     CUDA_VISIBLE_DEVICES = its GPUs (rollout.vllm.tensor_parallel_size each for vLLM), and
+#     the backend workers.rollout_backends[i] when that list names one (else rollout.backend).
 #     GPUs are those of CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists; on a
 #     machine without GPUs the workers run on the CPU.
 #   - workers.audit audit workers for the auditing teacher (audit.teacher), each with
@@ -63,7 +64,7 @@ tp = c.rollout.vllm.tensor_parallel_size if c.rollout.backend == "vllm" else 1
 for key, value in {
     "OUT": c.run.output_dir, "N_ROLLOUT": c.workers.rollout, "N_AUDIT": c.workers.audit if teacher else 0,
     "AUDIT_THREADS": c.workers.audit_threads, "TEACHER": teacher, "TP": tp, "BROKER_MODE": c.broker.mode,
-    "EVALUATOR": int(c.eval.every_steps is not None),
+    "EVALUATOR": int(c.eval.every_steps is not None), "BACKENDS": " ".join(c.workers.rollout_backends),
 }.items():
     print(f"{key}={shlex.quote(str(value))}")
 EOF
@@ -133,12 +134,15 @@ if [ "$BROKER_MODE" = embedded ] && [ ! -f "$OUT/broker/embedded.json" ]; then
 fi
 
 OMNIOPD=("$PY" -m omniopd)
+read -r -a BACKEND_OF <<<"$BACKENDS"  # workers.rollout_backends: worker i's backend, if given
 for ((i = 0; i < N_ROLLOUT; i++)); do
+    backend=()
+    [ -n "${BACKEND_OF[$i]:-}" ] && backend=(--set "rollout.backend=${BACKEND_OF[$i]}")
     if [ ${#GPUS[@]} -gt 0 ]; then
         devices=$(IFS=,; echo "${GPUS[*]:$((i * TP)):$TP}")
-        start "rollout-$i" "CUDA_VISIBLE_DEVICES=$devices" -- "${OMNIOPD[@]}" worker rollout --config "$CONFIG"
+        start "rollout-$i" "CUDA_VISIBLE_DEVICES=$devices" -- "${OMNIOPD[@]}" worker rollout --config "$CONFIG" "${backend[@]}"
     else
-        start "rollout-$i" "CUDA_VISIBLE_DEVICES=" -- "${OMNIOPD[@]}" worker rollout --config "$CONFIG"
+        start "rollout-$i" "CUDA_VISIBLE_DEVICES=" -- "${OMNIOPD[@]}" worker rollout --config "$CONFIG" "${backend[@]}"
     fi
 done
 for ((i = 0; i < N_AUDIT; i++)); do

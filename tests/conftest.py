@@ -111,6 +111,34 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+RABBITMQ_URL = os.environ.get("OMNIOPD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+
+@pytest.fixture
+def rabbitmq_url():
+    """A RabbitMQ vhost of this test's own on the real server (RabbitMQ runs on these
+    machines at 127.0.0.1:5672); deleted with its queues afterwards."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from workers.rehearsal.vhost import temporary_vhost
+
+    parts = urlsplit(RABBITMQ_URL)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5672), timeout=2).close()
+    except OSError as exc:
+        unavailable(f"RabbitMQ at {parts.hostname}:{parts.port or 5672}", exc)
+    try:
+        vhost = temporary_vhost(RABBITMQ_URL, prefix="omniopd-test")
+        url = vhost.__enter__()
+    except RuntimeError as exc:
+        unavailable("a RabbitMQ vhost for the test", exc)
+    try:
+        yield url
+    finally:
+        vhost.__exit__(None, None, None)
+
+
 @pytest.fixture
 def redis_prefix(redis_url: str):
     """A key prefix unique to this test; its keys are deleted afterwards."""

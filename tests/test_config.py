@@ -170,3 +170,27 @@ def test_a_password_never_reaches_the_printed_or_stored_config():
     cfg = load_config("configs/demo.yaml", ["broker.mode=redis", "broker.url=redis://:s3cret@redis:6379/0"])
     assert public_dict(cfg)["broker"]["url"] == "redis://:***@redis:6379/0"
     assert "s3cret" not in str(public_dict(cfg)) and cfg.broker.url == "redis://:s3cret@redis:6379/0"
+
+
+def _broker_config(broker: dict, limits: dict | None = None) -> OmniConfig:
+    teacher = {"kind": "gemini", "model": "gemini-2.5-flash", **({"rate_limits": limits} if limits else {})}
+    return parse_config({"broker": broker, "teachers": {"t": teacher}, "audit": {"teacher": "t"}})
+
+
+def test_a_rabbitmq_broker_needs_an_amqp_url_and_a_redis_for_rate_limits():
+    with pytest.raises(ConfigError, match=r"broker.mode = rabbitmq needs broker.url starting with amqp://"):
+        _broker_config({"mode": "rabbitmq"})  # the default URL is Redis's
+    with pytest.raises(ConfigError, match=r"set broker.ratelimit_url to a Redis shared by every worker"):
+        _broker_config({"mode": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:5672/run"}, {"requests_per_min": 60})
+    cfg = _broker_config({"mode": "rabbitmq", "url": "amqp://guest:secret@127.0.0.1:5672/run",
+                          "ratelimit_url": "redis://127.0.0.1:6379/0"}, {"requests_per_min": 60})
+    assert cfg.broker.ratelimit_url == "redis://127.0.0.1:6379/0"
+    assert _broker_config({"mode": "rabbitmq", "url": "amqp://h/run"}).broker.ratelimit_url is None  # no limits: none needed
+
+
+def test_a_broker_url_of_the_wrong_kind_is_refused_without_its_password():
+    with pytest.raises(ConfigError, match=r"broker.mode = redis needs broker.url starting with redis://") as err:
+        _broker_config({"mode": "redis", "url": "amqp://guest:hunter2@h:5672/x"})
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"broker.ratelimit_url must be a Redis URL"):
+        _broker_config({"mode": "redis", "ratelimit_url": "amqp://h/x"})

@@ -30,6 +30,7 @@ the fork, never shared with the parent).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -88,6 +89,11 @@ def queue_names(config: OmniConfig) -> list[str]:
 
 
 def transport_options(config: OmniConfig) -> dict[str, Any]:
+    """Options of the Redis transport (embedded and redis modes). RabbitMQ needs none: it
+    redelivers a message whose consumer's connection dropped, and a run's queues are
+    separated by its vhost (the path of broker.url), not by key prefixes."""
+    if config.broker.mode == "rabbitmq":
+        return {}
     visibility = config.broker.visibility_timeout_s
     return {
         "global_keyprefix": config.broker_key_prefix,
@@ -271,16 +277,36 @@ def queue_depths(app: Celery, queues: Sequence[str]) -> dict[str, int]:
     """Messages waiting in each queue (not counting those a worker holds unacknowledged)."""
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
+        if conn.transport.driver_type == "amqp":
+            return {queue: _amqp_depth(conn, queue) for queue in queues}
         channel = conn.default_channel
         # kombu 5.7's passive queue_declare checks existence without global_keyprefix and
         # reports every prefixed queue missing; _size (all priority lists) prefixes correctly.
         return {queue: int(channel._size(queue)) for queue in queues}
 
 
-def in_flight(app: Celery) -> int:
-    """Messages delivered to a worker and not yet acknowledged (running or prefetched)."""
+def _amqp_depth(conn: Any, queue: str) -> int:
+    """Ready messages of a RabbitMQ queue (passive declare); 0 for a queue not declared yet.
+    A refused passive declare closes its channel, so each queue gets its own."""
+    from amqp.exceptions import NotFound
+
+    channel = conn.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except NotFound:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()
+
+
+def in_flight(app: Celery) -> int | None:
+    """Messages delivered to a worker and not yet acknowledged (running or prefetched); None
+    on RabbitMQ, whose protocol does not report them (its management UI shows "Unacked")."""
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
+        if conn.transport.driver_type == "amqp":
+            return None
         channel = conn.default_channel
         return int(channel.client.hlen(channel.unacked_key))
 

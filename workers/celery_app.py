@@ -9,7 +9,7 @@ the environment variable OMNIOPD_CONFIG:
     celery -A workers.celery_app control enable_events   # workers start with task events off
     celery -A workers.celery_app flower --port=5555      # pip install flower
 
-Only a shared broker (broker.mode: redis) can be watched from outside: an embedded broker
+Only a shared broker (broker.mode: redis or rabbitmq) can be watched from outside: an embedded broker
 belongs to the learner's process.
 """
 
@@ -24,7 +24,7 @@ _path = os.environ.get("OMNIOPD_CONFIG")
 if not _path:
     raise RuntimeError("set OMNIOPD_CONFIG to the run's config file (e.g. export OMNIOPD_CONFIG=configs/my-run.yaml)")
 _config = load_config(_path)
-if _config.broker.mode != "redis" or not _config.broker.url:
-    raise RuntimeError(f"{_path}: broker.mode is {_config.broker.mode!r}; Celery's tools need a shared Redis broker "
-                       "(broker.mode: redis, broker.url: redis://HOST:6379/0)")
+if _config.broker.mode == "embedded":
+    raise RuntimeError(f"{_path}: broker.mode is 'embedded'; Celery's tools need a shared broker "
+                       "(broker.mode: redis with broker.url: redis://HOST:6379/0, or rabbitmq with amqp://...)")
 app = make_celery(_config, broker_url=_config.broker.url, config_path=_path)

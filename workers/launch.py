@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ from celery.signals import beat_embedded_init
 from omniopd.config import OmniConfig
 from workers.app import make_celery
 from workers.broker import broker_for
+from workers.store import wait_for_run
 
 Pool = Literal["solo", "threads", "prefork"]
 
@@ -58,21 +59,35 @@ def run_worker(
     config_path: str | Path | None = None,
     loglevel: str = "INFO",
     extra_task_modules: Sequence[str] = (),
+    wait_for_run_s: float | None = None,
+    before_consuming: Callable[[], None] | None = None,
 ) -> int:
-    """Run a worker consuming `queues` until it is told to stop; returns its exit code."""
+    """Run a worker consuming `queues` until it is told to stop; returns its exit code.
+
+    `wait_for_run_s`: first wait up to this long for the config's run to exist in the store,
+    then refuse (RunNotFound, saying what to check); None: no check. `before_consuming`:
+    called once the run exists and before the first message is taken (a rollout worker
+    builds its engine there, so a slow engine start holds no batch)."""
     from db.store import open_store
 
     if pool not in ("solo", "threads", "prefork"):
         raise ValueError(f"pool {pool!r}: expected solo, threads or prefork")
     if not queues:
         raise ValueError("a worker needs at least one queue")
-    open_store(config, config_path, pool_size=1).dispose()  # SchemaNotCurrent says what to run
+    store = open_store(config, config_path, pool_size=1)  # SchemaNotCurrent says what to run
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's context chatter
+    say = logging.getLogger("omniopd.worker")
+    try:
+        if wait_for_run_s is not None:
+            wait_for_run(store.sessions, config.run.name, timeout_s=wait_for_run_s, log=say)
+    finally:
+        store.dispose()
     devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    logging.getLogger("omniopd.worker").info(
-        "%s worker: queues %s, CUDA_VISIBLE_DEVICES=%s", role, ",".join(queues), "(unset)" if devices is None else devices
-    )
+    say.info("%s worker: queues %s, CUDA_VISIBLE_DEVICES=%s", role, ",".join(queues),
+             "(unset)" if devices is None else devices)
+    if before_consuming is not None:
+        before_consuming()
     with broker_for(config) as endpoint:
         app = make_celery(config, broker_url=endpoint.url, config_path=config_path, extra_task_modules=extra_task_modules)
         Path(config.run.output_dir).mkdir(parents=True, exist_ok=True)

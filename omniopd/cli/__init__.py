@@ -24,6 +24,7 @@ from omniopd.cli import (
     pipeline_cmd,
     plan_cmd,
     plot_cmd,
+    rehearse_cmd,
     sandbox_cmd,
     spend_cmd,
     status_cmd,
@@ -62,6 +63,7 @@ app.command("plot")(plot_cmd.plot)
 app.command("demo")(demo_cmd.demo)
 app.command("chaos")(chaos_cmd.chaos)
 app.command("sweep")(sweep_cmd.sweep)
+app.command("rehearse")(rehearse_cmd.rehearse)
 app.command("dashboard")(dashboard_cmd.dashboard)
 
 

@@ -47,6 +47,7 @@ def learner(
     cfg = load(config, set_)
     import logging
 
+    from db.learner_lock import LearnerAlreadyRunning
     from db.migrate import SchemaNotCurrent
     from omniopd.models.loading import ModelLoadError
     from workers.learner.loop import LearnerError
@@ -63,7 +64,7 @@ def learner(
             cfg, config_path=config, driver_factory=factory,
             progress=sys.stdout.isatty() if progress is None else progress,
         )
-    except (SchemaNotCurrent, LearnerError, ModelLoadError) as exc:
+    except (SchemaNotCurrent, LearnerError, ModelLoadError, LearnerAlreadyRunning) as exc:
         fail(str(exc), code=1)
     if summary is not None:  # None: a non-zero rank of a torchrun launch (rank 0 reports)
         console.print(summary.text(), highlight=False, soft_wrap=True)

@@ -73,7 +73,7 @@ def _print(st, broker: dict[str, Any]) -> None:
     if "error" not in broker:
         for name, depth in broker["queues"].items():
             queues.add_row(name, str(depth))
-        queues.add_row("[dim](delivered, not yet acked)[/]", str(broker["in_flight"]))
+        queues.add_row("[dim](delivered, not yet acked)[/]", "unknown (RabbitMQ: its management UI, Unacked)" if broker["in_flight"] is None else str(broker["in_flight"]))
     work = Table(title="trajectories and bundles", title_justify="left")
     work.add_column("state")
     work.add_column("count", justify="right")

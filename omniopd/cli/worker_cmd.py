@@ -67,6 +67,7 @@ def audit(
     ),
     loglevel: LogLevelOpt = "INFO",
     set_: SetOpt = None,
+    wait_for_run: WaitForRunOpt = 300.0,
 ) -> None:
     """Run an audit worker: teacher continuations for every chunk, with budgets and rate limits.
 
@@ -94,15 +95,16 @@ def audit(
     cfg = cfg.model_copy(update={"audit": cfg.audit.model_copy(update={"teacher": name})})
     _check_teacher(cfg, name)
     from db.migrate import SchemaNotCurrent
+    from db.repo_runs import RunNotFound
     from workers.app import audit_queue
     from workers.launch import run_worker
 
     try:
         code = run_worker(
             cfg, queues=[audit_queue(name)], pool="threads", concurrency=concurrency or cfg.workers.audit_threads,
-            role=f"audit-{name}", config_path=config, loglevel=loglevel.upper(),
+            role=f"audit-{name}", config_path=config, loglevel=loglevel.upper(), wait_for_run_s=wait_for_run,
         )
-    except SchemaNotCurrent as exc:
+    except (SchemaNotCurrent, RunNotFound) as exc:
         fail(str(exc))
     raise typer.Exit(code)
 
@@ -119,6 +121,12 @@ def _check_teacher(cfg, name: str) -> None:
         fail(f"teacher {name}: {exc}")
 
 
+WaitForRunOpt = Annotated[float, typer.Option(
+    "--wait-for-run", min=0,
+    help="Seconds to wait for the config's run to appear in the store (its learner creates it) before refusing to start.",
+)]
+
+
 @app.command("rollout")
 def rollout(
     config: ConfigOpt,
@@ -129,6 +137,7 @@ def rollout(
     ),
     loglevel: LogLevelOpt = "INFO",
     set_: SetOpt = None,
+    wait_for_run: WaitForRunOpt = 300.0,
 ) -> None:
     """Run a rollout worker: generates student trajectories for the run's driver.
 
@@ -144,9 +153,12 @@ def rollout(
     import os
 
     from db.migrate import SchemaNotCurrent
+    from db.repo_runs import RunNotFound
     from workers.app import ROLLOUT_QUEUE, audit_teacher
     from workers.launch import run_worker
-    from workers.rollout.engine import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV
+    from workers.rollout.engine import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, warm_engine
+
+    warm = concurrency == 1 and cfg.rollout.backend == "vllm"
 
     try:
         audit_teacher(cfg)
@@ -173,9 +185,11 @@ def rollout(
     try:
         code = run_worker(
             cfg, queues=[ROLLOUT_QUEUE], pool="solo" if concurrency == 1 else "prefork", concurrency=concurrency,
-            role="rollout", config_path=config, loglevel=loglevel.upper(),
+            role="rollout", config_path=config, loglevel=loglevel.upper(), wait_for_run_s=wait_for_run,
+            # vLLM starts in minutes on a CPU: build it before taking a batch (a solo worker keeps it)
+            before_consuming=(lambda: warm_engine(cfg, str(config))) if warm else None,
         )
-    except SchemaNotCurrent as exc:
+    except (SchemaNotCurrent, RunNotFound) as exc:
         fail(str(exc))
     if concurrency > 1 and fatal.is_file():  # a pool process stopped the worker
         fail(f"rollout worker stopped: {fatal.read_text().strip()}", code=EXIT_WEIGHT_SYNC)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from omniopd.config import OmniConfig
-from omniopd.teachers.ratelimit import read_limiter_state
+from omniopd.teachers.ratelimit import Account, read_limiter_state
 
 PING_TIMEOUT_S = 0.5
 
@@ -47,7 +47,7 @@ def broker_state(config: OmniConfig, *, ping: bool = True) -> dict[str, Any]:
         return {"error": f"broker unreachable ({type(exc).__name__}: {_first_line(exc)})"}
     finally:
         app.close()
-    out["limiters"] = limiter_states(config, endpoint.redis_url)
+    out["limiters"] = limiter_states(config, endpoint.redis_url) if endpoint.redis_url else []
     return out
 
 
@@ -61,8 +61,8 @@ def limiter_states(config: OmniConfig, redis_url: str) -> list[dict[str, Any]]:
         for name, teacher in sorted(config.teachers.items()):
             entry: dict[str, Any] = {"teacher": name, "provider": teacher.kind, "model": teacher.model}
             try:
-                state = read_limiter_state(client, teacher.rate_limits, provider=teacher.kind, model=teacher.model,
-                                           key_prefix=config.broker_key_prefix)
+                # The dashboard finds the buckets only with the key the workers use in its environment.
+                state = read_limiter_state(client, teacher.rate_limits, account=Account.of_teacher(teacher))
             except redis.RedisError as exc:
                 entry["error"] = f"rate-limit state unreadable ({type(exc).__name__}: {_first_line(exc)})"
             else:

@@ -2,7 +2,7 @@
 every HTTP attempt with normalised usage so that budgets, ledgers and rate limits stay
 exact (docs/teachers.md; budget semantics in docs/store.md).
 
-    client = build_teacher(cfg.teachers["claude"], redis_url=..., key_prefix=...)
+    client = build_teacher(cfg.teachers["claude"], redis_url=...)  # buckets shared per account
     async with client:
         result = await client.continue_prefix(prompt, prefix, n=10, max_new_tokens=75,
                                               guard=guard, price=price, call_key=...)
@@ -14,7 +14,7 @@ Modules: `client` (the retry/billing loop), `providers/` (wire formats), `rateli
 """
 
 from omniopd.teachers.budget import BudgetGuard, InMemoryBudgetGuard, Settlement
-from omniopd.teachers.build import build_teacher, teacher_limiter, teacher_price
+from omniopd.teachers.build import build_teacher, teacher_account, teacher_limiter, teacher_price
 from omniopd.teachers.client import RetryPolicy, TeacherClient
 from omniopd.teachers.pricing import (
     Price,
@@ -27,6 +27,7 @@ from omniopd.teachers.pricing import (
     reservation_micros,
 )
 from omniopd.teachers.ratelimit import (
+    Account,
     LocalRateLimiter,
     NullRateLimiter,
     RateCost,
@@ -35,6 +36,7 @@ from omniopd.teachers.ratelimit import (
     Rates,
     RedisRateLimiter,
     build_limiter,
+    key_fingerprint,
 )
 from omniopd.teachers.types import (
     ApiKey,
@@ -50,6 +52,7 @@ from omniopd.teachers.types import (
 )
 
 __all__ = [
+    "Account",
     "ApiKey",
     "Attempt",
     "AttemptEstimate",
@@ -79,9 +82,11 @@ __all__ = [
     "build_teacher",
     "cost_micros",
     "cost_usd",
+    "key_fingerprint",
     "load_prices",
     "price_for",
     "reservation_micros",
+    "teacher_account",
     "teacher_limiter",
     "teacher_price",
 ]

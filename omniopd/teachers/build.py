@@ -9,13 +9,19 @@ from omniopd.teachers.client import RetryPolicy, TeacherClient
 from omniopd.teachers.pricing import Price, load_prices, price_for
 from omniopd.teachers.prompting import ChatTemplate
 from omniopd.teachers.providers import PROVIDERS
-from omniopd.teachers.ratelimit import RateLimiter, build_limiter
+from omniopd.teachers.ratelimit import Account, RateLimiter, build_limiter
 from omniopd.teachers.types import ApiKey
 
 
+def teacher_account(cfg: TeacherConfig) -> Account:
+    """The provider account the teacher's calls count against (`Account.of_teacher`)."""
+    return Account.of_teacher(cfg)
+
+
 def teacher_limiter(cfg: TeacherConfig, *, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
-    """The teacher's limiter: shared through Redis when `redis_url` is given."""
-    return build_limiter(cfg.rate_limits, provider=cfg.kind, model=cfg.model, redis_url=redis_url, key_prefix=key_prefix)
+    """The teacher's limiter: shared through Redis, with every run and process using the same
+    account (`teacher_account`), when `redis_url` is given."""
+    return build_limiter(cfg.rate_limits, account=teacher_account(cfg), redis_url=redis_url, key_prefix=key_prefix)
 
 
 def teacher_price(cfg: TeacherConfig, prices_file: str | Path) -> Price:

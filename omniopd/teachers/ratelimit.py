@@ -1,6 +1,13 @@
-"""Client-side rate limiting shared by every process that calls one (provider, model).
+"""Client-side rate limiting shared by every process and run that uses one provider account.
 
-Four token buckets per (provider, model): requests, input tokens, output tokens and
+A provider limits an account (an API key; per model for most of them), not a run: two runs
+on one key share one allowance. So the buckets are keyed by the `Account` — provider, base
+URL, a fingerprint of the API key and the model (`limiter_key`) — never by the run, and
+every process of every run that calls with that key takes from the same buckets. The
+fingerprint is an HMAC-SHA256 of the key under a fixed label, cut to 16 hex digits: it
+tells two keys apart and cannot be turned back into the key (`key_fingerprint`).
+
+Four token buckets per account: requests, input tokens, output tokens and
 combined tokens (OpenAI counts input + max output against one TPM limit). Each refills
 at `fraction` of its per-minute limit and holds `burst_s` seconds of that rate. An
 attempt debits all four at once or none, and the limiter says how long to wait:
@@ -33,13 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from omniopd.config import RateLimitConfig
+from omniopd.config import RateLimitConfig, TeacherConfig
 
 DIMS = ("requests", "input", "output", "tokens")
 OVERRIDE_S = 600.0  # how long a lower limit reported by the provider replaces the configured one
@@ -304,7 +314,7 @@ class NullRateLimiter:
 
 # ------------------------------------------------------------------ Redis
 
-# One script, four operations on the buckets of one (provider, model). KEYS[1]: the state
+# One script, four operations on the buckets of one account. KEYS[1]: the state
 # hash, KEYS[2]: the shared cool-down (resume time, Redis server seconds). ARGV: op,
 # burst_s, fraction, then 4 per-second rates, 4 per-minute limits, then op arguments.
 # Numbers are returned as strings: Redis truncates Lua numbers to integers.
@@ -416,7 +426,7 @@ return redis.error_reply('unknown op ' .. op)
 
 
 class RedisRateLimiter:
-    """The shared buckets of one (provider, model) in Redis, for every process of a run."""
+    """The shared buckets of one provider account in Redis, for every process of every run."""
 
     def __init__(self, rates: Rates, redis_url: str, key: str):
         self.rates = rates
@@ -484,20 +494,65 @@ class RedisRateLimiter:
             self._redis = None
 
 
-def build_limiter(cfg: RateLimitConfig, *, provider: str, model: str, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
-    """The limiter for one (provider, model): shared through Redis when `redis_url` is
-    given, in-process otherwise; a no-op when no limit is configured."""
+_FINGERPRINT_LABEL = b"omniopd rate-limit account v1"
+NO_KEY = "nokey"
+
+
+def key_fingerprint(api_key: str | None) -> str:
+    """A non-reversible fingerprint of an API key: HMAC-SHA256 under a fixed label, 16 hex
+    digits (64 bits: two keys of one user never collide in practice, and no key can be
+    recovered from it, nor guessed: API keys carry over 128 random bits). `NO_KEY` for a
+    teacher called without a key (a local vLLM server)."""
+    if not api_key:
+        return NO_KEY
+    return hmac.new(_FINGERPRINT_LABEL, api_key.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Account:
+    """What a provider's rate limit belongs to: the provider, the endpoint (`base_url`, None =
+    the provider's public one), the API key (as its `key_fingerprint`, never the key) and the
+    model (providers limit each model of an account separately). Every run and process with
+    equal accounts shares one set of buckets."""
+
+    provider: str
+    base_url: str | None
+    key_fingerprint: str
+    model: str
+
+    @classmethod
+    def of_teacher(cls, cfg: TeacherConfig) -> Account:
+        """The account a configured teacher calls with: its kind, base URL and model, and the
+        fingerprint of the key now in the environment variable `cfg.api_key_env`."""
+        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        return cls(cfg.kind, cfg.base_url, key_fingerprint(key), cfg.model)
+
+    @property
+    def endpoint_digest(self) -> str:
+        """The base URL, normalised (no trailing slash) and hashed: a Redis key carries no URL
+        (a URL may hold a password)."""
+        url = (self.base_url or "default").rstrip("/")
+        return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def build_limiter(cfg: RateLimitConfig, *, account: Account, redis_url: str | None = None, key_prefix: str = "") -> RateLimiter:
+    """The limiter of one provider account: shared through Redis (with every run and process
+    using the account) when `redis_url` is given, in-process otherwise; a no-op when no limit
+    is configured."""
     rates = Rates.from_config(cfg)
     if rates.unlimited:
         return NullRateLimiter()
     if redis_url:
-        return RedisRateLimiter(rates, redis_url, limiter_key(provider=provider, model=model, key_prefix=key_prefix))
+        return RedisRateLimiter(rates, redis_url, limiter_key(account, key_prefix=key_prefix))
     return LocalRateLimiter(rates)
 
 
-def limiter_key(*, provider: str, model: str, key_prefix: str = "") -> str:
-    """The Redis key stem of one (provider, model)'s shared buckets (`:buckets`, `:cooldown`)."""
-    return f"{key_prefix}omniopd:ratelimit:{provider}:{model}"
+def limiter_key(account: Account, *, key_prefix: str = "") -> str:
+    """The Redis key stem of one account's shared buckets (`:buckets`, `:cooldown`). No run
+    name in it: the limit is the account's. `key_prefix` only separates independent
+    deployments sharing one Redis (tests), never runs."""
+    return (f"{key_prefix}omniopd:ratelimit:{account.provider}:{account.endpoint_digest}:"
+            f"{account.key_fingerprint}:{account.model}")
 
 
 @dataclass(frozen=True)
@@ -514,7 +569,7 @@ class BucketLevel:
 
 @dataclass(frozen=True)
 class LimiterState:
-    """The shared limiter of one (provider, model), read without changing it. `seen` is False
+    """The shared limiter of one provider account, read without changing it. `seen` is False
     while no attempt has used it (the buckets are then full); `cooldown_s` is the time left
     of the pause after a 429, `override_s` that of a lower limit reported by the provider."""
 
@@ -524,12 +579,12 @@ class LimiterState:
     override_s: float
 
 
-def read_limiter_state(client: Any, cfg: RateLimitConfig, *, provider: str, model: str, key_prefix: str = "") -> LimiterState:
+def read_limiter_state(client: Any, cfg: RateLimitConfig, *, account: Account, key_prefix: str = "") -> LimiterState:
     """Read the Redis buckets of `RedisRateLimiter` with plain reads (HGETALL, GET, TIME) and
     refill them to the server's clock the way its script does, writing nothing: a dashboard
     that watches the limiter never moves it. `client` is a synchronous redis-py client."""
     rates = Rates.from_config(cfg)
-    key = limiter_key(provider=provider, model=model, key_prefix=key_prefix)
+    key = limiter_key(account, key_prefix=key_prefix)
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(f"{key}:buckets")
     pipe.get(f"{key}:cooldown")

@@ -176,7 +176,9 @@ def test_a_token_is_needed_when_one_is_set_and_off_loopback(tmp_path):
 
 
 @pytest.mark.services
-def test_live_reads_queues_and_the_limiter_without_changing_them(tmp_path, redis_url, redis_prefix):
+def test_live_reads_queues_and_the_limiter_without_changing_them(tmp_path, redis_url, redis_prefix, monkeypatch):
+    import secrets
+
     import redis
 
     from omniopd.config import load_config
@@ -189,7 +191,10 @@ def test_live_reads_queues_and_the_limiter_without_changing_them(tmp_path, redis
     config_text = filled.config_path.read_text().replace("mode: redis", f"mode: redis\n  key_prefix: '{redis_prefix}'")
     filled.config_path.write_text(config_text)
     cfg = load_config(filled.config_path)
-    limiter = teacher_limiter(cfg.teachers[TEACHER], redis_url=redis_url, key_prefix=cfg.broker_key_prefix)
+    # The buckets are the account's: a key of this test's own keeps them apart from every other.
+    monkeypatch.setenv(cfg.teachers[TEACHER].api_key_env, "test-" + secrets.token_hex(16))
+    limiter = teacher_limiter(cfg.teachers[TEACHER], redis_url=redis_url)
+    fingerprint = limiter.state_key.split(":")[-3].encode()
 
     async def spend_some() -> None:
         await limiter.acquire(RateCost(requests=1, input=30_000))
@@ -201,7 +206,8 @@ def test_live_reads_queues_and_the_limiter_without_changing_them(tmp_path, redis
     app.close()
     client = redis.Redis.from_url(redis_url)
     def run_keys() -> dict:  # the queues and the limiter's buckets (a ping adds Celery's own reply bindings)
-        return {k: client.dump(k) for k in sorted(client.scan_iter(match=f"{redis_prefix}*")) if b"_kombu" not in k}
+        keys = [*client.scan_iter(match=f"{redis_prefix}*"), *client.scan_iter(match="omniopd:ratelimit:*")]
+        return {k: client.dump(k) for k in sorted(keys) if b"_kombu" not in k and (b"ratelimit" not in k or fingerprint in k)}
 
     before = run_keys()
     assert any(b"ratelimit" in k for k in before) and any(k.endswith(b"rollouts") for k in before)

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from omniopd.config import RateLimitConfig
 from omniopd.teachers.ratelimit import (
+    NO_KEY,
+    Account,
     LocalRateLimiter,
     NullRateLimiter,
     RateCost,
@@ -18,6 +20,8 @@ from omniopd.teachers.ratelimit import (
     RedisRateLimiter,
     backoff_delay,
     build_limiter,
+    key_fingerprint,
+    limiter_key,
 )
 
 
@@ -166,12 +170,29 @@ def test_fraction_scales_the_configured_limit():
 
 
 def test_build_limiter_picks_null_local_or_redis():
-    assert isinstance(build_limiter(RateLimitConfig(), provider="p", model="m"), NullRateLimiter)
+    account = Account("anthropic", None, key_fingerprint("sk-ant-test"), "claude")
+    assert isinstance(build_limiter(RateLimitConfig(), account=account), NullRateLimiter)
     cfg = RateLimitConfig(requests_per_min=10)
-    assert isinstance(build_limiter(cfg, provider="p", model="m"), LocalRateLimiter)
-    shared = build_limiter(cfg, provider="anthropic", model="claude", redis_url="redis://x", key_prefix="run1:")
+    assert isinstance(build_limiter(cfg, account=account), LocalRateLimiter)
+    shared = build_limiter(cfg, account=account, redis_url="redis://x", key_prefix="t1:")
     assert isinstance(shared, RedisRateLimiter)
-    assert shared.state_key == "run1:omniopd:ratelimit:anthropic:claude:buckets"
+    assert shared.state_key == (f"t1:omniopd:ratelimit:anthropic:{account.endpoint_digest}:"
+                                f"{key_fingerprint('sk-ant-test')}:claude:buckets")
+
+
+def test_the_bucket_key_names_the_account_and_never_holds_the_api_key():
+    key = "sk-proj-" + "Zq7" * 16
+    fp = key_fingerprint(key)
+    assert len(fp) == 16 and int(fp, 16) >= 0 and fp == key_fingerprint(key)  # stable across processes
+    assert fp != key_fingerprint(key + "x") and key_fingerprint(None) == key_fingerprint("") == NO_KEY
+    stem = limiter_key(Account("openai", "https://user:pw@api.example.com/v1/", fp, "gpt-x"))
+    assert key not in stem and key[8:24] not in stem and "pw" not in stem and "example" not in stem
+    # one account however the URL is written; another endpoint, key or model is another account
+    same = limiter_key(Account("openai", "https://user:pw@api.example.com/v1", fp, "gpt-x"))
+    assert stem == same
+    assert len({stem, limiter_key(Account("openai", "https://other.example.com/v1", fp, "gpt-x")),
+                limiter_key(Account("openai", "https://api.example.com/v1", key_fingerprint("k2"), "gpt-x")),
+                limiter_key(Account("openai", "https://api.example.com/v1", fp, "gpt-y"))}) == 4
 
 
 def test_backoff_honours_retry_after_and_jitters_otherwise():

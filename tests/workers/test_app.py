@@ -36,3 +36,24 @@ def test_tasks_route_to_their_queues_and_survive_dead_workers():
 def test_an_explicit_key_prefix_wins():
     app = make_celery(config(broker={"key_prefix": "shared-redis/run7:"}), broker_url="memory://")
     assert app.conf.broker_transport_options["global_keyprefix"] == "shared-redis/run7:"
+
+
+def test_queue_depths_on_rabbitmq_count_waiting_messages_and_undeclared_queues_as_empty(rabbitmq_url):
+    import pytest
+
+    from workers.app import in_flight, inspection_app, queue_depths
+
+    pytest.importorskip("amqp")
+    cfg = parse_config({"broker": {"mode": "rabbitmq", "url": rabbitmq_url}, "teachers": {"t": {"kind": "gemini", "model": "m"}},
+                        "audit": {"teacher": "t"}})
+    app = make_celery(cfg, broker_url=rabbitmq_url)
+    assert app.conf.broker_transport_options == {}  # Redis's key prefix and visibility timeout mean nothing here
+    app.send_task(ROLLOUT_TASK, args=[1], queue="rollouts")
+    app.send_task(ROLLOUT_TASK, args=[2], queue="rollouts")
+    app.close()
+    viewer = inspection_app(cfg, broker_url=rabbitmq_url)
+    try:
+        assert queue_depths(viewer, queue_names(cfg)) == {"rollouts": 2, "audits.t": 0, "maintenance": 0}
+        assert in_flight(viewer) is None  # AMQP does not report unacknowledged messages
+    finally:
+        viewer.close()

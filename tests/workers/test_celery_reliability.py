@@ -45,18 +45,25 @@ def assert_each_sample_stored_once(store: Store, config_path, chunks: int, n: in
         assert s.scalar(select(func.count()).select_from(Chunk).where(Chunk.state == "audited")) == chunks
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request) -> dict:
+    """The broker section of a run on each production broker: the machine's Redis (a key
+    prefix of the test's own) or RabbitMQ (a vhost of the test's own)."""
+    if request.param == "redis":
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        return {"mode": "redis", "url": url, "key_prefix": prefix, "visibility_timeout_s": 600}
+    return {"mode": "rabbitmq", "url": request.getfixturevalue("rabbitmq_url")}
+
+
 @pytest.mark.services
 def test_worker_process_killed_mid_task_is_redelivered_and_its_effect_happens_once(
-    tmp_path, postgres_url, redis_url, redis_prefix, processes
+    tmp_path, postgres_url, broker, processes
 ):
-    config_path = write_config(
-        tmp_path / "run.yaml", store={"url": postgres_url},
-        broker={"mode": "redis", "url": redis_url, "key_prefix": redis_prefix, "visibility_timeout_s": 600},
-    )
+    config_path = write_config(tmp_path / "run.yaml", store={"url": postgres_url}, broker=broker)
     store = Store(config_path)
     (tid,) = store.trajectories(1, chunks=2, n=3)
     worker = start_worker(processes, config_path, tmp_path, "worker")
-    enqueue_audits(store, redis_url, [tid])
+    enqueue_audits(store, broker["url"], [tid])
     samples = wait_for(lambda: len(probe_lines(config_path, "sample")) >= 2 and probe_lines(config_path, "sample"),
                        90, "the audit to be under way")
     child = int(samples[0][3])

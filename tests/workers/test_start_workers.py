@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from omniopd.cli import app
 from tests.conftest import wait_left
-from tests.workers.conftest import ROOT, pid_alive, wait_for, write_config
+from tests.workers.conftest import ROOT, Store, pid_alive, wait_for, write_config
 
 SCRIPT = ROOT / "scripts" / "start_workers.sh"
 
@@ -32,6 +32,7 @@ def test_start_workers_starts_one_rollout_worker_per_gpu_and_stops_them(tmp_path
         student={"path": str(tmp_path / "no-model-needed-until-a-task")}, workers={"rollout": 2, "audit": 0},
     )
     assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    Store(config).engine.dispose()  # the run exists (its learner would create it): workers wait for it
     logs = tmp_path / "out" / "logs"
     started = run_script(str(config), env={"CUDA_VISIBLE_DEVICES": "5,7"})
     pids = {}
@@ -71,6 +72,7 @@ def test_start_workers_starts_no_audit_worker_for_an_objective_that_declares_no_
         loss={"method": "opd_whitebox", "whitebox_teacher": "/m"}, workers={"rollout": 0, "audit": 2},
     )
     assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    Store(config).engine.dispose()  # the run exists (its learner would create it): workers wait for it
     logs = tmp_path / "out" / "logs"
     started = run_script(str(config))
     pids = {}
@@ -108,6 +110,7 @@ def test_start_workers_starts_the_evaluator_when_eval_every_steps_is_set(tmp_pat
         workers={"rollout": 0, "audit": 0}, eval={"benchmarks": ["demo"], "data_dir": str(data), "every_steps": 5},
     )
     assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    Store(config).engine.dispose()  # the run exists (its learner would create it): workers wait for it
     logs = tmp_path / "out" / "logs"
     started = run_script(str(config), env={"OMNIOPD_EVALUATOR_GPUS": "3"})
     pids = {}
@@ -123,3 +126,19 @@ def test_start_workers_starts_the_evaluator_when_eval_every_steps_is_set(tmp_pat
         assert stopped.returncode == 0, stopped.stderr
         assert not any(pid_alive(pid) for pid in pids.values())
     assert "evaluator stopped" in (logs / "evaluator.log").read_text()
+
+
+@pytest.mark.services
+def test_a_worker_whose_run_is_not_in_the_store_says_what_it_waits_for_then_refuses(tmp_path, postgres_url):
+    config = write_config(tmp_path / "run.yaml", store={"url": postgres_url}, student={"path": "x"})
+    assert CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)]).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "omniopd", "worker", "rollout", "-c", str(config), "--wait-for-run", "3"], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}, capture_output=True, text=True, timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert "waiting for run 'wtest' to appear in the store" in out  # the log line while it waits
+    assert "refusing to start: no run named 'wtest' in the store (runs: none yet)" in out
+    assert "Start the run's learner first" in out and "check run.name and store.url" in out
+    assert " ready." not in out  # it never took work

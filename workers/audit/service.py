@@ -116,7 +116,7 @@ def make_audit_context(
     key_prefix: str = "",
 ) -> AuditContext:
     """The audit context of a process: the teacher client (rate limits shared through
-    Redis when `redis_url` is given), its price, and the in-flight cap."""
+    Redis, per provider account, when `redis_url` is given), its price, and the in-flight cap."""
     name = teacher_name or config.audit.teacher
     if not name or name not in config.teachers:
         known = ", ".join(sorted(config.teachers)) or "none"

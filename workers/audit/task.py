@@ -26,11 +26,11 @@ def audit_context(app: Celery) -> AuditContext:
         current: AuditContext | None = getattr(app, "omniopd_audit", None)
         if current is not None and getattr(app, "omniopd_audit_pid", None) == os.getpid():
             return current
-        from workers.broker import broker_endpoint
+        from workers.broker import limiter_redis_url
 
         rt = runtime(app)
-        redis_url = broker_endpoint(rt.config).redis_url  # rate-limit buckets live next to the queues
-        current = make_audit_context(rt.config, rt.sessions, redis_url=redis_url, key_prefix=rt.config.broker_key_prefix)
+        # The buckets are the account's (omniopd/teachers/ratelimit.py), shared with every run on it.
+        current = make_audit_context(rt.config, rt.sessions, redis_url=limiter_redis_url(rt.config))
         app.omniopd_audit, app.omniopd_audit_pid = current, os.getpid()
         return current
 

@@ -147,6 +147,7 @@ def _lead(
 ) -> LearnerSummary:
     """The learner proper: one process, or rank 0 of several (its followers are told to
     start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
+    from db.learner_lock import learner_lock
     from db.repo_runs import set_run_status
     from db.store import open_store
     from omniopd.train import build_trainer, checkpoint_root, clean_partial
@@ -161,6 +162,13 @@ def _lead(
     store = open_store(config, config_path)
     sessions = store.sessions
     sinks: list[MetricsSink] = []
+    lock = learner_lock(store.engine, config.run.name)
+    try:
+        lock.__enter__()  # LearnerAlreadyRunning: a second learner on the run refuses, changing nothing
+    except BaseException:
+        store.dispose()
+        restore()
+        raise
     try:
         with sessions.begin() as s:
             run_id = ensure_run(s, config).id
@@ -198,6 +206,7 @@ def _lead(
             leader.close()
         for sink in sinks:
             sink.close()
+        lock.__exit__(None, None, None)
         store.dispose()
         restore()
 

@@ -99,6 +99,24 @@ def stop_worker(reason: str) -> NoReturn:
     raise Reject(reason, requeue=True)
 
 
+def warm_engine(config: OmniConfig, config_path: str | None = None) -> None:
+    """Build this process's engine on the run's newest policy before the worker takes a
+    message (a solo worker: the first task then finds it). vLLM takes minutes to start on a
+    CPU; built inside the first task, the engine would hold that batch all the while. A
+    failure stops the worker as it would at its first task (exit code 3)."""
+    from db.repo_runs import get_run, latest_policy_version
+    from db.store import open_store
+
+    store = open_store(config, config_path, read_only=True, pool_size=1)
+    try:
+        with store.sessions.begin() as session:
+            latest = latest_policy_version(session, run_id=get_run(session, name=config.run.name).id)
+    finally:
+        store.dispose()
+    log.info("building the %s rollout engine on policy v%d before taking work", config.rollout.backend, latest.version)
+    synced_engine(config, latest)
+
+
 def close_engine(*_: Any, **__: Any) -> None:
     global _ENGINE
     if _ENGINE is not None and _ENGINE[0][0] == os.getpid():

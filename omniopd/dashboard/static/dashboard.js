@@ -427,7 +427,8 @@ function renderLive(d, broker) {
     note.textContent = `broker: ${broker.error}`;
     fill(document.querySelector("#queue-table tbody"), []);
   } else {
-    note.textContent = `${broker.in_flight} message(s) delivered to workers and not yet acknowledged`;
+    note.textContent = broker.in_flight === null ? "messages delivered and not yet acknowledged: not reported by RabbitMQ (see its management UI)"
+      : `${broker.in_flight} message(s) delivered to workers and not yet acknowledged`;
     fill(document.querySelector("#queue-table tbody"), Object.entries(broker.queues).map(([q, n]) =>
       el("tr", { "data-queue": q }, cell(q), cell(int(n), "depth", "num"))));
   }
