@@ -30,4 +30,4 @@ def test_the_app_follows_the_config_and_explains_what_is_missing(tmp_path):
     embedded = tmp_path / "embedded.yaml"
     embedded.write_text("broker: {mode: embedded}\n")
     refused = _run({"OMNIOPD_CONFIG": str(embedded)})
-    assert refused.returncode != 0 and "shared Redis broker" in refused.stderr
+    assert refused.returncode != 0 and "need a shared broker" in refused.stderr

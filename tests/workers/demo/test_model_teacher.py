@@ -23,6 +23,17 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 MARK = "OMNIOPD_TEST_DEMO_MARK"
 
 
+def describe(pids: list[int]) -> str:
+    """`pid: command line` of each process, to say which one outlived the demo."""
+    lines = []
+    for pid in pids:
+        try:
+            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            lines.append(f"{pid}: (gone)")
+    return "; ".join(lines)
+
+
 def marked_processes(mark: str) -> list[int]:
     """Live processes whose environment carries `MARK=mark`."""
     needle = f"{MARK}={mark}".encode()
@@ -79,7 +90,10 @@ def test_model_teacher_demo_trains_through_vllm_and_ctrl_c_leaves_no_process(tmp
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 0, out
-    wait_for(lambda: not marked_processes(mark), 30, "every process of the finished demo to exit")
+    try:
+        wait_for(lambda: not marked_processes(mark), 30, "every process of the finished demo to exit")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {describe(marked_processes(mark))}") from None
 
     run_dir = workdir / "smoke-model-full-s0"
     result = json.loads((run_dir / "demo-result.json").read_text())
