@@ -156,9 +156,17 @@ def rollout(
     from db.repo_runs import RunNotFound
     from workers.app import ROLLOUT_QUEUE, audit_teacher
     from workers.launch import run_worker
-    from workers.rollout.engine import EXIT_WEIGHT_SYNC, FATAL_FILE_ENV, GPUS_ENV, warm_engine
+    from workers.rollout.engine import (
+        EXIT_WEIGHT_SYNC,
+        FATAL_FILE_ENV,
+        GPUS_ENV,
+        WARM_ENV,
+        warm_engine,
+    )
 
-    warm = concurrency == 1 and cfg.rollout.backend == "vllm"
+    # Opt-in (the rehearsal sets it): a vLLM engine built before Celery starts outlived its
+    # worker in the model-teacher demo (its EngineCore was orphaned at a warm shutdown).
+    warm = concurrency == 1 and cfg.rollout.backend == "vllm" and os.environ.get(WARM_ENV) == "1"
 
     try:
         audit_teacher(cfg)

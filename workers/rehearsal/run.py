@@ -91,7 +91,8 @@ def rehearse(settings: RehearsalSettings) -> RehearsalResult:
     out.mkdir(parents=True)
     key = "rehearsal-" + secrets.token_hex(12)
     env = {**os.environ, KEY_ENV: key, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "OMNIOPD_ROLLOUT_WARM": "1"}  # the vLLM worker builds its engine before taking a batch
     db = Database(settings.postgres_url, f"omniopd_rehearsal_{settings.broker}_{os.getpid()}")
     db.create()
     try:

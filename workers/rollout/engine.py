@@ -99,6 +99,9 @@ def stop_worker(reason: str) -> NoReturn:
     raise Reject(reason, requeue=True)
 
 
+WARM_ENV = "OMNIOPD_ROLLOUT_WARM"  # "1": a solo vLLM rollout worker builds its engine before taking work
+
+
 def warm_engine(config: OmniConfig, config_path: str | None = None) -> None:
     """Build this process's engine on the run's newest policy before the worker takes a
     message (a solo worker: the first task then finds it). vLLM takes minutes to start on a
