@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from eval.lmeval.taskgen import write_task_dir
 from eval.results import sample_seed
+from tests.http_stand_in import serving
 
 ROOT = Path(__file__).parents[2]
 DATA = Path(__file__).parent / "data"
@@ -60,16 +60,9 @@ class _Completions(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def completions_server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Completions)
-    server.payloads = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Completions) as server:
+        server.payloads = []  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _url(server: ThreadingHTTPServer) -> str:

@@ -5,8 +5,7 @@ tests/teachers/test_vllm_teacher.py runs the real one."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,6 +15,7 @@ from omniopd.teachers.vllm_server import (
     server_env,
     wait_until_serving,
 )
+from tests.http_stand_in import serving
 
 
 class _StandIn(BaseHTTPRequestHandler):
@@ -40,14 +40,8 @@ class _StandIn(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stand_in():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_StandIn) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_served_model_is_found(stand_in):
