@@ -169,7 +169,7 @@ class StoreWait:
             if self._since is None:
                 self._since, self._reminded = now, now
                 self.outages += 1
-                self.log.warning("store unreachable, waiting for it: %s (%s); retrying every %.0f s",
+                self.log.warning("store unreachable, waiting for it: %s (%s); retrying every %g s",
                                  self.url, reason, self.retry_s)
             elif now - self._reminded >= self.remind_s:
                 self._reminded = now
