@@ -30,6 +30,15 @@ The run also stops at learner.max_steps, when the driver reports the problems ex
 nothing is left in flight, or when the teacher budget is spent (ready bundles then stay in
 the store: a run resumed with a higher cap trains on them first).
 
+Store outages (db/outage.py, docs/store.md): every store transaction of the loop goes
+through `Learner._tx`, which waits for an unreachable store and runs it again; the step
+record detects a COMMIT that went through before its connection dropped
+(`step_already_recorded`). The run's learner lock dies with its PostgreSQL connection: it is
+checked before every write and each iteration and taken again ("learner lock re-acquired");
+if another learner took the run meanwhile, `LearnerDisplaced` stops this one before it
+writes anything more. An outage longer than learner.claim_lease_s may cost the held
+bundles their leases: `ClaimLost`, exit 1, and a restart resumes from the last checkpoint.
+
 Several processes (torchrun --nproc-per-node N -m omniopd learner ...): rank 0 alone runs
 everything above — store, driver, broker, checkpoint directory — with a lockstep `Leader`
 in place of its Trainer, which broadcasts each claimed batch and each checkpoint save to
@@ -291,8 +300,10 @@ class Learner:
     def _tx(self, what: str, unit: Callable[[], Any]) -> Any:
         """Run one store transaction of the loop; if the store goes away, wait for it and run
         it again (db/outage.py). Every unit passed here is safe to re-run: reads, claims and
-        lease renewals (re-read and redone), publishing a version (idempotent for its path),
-        and the step record, which detects its own earlier commit (`_record`)."""
+        lease renewals (re-read and redone; a re-run gives back what a lost commit claimed),
+        the driver's tick (its progress is re-read from the store), publishing a version
+        (idempotent for its path), and the step record, which detects its own earlier
+        commit (`_record`)."""
         return rerun_on_disconnect(unit, what=what, logger=log)
 
     def _ensure_lock(self) -> None:
@@ -325,7 +336,9 @@ class Learner:
                 stop = self._stop_reason()
                 if stop is not None:
                     return stop
-                self.last_report = self.driver.tick(trained_version=self.version)
+                # safe to re-run: its progress lives in the store (rollout_slots) and is re-read
+                # when a tick fails; a committed tick's messages wait in the outbox
+                self.last_report = self._tx("the driver's tick", lambda: self.driver.tick(trained_version=self.version))
                 batch, exhausted = self._gather()
                 if batch:
                     waited = time.perf_counter() - self._waiting_since

@@ -161,7 +161,7 @@ def _lead(
     """The learner proper: one process, or rank 0 of several (its followers are told to
     start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
     from db.learner_lock import learner_lock
-    from db.outage import wait_for_store
+    from db.outage import rerun_on_disconnect, wait_for_store
     from db.repo_runs import set_run_status
     from db.store import open_store
     from omniopd.train import build_trainer, checkpoint_root, clean_partial
@@ -212,8 +212,12 @@ def _lead(
                     config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
                     checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks, lock=lock,
                 ).run()
-        with sessions.begin() as s:
-            set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
+        def final_status() -> None:  # idempotent: safe to run again after a store outage
+            with sessions.begin() as s:
+                set_run_status(s, run_id=run_id,
+                               status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
+
+        rerun_on_disconnect(final_status, what="recording the run's status", logger=log)
         return summary
     except LearnerDisplaced:
         raise  # another learner runs the run now: its status is that learner's to write
