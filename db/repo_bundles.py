@@ -265,15 +265,19 @@ def count_claimable(session: Session, *, run_id: int, min_policy_version: int = 
     ) or 0
 
 
-def release_claims(session: Session, *, run_id: int, learner_id: str) -> int:
-    """Give back every bundle `learner_id` holds (learner start-up, or shutdown without a step)."""
-    result = session.execute(
+def release_claims(session: Session, *, run_id: int, learner_id: str, keep: Sequence[int] = ()) -> int:
+    """Give back every bundle `learner_id` holds (learner start-up, or shutdown without a step),
+    except those in `keep` (a claim re-run after a store outage keeps the bundles it knows it
+    holds and drops any its lost commit may have claimed)."""
+    stmt = (
         update(Trajectory)
         .where(Trajectory.run_id == run_id, Trajectory.claimed_by == learner_id, Trajectory.state == "ready")
         .values(claimed_by=None, claimed_at=None, claim_expires_at=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    if keep:
+        stmt = stmt.where(Trajectory.id.not_in(list(keep)))
+    return session.execute(stmt).rowcount
 
 
 def renew_claims(
@@ -340,6 +344,23 @@ def record_step_and_consume(
     session.add(row)
     session.flush()
     return row.id
+
+
+def step_already_recorded(session: Session, *, run_id: int, step: int, learner_id: str,
+                          trajectory_ids: Sequence[int]) -> bool:
+    """Whether step `step` is recorded by `learner_id` with exactly these bundles consumed by it.
+
+    How the learner settles a `record_step_and_consume` whose COMMIT outcome is unknown (the
+    connection dropped during it, db/outage.py): on the re-run, True means the first commit
+    happened and the step is done; False means it did not (then recording it again is right,
+    and a step row of someone else still makes `record_step_and_consume` refuse)."""
+    row = session.execute(select(LearnerStep.learner_id, LearnerStep.n_bundles).where(
+        LearnerStep.run_id == run_id, LearnerStep.step == step)).one_or_none()
+    if row is None or row.learner_id != learner_id or row.n_bundles != len(set(trajectory_ids)):
+        return False
+    consumed = set(session.scalars(select(Trajectory.id).where(
+        Trajectory.run_id == run_id, Trajectory.state == "consumed", Trajectory.consumed_step == step)))
+    return consumed == set(trajectory_ids)
 
 
 def rewind_to_step(session: Session, *, run_id: int, step: int) -> int:

@@ -121,6 +121,20 @@ def open_call(
     return OpenCall(row.id, held.id, reserve_micros)
 
 
+def find_open_call(session: Session, *, run_id: int, idempotency_key: str) -> OpenCall | None:
+    """The ledger row `open_call` wrote for `idempotency_key`, if its commit happened.
+
+    How a reservation whose COMMIT outcome is unknown (the connection dropped during it,
+    db/outage.py) is settled on re-run: found -> use it (no second reservation is held);
+    None -> nothing was written, reserve again."""
+    row = session.execute(
+        select(TeacherCall.id, TeacherCall.reservation_id, TeacherCall.reserved_micros)
+        .where(TeacherCall.run_id == run_id, TeacherCall.idempotency_key == idempotency_key)
+        .order_by(TeacherCall.id).limit(1)
+    ).one_or_none()
+    return None if row is None else OpenCall(row.id, row.reservation_id, row.reserved_micros)
+
+
 def close_call(
     session: Session,
     *,

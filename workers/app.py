@@ -171,7 +171,9 @@ class Runtime:
 
 def runtime(app: Celery) -> Runtime:
     """The calling process's Runtime, created on first use (after a prefork fork, so each
-    pool process has its own connection pool); checks the schema once."""
+    pool process has its own connection pool); checks the schema once, then waits for the
+    store through outages (db/outage.py `wait_for_store`)."""
+    from db.outage import wait_for_store
     from db.store import open_store
 
     current: Runtime | None = getattr(app, "omniopd_runtime", None)
@@ -179,6 +181,8 @@ def runtime(app: Celery) -> Runtime:
         return current
     config: OmniConfig = app.omniopd_config
     store = open_store(config, app.omniopd_config_path)
+    # Checked at start-up (a wrong URL fails fast); from now on a store outage is waited for
+    wait_for_store(store.engine)
     current = Runtime(config, app.omniopd_config_path, store.engine, store.sessions, os.getpid())
     app.omniopd_runtime = current
     return current

@@ -10,7 +10,9 @@ the SQL budgets and written to the ledger before it is sent, and settled after.
 
 So there is exactly one ledger row per HTTP attempt, and an attempt whose worker dies
 between the two keeps its reservation until the maintenance sweep expires it, charged at
-R (outcome unknown). An attempt charged above its R (the provider billed beyond the limits
+R (outcome unknown). A store outage is not a death: both transactions wait for the store
+and run again (db/outage.py), so a paid attempt is settled at its cost once the store is
+back; a re-run reservation finds its own ledger row if its first commit happened. An attempt charged above its R (the provider billed beyond the limits
 sent) is logged as an alarm, and the store refuses the provider's later reservations
 (`budgets.alarm`): `reserve` raises FatalProviderError, which stops the teacher's audits.
 
@@ -38,8 +40,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import RUN_SCOPE
+from db.outage import rerun_on_disconnect
 from db.repo_budget import BudgetAlarm, BudgetView, budgets
-from db.repo_ledger import OpenCall, TokenUsage, close_call, open_call
+from db.repo_ledger import OpenCall, TokenUsage, close_call, find_open_call, open_call
 from omniopd.money import micros_to_usd
 from omniopd.teachers.types import Attempt, AttemptEstimate, BudgetExhausted, FatalProviderError
 
@@ -118,17 +121,31 @@ class StoreBudgetGuard:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _open_call(self, estimate: AttemptEstimate, amount: int) -> OpenCall | Refusal | str:
-        with self.sessions.begin() as session:
-            try:
-                call = open_call(
-                    session, run_id=self.run_id, provider=self.provider, model=estimate.model, reserve_micros=amount,
-                    idempotency_key=estimate.key, chunk_id=self.chunk_id, n_requested=estimate.n,
-                )
-            except BudgetAlarm as alarm:
-                return str(alarm)
-            if call is not None:
-                return call
-            return refusal(budgets(session, run_id=self.run_id), self.provider, amount)
+        """Reserve and open the ledger row, in one transaction; re-run if the store went away
+        (a re-run first looks for the row of the attempt's key: its commit may have happened)."""
+        runs = 0
+
+        def unit() -> OpenCall | Refusal | str:
+            nonlocal runs
+            runs += 1
+            with self.sessions.begin() as session:
+                if runs > 1:
+                    found = find_open_call(session, run_id=self.run_id, idempotency_key=estimate.key)
+                    if found is not None:
+                        return found
+                try:
+                    call = open_call(
+                        session, run_id=self.run_id, provider=self.provider, model=estimate.model,
+                        reserve_micros=amount, idempotency_key=estimate.key, chunk_id=self.chunk_id,
+                        n_requested=estimate.n,
+                    )
+                except BudgetAlarm as alarm:
+                    return str(alarm)
+                if call is not None:
+                    return call
+                return refusal(budgets(session, run_id=self.run_id), self.provider, amount)
+
+        return rerun_on_disconnect(unit, what=f"the reservation of teacher attempt {estimate.key}", logger=log)
 
     async def settle(self, attempt: Attempt, cost_micros: int | None) -> None:
         call = self._open.pop(attempt.key)
@@ -140,18 +157,29 @@ class StoreBudgetGuard:
                       micros_to_usd(charged), attempt.key, micros_to_usd(call.reserved))
 
     def _close_call(self, call: OpenCall, attempt: Attempt, cost_micros: int | None) -> int:
+        """Settle the attempt (ledger row + reservation) in one transaction. The HTTP request
+        is paid for: if the store goes away this waits for it and settles then (re-running is
+        safe: settling again at the same amount is a no-op), instead of leaving the
+        reservation to the maintenance sweep, which would charge it at R. A reservation the
+        sweep expired meanwhile (the wait outlasted audit.reservation_ttl_s) is corrected to
+        the known cost, as any late settle is (db.repo_budget.settle)."""
         usage = attempt.usage
-        with self.sessions.begin() as session:
-            return close_call(
-                session,
-                call_id=call.id,
-                status=LEDGER_STATUS[attempt.status],
-                # the ledger's output_tokens include reasoning (db/models/spend.py)
-                usage=TokenUsage(usage.input, usage.cached_input, usage.cache_write, usage.output + usage.reasoning, usage.reasoning),
-                cost_micros=cost_micros,
-                http_status=attempt.http_status,
-                latency_ms=round(attempt.latency_s * 1000.0, 3),
-                n_returned=attempt.n_texts,
-                error_class=attempt.error_class,
-                error_detail=attempt.error,
-            )
+
+        def unit() -> int:
+            with self.sessions.begin() as session:
+                return close_call(
+                    session,
+                    call_id=call.id,
+                    status=LEDGER_STATUS[attempt.status],
+                    # the ledger's output_tokens include reasoning (db/models/spend.py)
+                    usage=TokenUsage(usage.input, usage.cached_input, usage.cache_write, usage.output + usage.reasoning,
+                                     usage.reasoning),
+                    cost_micros=cost_micros,
+                    http_status=attempt.http_status,
+                    latency_ms=round(attempt.latency_s * 1000.0, 3),
+                    n_returned=attempt.n_texts,
+                    error_class=attempt.error_class,
+                    error_detail=attempt.error,
+                )
+
+        return rerun_on_disconnect(unit, what=f"the settlement of paid teacher attempt {attempt.key}", logger=log)

@@ -52,6 +52,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Problem, Trajectory
+from db.outage import rerun_on_disconnect
 from db.repo_audit import (
     AuditWork,
     ChunkWork,
@@ -163,8 +164,12 @@ def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bo
     if ctx.stopped is not None:  # the teacher refused before: no more attempts until restarted
         raise TeacherSetupError(ctx.stopped)
     t0 = time.monotonic()
-    with ctx.sessions.begin() as session:
-        work = begin_audit(session, trajectory_id=trajectory_id)
+
+    def begin() -> AuditWork:
+        with ctx.sessions.begin() as session:
+            return begin_audit(session, trajectory_id=trajectory_id)
+
+    work = _rerun(f"the start of the audit of trajectory {trajectory_id}", begin)
     if work.done:
         return AuditOutcome(trajectory_id, work.state)
     _require_budget(ctx, work.run_id)
@@ -190,8 +195,11 @@ def audit_trajectory(ctx: AuditContext, trajectory_id: int, *, last_delivery: bo
                     "that do not fit the cap are never sent)", stop, chunk.idx, trajectory_id)
         elif result.state == "pending":
             break  # provider trouble: keep cache order, deliver again later
-    with ctx.sessions.begin() as session:
-        state = finish_audit(session, trajectory_id=trajectory_id)
+    def finish() -> str:
+        with ctx.sessions.begin() as session:
+            return finish_audit(session, trajectory_id=trajectory_id)
+
+    state = _rerun(f"the end of the audit of trajectory {trajectory_id}", finish)
     outcome = AuditOutcome(
         trajectory_id,
         state,
@@ -216,8 +224,11 @@ def _require_budget(ctx: AuditContext, run_id: int) -> None:
     """The run must have a budget row for this teacher (opened with a config that lists it)."""
     if run_id in ctx.checked_runs:
         return
-    with ctx.sessions.begin() as session:
-        providers = {b.provider for b in budgets(session, run_id=run_id)}
+    def read() -> set[str]:
+        with ctx.sessions.begin() as session:
+            return {b.provider for b in budgets(session, run_id=run_id)}
+
+    providers = _rerun(f"reading the budgets of run {run_id}", read)
     if ctx.teacher_name not in providers:
         raise TeacherSetupError(
             f"run {run_id} has no budget for teacher {ctx.teacher_name!r} (it has: {', '.join(sorted(providers))}): "
@@ -226,9 +237,19 @@ def _require_budget(ctx: AuditContext, run_id: int) -> None:
     ctx.checked_runs.add(run_id)
 
 
+def _rerun(what: str, unit):
+    """Run a store transaction of the audit; if the store goes away, wait for it and run it
+    again (db/outage.py). Each unit here is safe to re-run: reads, inserts that skip stored
+    samples, state moves guarded by the current state; none of them calls the teacher."""
+    return rerun_on_disconnect(unit, what=what, logger=log)
+
+
 def _dropped(ctx: AuditContext, trajectory_id: int) -> bool:
-    with ctx.sessions.begin() as session:
-        return session.scalar(select(Trajectory.state).where(Trajectory.id == trajectory_id)) == "dropped"
+    def read() -> bool:
+        with ctx.sessions.begin() as session:
+            return session.scalar(select(Trajectory.state).where(Trajectory.id == trajectory_id)) == "dropped"
+
+    return _rerun(f"reading the state of trajectory {trajectory_id}", read)
 
 
 def teacher_prompt(ctx: AuditContext, work: AuditWork) -> str:
@@ -242,11 +263,14 @@ def teacher_prompt(ctx: AuditContext, work: AuditWork) -> str:
     recorded = (work.meta or {}).get("teacher_prompt")
     if isinstance(recorded, str) and recorded:
         return recorded
-    with ctx.sessions.begin() as session:
-        problem = session.get(Problem, work.problem_id)
-        if problem is None:
-            raise LookupError(f"trajectory {work.trajectory_id}: problem {work.problem_id} is not in the store")
-        question = problem.prompt
+    def read() -> str | None:
+        with ctx.sessions.begin() as session:
+            problem = session.get(Problem, work.problem_id)
+            return None if problem is None else problem.prompt
+
+    question = _rerun(f"reading problem {work.problem_id}", read)
+    if question is None:
+        raise LookupError(f"trajectory {work.trajectory_id}: problem {work.problem_id} is not in the store")
     template = ctx.config.data.prompt_template
     if template == "none":
         return question
@@ -330,38 +354,51 @@ def _score(ctx: AuditContext, chunk: ChunkWork, missing: list[int], texts: list[
 
 
 def _store(ctx: AuditContext, chunk: ChunkWork, samples: list[TeacherSampleIn]) -> None:
-    if samples:
+    def unit() -> None:
         with ctx.sessions.begin() as session:
             add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
+
+    if samples:  # paid for: kept even across a store outage
+        _rerun(f"storing the samples of chunk {chunk.id}", unit)
 
 
 def _complete(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, samples: list[TeacherSampleIn], telemetry: dict) -> None:
     """Store the new samples, then k_sem over all N (Eq. 3) and the chunk `audited`, atomically."""
-    with ctx.sessions.begin() as session:
-        add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
-        stored = chunk_samples(session, chunk_id=chunk.id)
-        scores = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
-        k = float(estimator.k_sem(scores, phi=ctx.config.estimator.phi))
-        if complete_chunk(session, chunk_id=chunk.id, k_sem=k):
-            n = len(stored)
-            telemetry.update(
-                state="audited", k_sem=round(k, 6), n=n,
-                phi_interior=sum(0.0 < s.phi < 1.0 for s in stored) / n,
-                distinct=len({s.cut_text for s in stored}) / n,
-            )
-            record_chunk_telemetry(session, trajectory_id=work.trajectory_id, chunk_idx=chunk.idx, telemetry=telemetry)
+
+    def unit() -> None:
+        with ctx.sessions.begin() as session:
+            add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
+            stored = chunk_samples(session, chunk_id=chunk.id)
+            scores = torch.tensor([s.phi for s in stored], dtype=torch.float64)  # [N]
+            k = float(estimator.k_sem(scores, phi=ctx.config.estimator.phi))
+            if complete_chunk(session, chunk_id=chunk.id, k_sem=k):
+                n = len(stored)
+                telemetry.update(
+                    state="audited", k_sem=round(k, 6), n=n,
+                    phi_interior=sum(0.0 < s.phi < 1.0 for s in stored) / n,
+                    distinct=len({s.cut_text for s in stored}) / n,
+                )
+                record_chunk_telemetry(session, trajectory_id=work.trajectory_id, chunk_idx=chunk.idx,
+                                       telemetry=telemetry)
+
+    _rerun(f"completing chunk {chunk.id}", unit)
 
 
 def _fail(ctx: AuditContext, work: AuditWork, chunk: ChunkWork, state: str, message: str, telemetry: dict,
           samples: Sequence[TeacherSampleIn] = ()) -> None:
     """Keep what was paid for, then make the chunk terminal without an audit."""
-    with ctx.sessions.begin() as session:
-        if samples:
-            add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
-        if fail_chunk(session, chunk_id=chunk.id, state=state, error=message):
-            record_chunk_telemetry(
-                session, trajectory_id=work.trajectory_id, chunk_idx=chunk.idx, telemetry={**telemetry, "state": state}
-            )
+
+    def unit() -> None:
+        with ctx.sessions.begin() as session:
+            if samples:
+                add_teacher_samples(session, chunk_id=chunk.id, samples=samples)
+            if fail_chunk(session, chunk_id=chunk.id, state=state, error=message):
+                record_chunk_telemetry(
+                    session, trajectory_id=work.trajectory_id, chunk_idx=chunk.idx,
+                    telemetry={**telemetry, "state": state},
+                )
+
+    _rerun(f"closing chunk {chunk.id} as {state}", unit)
 
 
 def _telemetry(guard: StoreBudgetGuard, mode: str | None, seconds: float) -> dict:

@@ -9,15 +9,18 @@ after transient provider errors is sent again after `audit.retry_delay_s`; the l
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from celery import Celery
 
+from db.outage import rerun_on_disconnect
 from workers.app import AUDIT_TASK, runtime
 from workers.audit.service import AuditContext, audit_trajectory, make_audit_context
 
 _CREATE = threading.Lock()
+log = logging.getLogger("omniopd.audit")
 
 
 def audit_context(app: Celery) -> AuditContext:
@@ -40,7 +43,11 @@ def register(app: Celery) -> None:
     def audit(self, trajectory_id: int) -> dict:
         ctx = audit_context(self.app)
         last = self.request.retries >= ctx.config.audit.retries
-        outcome = audit_trajectory(ctx, trajectory_id, last_delivery=last)
+        # Each store transaction inside waits for the store and runs again (db/outage.py);
+        # this is the net for any other: the audit is resumable and never pays twice for a
+        # stored sample, so it runs again in-process instead of being acked as failed.
+        outcome = rerun_on_disconnect(lambda: audit_trajectory(ctx, trajectory_id, last_delivery=last),
+                                      what=f"the audit of trajectory {trajectory_id}", logger=log)
         if outcome.retry and not last:
             raise self.retry(countdown=ctx.config.audit.retry_delay_s)
         return outcome.as_dict()

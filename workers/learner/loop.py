@@ -30,6 +30,15 @@ The run also stops at learner.max_steps, when the driver reports the problems ex
 nothing is left in flight, or when the teacher budget is spent (ready bundles then stay in
 the store: a run resumed with a higher cap trains on them first).
 
+Store outages (db/outage.py, docs/store.md): every store transaction of the loop goes
+through `Learner._tx`, which waits for an unreachable store and runs it again; the step
+record detects a COMMIT that went through before its connection dropped
+(`step_already_recorded`). The run's learner lock dies with its PostgreSQL connection: it is
+checked before every write and each iteration and taken again ("learner lock re-acquired");
+if another learner took the run meanwhile, `LearnerDisplaced` stops this one before it
+writes anything more. An outage longer than learner.claim_lease_s may cost the held
+bundles their leases: `ClaimLost`, exit 1, and a restart resumes from the last checkpoint.
+
 Several processes (torchrun --nproc-per-node N -m omniopd learner ...): rank 0 alone runs
 everything above — store, driver, broker, checkpoint directory — with a lockstep `Leader`
 in place of its Trainer, which broadcasts each claimed batch and each checkpoint save to
@@ -41,7 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +58,9 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.learner_lock import LearnerLock, LearnerLockLost
 from db.models import utcnow
+from db.outage import first_line, is_disconnect, rerun_on_disconnect
 from db.repo_bundles import (
     Bundle,
     ClaimLost,
@@ -61,6 +72,7 @@ from db.repo_bundles import (
     release_claims,
     renew_claims,
     rewind_to_step,
+    step_already_recorded,
 )
 from db.repo_learner import BudgetState, budget_state, consumed_bundles, unfinished_trajectories
 from db.repo_runs import latest_policy_version, publish_policy_version
@@ -107,6 +119,11 @@ def budget_reason(state: BudgetState) -> str:
 
 class LearnerError(RuntimeError):
     """The learner cannot continue; the message says what to do."""
+
+
+class LearnerDisplaced(LearnerError):
+    """Another learner took the run while this one's lock was gone (a store outage): this
+    one stops and writes nothing more to the store, not even the run's status."""
 
 
 def examples_from_bundles(bundles: Sequence[Bundle]) -> list[TrainExample]:
@@ -196,8 +213,12 @@ class LeaseKeeper:
             try:
                 with self.sessions.begin() as s:
                     renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.lease_s)
-            except Exception:  # the step goes on; a lost lease surfaces as ClaimLost at record time
-                log.exception("could not renew bundle leases")
+            except Exception as exc:  # the step goes on; a lost lease surfaces as ClaimLost at record time
+                if is_disconnect(exc):  # the store went away: renewed again at the next tick, once it is back
+                    log.warning("could not renew bundle leases: the store is unreachable (%s); trying again in "
+                                "%.0f s", first_line(exc), self.lease_s / 3)
+                else:
+                    log.exception("could not renew bundle leases")
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -224,8 +245,10 @@ class Learner:
         resumed: CheckpointInfo | None = None,
         stop: threading.Event | None = None,
         sinks: Sequence[MetricsSink] = (),
+        lock: LearnerLock | None = None,
     ) -> None:
         self.config, self.sessions, self.run_id = config, sessions, run_id
+        self.lock = lock  # the run's learner lock (db/learner_lock.py), checked before every write
         self.trainer, self.driver, self.checkpoint_dir = trainer, driver, Path(checkpoint_dir)
         self.resumed = resumed
         self.stop = stop or threading.Event()
@@ -272,6 +295,31 @@ class Learner:
             log.info("resumed at step %d (policy v%d): %d bundles of unsaved steps trained again, %d claims released",
                      step, self.version, rewound, released)
 
+    # ---------------------------------------------------------------- the store
+
+    def _tx(self, what: str, unit: Callable[[], Any]) -> Any:
+        """Run one store transaction of the loop; if the store goes away, wait for it and run
+        it again (db/outage.py). Every unit passed here is safe to re-run: reads, claims and
+        lease renewals (re-read and redone; a re-run gives back what a lost commit claimed),
+        the driver's tick (its progress is re-read from the store), publishing a version
+        (idempotent for its path), and the step record, which detects its own earlier
+        commit (`_record`)."""
+        return rerun_on_disconnect(unit, what=what, logger=log)
+
+    def _ensure_lock(self) -> None:
+        """Before a write: still the run's learner? (Its PostgreSQL lock dies with its
+        connection in an outage; it is taken again here, or this learner stops.)"""
+        if self.lock is None:
+            return
+        try:
+            self.lock.ensure()
+        except LearnerLockLost as exc:
+            raise LearnerDisplaced(
+                f"{exc}. This learner stops without recording anything more (its unsaved steps are the other "
+                "learner's to redo from the last checkpoint); if that was not meant to happen, stop the other "
+                "learner and restart this one"
+            ) from exc
+
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> LearnerSummary:
@@ -288,7 +336,9 @@ class Learner:
                 stop = self._stop_reason()
                 if stop is not None:
                     return stop
-                self.last_report = self.driver.tick(trained_version=self.version)
+                # safe to re-run: its progress lives in the store (rollout_slots) and is re-read
+                # when a tick fails; a committed tick's messages wait in the outbox
+                self.last_report = self._tx("the driver's tick", lambda: self.driver.tick(trained_version=self.version))
                 batch, exhausted = self._gather()
                 if batch:
                     waited = time.perf_counter() - self._waiting_since
@@ -315,8 +365,13 @@ class Learner:
             return "signal", "stop requested (SIGTERM / Ctrl-C)"
         if self.trainer.steps_done >= self.cfg.max_steps:
             return "max_steps", f"reached learner.max_steps = {self.cfg.max_steps}"
-        with self.sessions.begin() as s:
-            self.budget = budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
+
+        def read() -> BudgetState:
+            self._ensure_lock()  # once per iteration: a lock lost in an outage is noticed here
+            with self.sessions.begin() as s:
+                return budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
+
+        self.budget = self._tx("reading the budget", read)
         if self.budget.exhausted:
             return "budget", f"teacher budget spent: {budget_reason(self.budget)}"
         return None
@@ -329,33 +384,49 @@ class Learner:
 
         Objectives that train groups (needs.groups) claim whole groups, batch_size /
         samples_per_prompt of them per step; the others claim batch_size bundles."""
-        with self.sessions.begin() as s:
-            if self.trainer.needs_groups:
-                want = self.cfg.batch_size // self.config.rollout.samples_per_prompt
-                need = want - len({b.group for b in self.pending})
-                if need > 0:
-                    self.pending += claim_ready_groups(
-                        s, run_id=self.run_id, groups=need, min_policy_version=self._min_version(),
-                        learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
-                    )
-                full = len({b.group for b in self.pending}) >= want
-            else:
-                need = self.cfg.batch_size - len(self.pending)
-                if need > 0:
-                    self.pending += claim_ready_bundles(
-                        s, run_id=self.run_id, limit=need, min_policy_version=self._min_version(),
-                        learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
-                        with_samples=self.trainer.needs_teacher_text,
-                    )
-                full = len(self.pending) >= self.cfg.batch_size
-            if full:
-                return self._take(), False
-            if self.pending:  # keep partial claims alive while waiting for the rest
-                renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s)
-            more_coming = not (self.last_report is not None and self.last_report.exhausted) or (
-                count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
-                + unfinished_trajectories(s, run_id=self.run_id)
-            ) > 0
+        held = list(self.pending)
+        runs = 0
+
+        def claim() -> tuple[list[Bundle], bool, bool]:
+            nonlocal runs
+            runs += 1
+            self._ensure_lock()
+            pending = list(held)
+            with self.sessions.begin() as s:
+                if runs > 1:  # the first try's commit may have happened: give back what it claimed
+                    release_claims(s, run_id=self.run_id, learner_id=self.learner_id,
+                                   keep=[b.trajectory_id for b in held])
+                if self.trainer.needs_groups:
+                    want = self.cfg.batch_size // self.config.rollout.samples_per_prompt
+                    need = want - len({b.group for b in pending})
+                    if need > 0:
+                        pending += claim_ready_groups(
+                            s, run_id=self.run_id, groups=need, min_policy_version=self._min_version(),
+                            learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
+                        )
+                    full = len({b.group for b in pending}) >= want
+                else:
+                    need = self.cfg.batch_size - len(pending)
+                    if need > 0:
+                        pending += claim_ready_bundles(
+                            s, run_id=self.run_id, limit=need, min_policy_version=self._min_version(),
+                            learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s,
+                            with_samples=self.trainer.needs_teacher_text,
+                        )
+                    full = len(pending) >= self.cfg.batch_size
+                if full:
+                    return pending, True, False
+                if pending:  # keep partial claims alive while waiting for the rest
+                    renew_claims(s, run_id=self.run_id, learner_id=self.learner_id, lease_s=self.cfg.claim_lease_s)
+                more_coming = not (self.last_report is not None and self.last_report.exhausted) or (
+                    count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
+                    + unfinished_trajectories(s, run_id=self.run_id)
+                ) > 0
+            return pending, False, more_coming
+
+        self.pending, full, more_coming = self._tx("claiming bundles", claim)
+        if full:
+            return self._take(), False
         if more_coming:
             return [], False
         return self._take(), not self.pending  # the last, partial batch; then exhausted
@@ -393,18 +464,35 @@ class Learner:
             "driver_dropped_stale": getattr(report, "dropped_stale", None),
             **audit_telemetry(bundles),
         }
-        try:
+        ids = [b.trajectory_id for b in bundles]
+        runs = 0
+
+        def unit() -> None:
+            nonlocal runs
+            runs += 1
+            self._ensure_lock()
             with self.sessions.begin() as s:
+                # A re-run after a connection lost during the COMMIT: did that commit happen?
+                if runs > 1 and step_already_recorded(s, run_id=self.run_id, step=metrics.step,
+                                                      learner_id=self.learner_id, trajectory_ids=ids):
+                    log.info("step %d was recorded before the store connection dropped; not recording it again",
+                             metrics.step)
+                    return
                 record_step_and_consume(
                     s, run_id=self.run_id, step=metrics.step, learner_id=self.learner_id,
-                    trajectory_ids=[b.trajectory_id for b in bundles], policy_version=self.version,
+                    trajectory_ids=ids, policy_version=self.version,
                     metrics=record, loss=metrics.loss, n_tokens=metrics.loss_tokens, wall_s=metrics.timings.total_s,
                 )
+
+        try:
+            self._tx(f"recording step {metrics.step}", unit)
         except ClaimLost as exc:
             raise LearnerError(
                 f"{exc}. The step's update is in memory only: restart the learner; it resumes from its "
-                f"last checkpoint (step {self.checkpointed_step}) and trains those steps again. If this "
-                "repeats, raise learner.claim_lease_s or give each learner its own learner.learner_id"
+                f"last checkpoint (step {self.checkpointed_step}) and trains those steps again, so nothing is "
+                "lost. This happens when the bundles' leases expired and were released (a step, or a store "
+                "outage, longer than learner.claim_lease_s). If this repeats, raise learner.claim_lease_s or "
+                "give each learner its own learner.learner_id"
             ) from exc
         return record
 
@@ -415,9 +503,14 @@ class Learner:
             return
         self._show("checkpointing")
         info = self.trainer.save(self.checkpoint_dir, policy_version=self.version + 1)
-        with self.sessions.begin() as s:
-            publish_policy_version(s, run_id=self.run_id, version=info.policy_version, path=str(info.path),
-                                   step=info.step, meta={"learner_id": self.learner_id})
+
+        def publish() -> None:
+            self._ensure_lock()
+            with self.sessions.begin() as s:
+                publish_policy_version(s, run_id=self.run_id, version=info.policy_version, path=str(info.path),
+                                       step=info.step, meta={"learner_id": self.learner_id})
+
+        self._tx(f"publishing policy version {info.policy_version}", publish)
         self.version, self.checkpointed_step, self.last_checkpoint = info.policy_version, step, info
         for path in prune_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints):
             log.info("deleted old checkpoint %s", path)
@@ -427,15 +520,23 @@ class Learner:
 
     def _finish(self) -> None:
         if self.pending:
-            with self.sessions.begin() as s:
-                release_claims(s, run_id=self.run_id, learner_id=self.learner_id)
+            def release() -> None:
+                self._ensure_lock()
+                with self.sessions.begin() as s:
+                    release_claims(s, run_id=self.run_id, learner_id=self.learner_id)
+
+            self._tx("releasing claims", release)
             self.pending = []
         self._checkpoint()
 
     def _show(self, state: str, metrics: StepMetrics | None = None) -> None:
         budget = self.budget
-        with self.sessions.begin() as s:
-            waiting = count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
+
+        def read() -> int:
+            with self.sessions.begin() as s:
+                return count_claimable(s, run_id=self.run_id, min_policy_version=self._min_version())
+
+        waiting = self._tx("counting bundles", read)
         view = ProgressView(
             step=self.trainer.steps_done, max_steps=self.cfg.max_steps,
             loss=metrics.loss if metrics else None, kl=metrics.kl if metrics else None,
@@ -446,11 +547,13 @@ class Learner:
             sink.progress(view)
 
     def _summary(self, reason: StopReason, detail: str, wall_s: float) -> LearnerSummary:
-        with self.sessions.begin() as s:
-            budget = budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started)
-            consumed = consumed_bundles(s, run_id=self.run_id)
-            ready = count_claimable(s, run_id=self.run_id)
-            last = latest_step(s, run_id=self.run_id)
+        def read() -> tuple[BudgetState, int, int, int]:
+            with self.sessions.begin() as s:
+                return (budget_state(s, run_id=self.run_id, providers=self.providers, since=self.started),
+                        consumed_bundles(s, run_id=self.run_id), count_claimable(s, run_id=self.run_id),
+                        latest_step(s, run_id=self.run_id))
+
+        budget, consumed, ready, last = self._tx("summing up the session", read)
         ckpt = self.last_checkpoint
         return LearnerSummary(
             reason=reason, detail=detail, steps=self.steps, last_step=last, max_steps=self.cfg.max_steps,

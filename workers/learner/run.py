@@ -7,6 +7,12 @@ broker, driver, signals, and the ranks of a multi-process learner.
 Stopping: SIGTERM or Ctrl-C finish the current step, record it, checkpoint, publish and
 exit 0; a second signal aborts at once (the store stays consistent, the step is redone).
 
+Store outages (db/outage.py): once the store is checked at start-up, the learner waits for
+an unreachable store instead of dying ("store unreachable, waiting for it: <url>"), runs
+the interrupted transaction again, and re-takes its learner lock on a new connection
+(db/learner_lock.py); if another learner took the run meanwhile, it stops with
+`LearnerDisplaced` and writes nothing more.
+
 Several processes (torchrun --nproc-per-node N -m omniopd learner ...): rank 0 alone runs
 everything above, with a lockstep `Leader` in place of its Trainer; the other ranks only
 `follow` (omniopd/train/lockstep.py) and never open the store.
@@ -25,7 +31,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from omniopd.config import OmniConfig
 from omniopd.train.lockstep import Leader, Start
-from workers.learner.loop import DEFAULT_DRIVER, REPLAY_DRIVER, Driver, Learner, LearnerSummary
+from workers.learner.loop import (
+    DEFAULT_DRIVER,
+    REPLAY_DRIVER,
+    Driver,
+    Learner,
+    LearnerDisplaced,
+    LearnerSummary,
+)
 from workers.learner.output import MetricsSink
 
 log = logging.getLogger("omniopd.learner")
@@ -148,6 +161,7 @@ def _lead(
     """The learner proper: one process, or rank 0 of several (its followers are told to
     start, with the checkpoint to resume, once the store is set up; and to stop at the end)."""
     from db.learner_lock import learner_lock
+    from db.outage import rerun_on_disconnect, wait_for_store
     from db.repo_runs import set_run_status
     from db.store import open_store
     from omniopd.train import build_trainer, checkpoint_root, clean_partial
@@ -162,13 +176,16 @@ def _lead(
     store = open_store(config, config_path)
     sessions = store.sessions
     sinks: list[MetricsSink] = []
-    lock = learner_lock(store.engine, config.run.name)
+    lock_context = learner_lock(store.engine, config.run.name)
     try:
-        lock.__enter__()  # LearnerAlreadyRunning: a second learner on the run refuses, changing nothing
+        lock = lock_context.__enter__()  # LearnerAlreadyRunning: a second learner on the run refuses, changing nothing
     except BaseException:
         store.dispose()
         restore()
         raise
+    # The store was checked at start-up (a wrong URL or a down server failed fast above); from
+    # now on an outage is waited for, said so, and the loop's transactions run again (db/outage.py)
+    wait_for_store(store.engine)
     try:
         with sessions.begin() as s:
             run_id = ensure_run(s, config).id
@@ -193,11 +210,17 @@ def _lead(
             with relay:
                 summary = Learner(
                     config=config, sessions=sessions, run_id=run_id, trainer=trainer, driver=driver,
-                    checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks,
+                    checkpoint_dir=root, resumed=resumed, stop=stop, sinks=sinks, lock=lock,
                 ).run()
-        with sessions.begin() as s:
-            set_run_status(s, run_id=run_id, status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
+        def final_status() -> None:  # idempotent: safe to run again after a store outage
+            with sessions.begin() as s:
+                set_run_status(s, run_id=run_id,
+                               status="finished" if summary.reason in ("max_steps", "exhausted") else "stopped")
+
+        rerun_on_disconnect(final_status, what="recording the run's status", logger=log)
         return summary
+    except LearnerDisplaced:
+        raise  # another learner runs the run now: its status is that learner's to write
     except BaseException:
         _mark_failed(sessions, config)
         raise
@@ -206,7 +229,7 @@ def _lead(
             leader.close()
         for sink in sinks:
             sink.close()
-        lock.__exit__(None, None, None)
+        lock_context.__exit__(None, None, None)
         store.dispose()
         restore()
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from celery import Celery
 
 from db.models import utcnow
+from db.outage import rerun_on_disconnect
 from db.repo_budget import expire_stale
 from db.repo_maintenance import (
     inconsistent_chunks,
@@ -118,4 +119,6 @@ def _sweep(app: Celery, now: datetime) -> SweepReport:
 def register(app: Celery) -> None:
     @app.task(name=MAINTENANCE_TASK, bind=True, shared=False)
     def maintenance_sweep(self) -> dict:
-        return asdict(sweep(self.app))
+        # The sweep re-reads everything and its sends are idempotent: when the store goes
+        # away mid-sweep it waits for it and sweeps again (db/outage.py), not acked as failed.
+        return asdict(rerun_on_disconnect(lambda: sweep(self.app), what="the maintenance sweep", logger=log))

@@ -16,7 +16,7 @@ What one task does (each step safe to repeat):
 3. generate, score (Eq. 6), select chunks (Eq. 7) -> `TrajectoryIn` (workers/rollout/records.py);
    when the objective declares rewards (`needs.rewards`), grade every sample with the
    configured grader (workers/rollout/rewards.py): its reward, or its failure;
-4. one transaction: record the trajectories (a filled slot is left alone, so a racing
+4. one transaction (re-run when the store goes away mid-way: db/outage.py): record the trajectories (a filled slot is left alone, so a racing
    copy cannot store one twice), drop refused prompts with reason `prompt_too_long`,
    mark the batch recorded (with the worker, timings and any weight reload), and, after
    the commit, enqueue one audit per new trajectory on `audits.<teacher>` — or, when the
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
+from db.outage import rerun_on_disconnect
 from db.repo_audit import promote_if_complete
 from db.repo_rollouts import record_batch, rollout_work
 from db.repo_runs import latest_policy_version
@@ -66,12 +67,21 @@ def register(app: Celery) -> None:
 
         rt = runtime(self.app)
         teacher = audit_teacher(rt.config)
-        with rt.sessions.begin() as session:
-            work = rollout_work(session, batch_id=batch_id)
-            latest = latest_policy_version(session, run_id=work.run_id)
-        if not work.pending:  # redelivered after it was recorded, or a duplicate
+
+        def read():
+            with rt.sessions.begin() as session:
+                work = rollout_work(session, batch_id=batch_id)
+                return work, latest_policy_version(session, run_id=work.run_id)
+
+        def record_empty() -> None:
             with rt.sessions.begin() as session:
                 record_batch(session, batch_id=batch_id, meta={})
+
+        # Each store transaction waits for the store and runs again if it goes away
+        # (db/outage.py); all are safe to re-run (see store()). Generation is never redone.
+        work, latest = rerun_on_disconnect(read, what=f"reading rollout batch {batch_id}", logger=log)
+        if not work.pending:  # redelivered after it was recorded, or a duplicate
+            rerun_on_disconnect(record_empty, what=f"closing rollout batch {batch_id}", logger=log)
             return
         engine, reload = synced_engine(rt.config, latest)
         worker = self.request.hostname or ""
@@ -82,10 +92,17 @@ def register(app: Celery) -> None:
             from workers.rollout.rewards import with_rewards
 
             made = with_rewards(made, work.references, rt.config)
-        with rt.sessions.begin() as session:
-            new = store_records(session, made=made)
-            record_batch(session, batch_id=batch_id, meta=batch_meta(made, reload, worker))
-            hand_on(session, self.app, trajectory_ids=new, teacher=teacher)
+        def store() -> list[int]:
+            # Re-run after a commit whose outcome is unknown: the slots are filled, so no
+            # trajectory is recorded twice and `new` is empty; the audits of the first
+            # commit wait in the outbox and the relay sends them (workers/outbox.py).
+            with rt.sessions.begin() as session:
+                new = store_records(session, made=made)
+                record_batch(session, batch_id=batch_id, meta=batch_meta(made, reload, worker))
+                hand_on(session, self.app, trajectory_ids=new, teacher=teacher)
+                return new
+
+        new = rerun_on_disconnect(store, what=f"recording rollout batch {batch_id}", logger=log)
         log.info("rollout batch %d: %d trajectories (%d new), %d refused, policy v%d, %.2fs generate + %.2fs score",
                  batch_id, len(made.trajectories), len(new), len(made.refused), made.policy_version,
                  made.generate_seconds, made.score_seconds)
