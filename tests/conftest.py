@@ -49,6 +49,25 @@ def wait_left(seconds: float) -> float:
     return max(1.0, min(seconds, _wait_deadline - time.monotonic()))
 
 
+# ------------------------------------------------------------------ the longest first
+#
+# scripts/test.sh runs the suite on two pytest-xdist processes (`-n 2 --dist load`), which
+# deal the collected tests out round-robin in collection order. A few end-to-end runs take
+# minutes each (`@pytest.mark.long_running(seconds=...)`, their length measured on the 2-core
+# CI machine); left where they are collected (mostly at the end, under tests/workers) they
+# would meet in the last minutes and run side by side while the rest of the suite waits.
+# Started first, longest first, they alternate between the two processes and the short tests
+# fill the gaps (longest-processing-time-first scheduling). The order of everything else is kept.
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def length(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long_running")
+        return float(marker.kwargs.get("seconds", 0)) if marker is not None else 0.0
+
+    items.sort(key=lambda item: -length(item))  # stable: the others keep their order
+
+
 REQUIRE_SERVICES = os.environ.get("OMNIOPD_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(
     "OMNIOPD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
