@@ -4,7 +4,9 @@ A message is written to the outbox with the transaction that creates its row and
 once the broker took it (workers/app.py, `enqueue_after_commit`). What is left there
 older than a few seconds was never taken: the broker was down at the commit, or the
 sending process died right after it. The relay sends it again, as the same Celery task id,
-every `maintenance.outbox_interval_s`, until the broker takes it.
+every `maintenance.outbox_interval_s`, until the broker takes it. While the broker is away
+the process logs one warning naming it, a reminder every 30 s, and one line when it is
+back (omniopd/unreachable.py; `broker_state` is shared with the sends after commit).
 
 It runs as a thread in the learner (so in every mode: the demo, `start_learner.sh`, a
 production run) and once per maintenance sweep. A message sent twice (the delete after
@@ -22,6 +24,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.repo_outbox import due_messages, forget_messages, note_failure
+from workers.app import broker_state
 
 log = logging.getLogger("omniopd.outbox")
 
@@ -43,6 +46,7 @@ def relay_once(app: Celery, sessions: sessionmaker[Session], *, run_name: str, r
         return RelayReport(0, 0)
     sent: list[str] = []
     error = None
+    url = app.conf.broker_url
     for message in due:
         options = {"queue": message.queue} if message.queue else {}
         try:
@@ -51,15 +55,15 @@ def relay_once(app: Celery, sessions: sessionmaker[Session], *, run_name: str, r
             error = f"{type(exc).__name__}: {exc}"
             with sessions.begin() as session:
                 note_failure(session, key=message.key, error=error)
+            broker_state.failed(url, exc, f"{len(due) - len(sent)} message(s) wait in the store's outbox; the relay "
+                                          f"tries again every {retry_s:.0f} s")
             break
         sent.append(message.key)
     with sessions.begin() as session:
         forget_messages(session, keys=sent)
     report = RelayReport(len(sent), len(due) - len(sent), error)
-    if sent:
+    if sent and not broker_state.succeeded(url, f"the outbox relay re-sent {len(sent)} message(s) that waited"):
         log.warning("outbox: re-sent %d message(s) the broker had not taken", len(sent))
-    if error:
-        log.warning("outbox: %d message(s) still unsent, next try in %.0f s: %s", report.failed, retry_s, error)
     return report
 
 
