@@ -16,8 +16,11 @@ re-read their rows and do only what is left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from celery import Celery
@@ -67,20 +70,80 @@ def relay_once(app: Celery, sessions: sessionmaker[Session], *, run_name: str, r
     return report
 
 
+PROBE_S = 5.0
+"""With nothing to send, the relay asks the broker whether it answers this often, so a
+process that sends little (the learner between its driver's batches) still says when its
+broker went away and when it came back."""
+
+
+class BrokerProbe:
+    """One held connection to the broker, and a round trip on it: a Redis PING, or reading
+    whatever RabbitMQ has for it (nothing; a closed connection raises)."""
+
+    def __init__(self, app: Celery):
+        self.app = app
+        self._conn = None
+
+    def check(self) -> None:
+        """Return if the broker answers; raise (the connection's error) if not."""
+        if self._conn is None:
+            self._conn = self.app.connection_for_write()
+        conn = self._conn
+        try:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+            if conn.transport.driver_type == "amqp":
+                with contextlib.suppress(socket.timeout, TimeoutError):
+                    conn.drain_events(timeout=0.01)
+            else:
+                conn.default_channel.client.ping()
+        except Exception:
+            self.close()  # a new connection next time
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.collect()
+
+
 class OutboxRelay:
-    """`relay_once` every `interval_s` in a daemon thread, for as long as the `with` block."""
+    """`relay_once` every `interval_s` in a daemon thread, for as long as the `with` block;
+    with nothing to send, a look at the broker every `PROBE_S` (so its outage is logged)."""
 
     def __init__(self, app: Celery, sessions: sessionmaker[Session], *, run_name: str, interval_s: float):
         self.app, self.sessions, self.run_name, self.interval_s = app, sessions, run_name, interval_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+        self._probe = BrokerProbe(app)
+        self._probed = 0.0
 
     def _loop(self) -> None:
-        while not self._done.wait(self.interval_s):
-            try:
-                relay_once(self.app, self.sessions, run_name=self.run_name, retry_s=max(5.0, 2 * self.interval_s))
-            except Exception:  # the store may be down for a moment: the next pass tries again
-                log.exception("outbox relay pass failed")
+        try:
+            while not self._done.wait(self.interval_s):
+                try:
+                    report = relay_once(self.app, self.sessions, run_name=self.run_name,
+                                        retry_s=max(5.0, 2 * self.interval_s))
+                except Exception:  # the store may be down for a moment: the next pass tries again
+                    log.exception("outbox relay pass failed")
+                    continue
+                if report.sent == report.failed == 0:
+                    self._look_at_broker()
+        finally:
+            self._probe.close()
+
+    def _look_at_broker(self) -> None:
+        if time.monotonic() - self._probed < PROBE_S:
+            return
+        self._probed = time.monotonic()
+        url = self.app.conf.broker_url
+        try:
+            self._probe.check()
+        except Exception as exc:
+            broker_state.failed(url, exc, "nothing waits to be sent now; what the learner sends meanwhile waits in "
+                                          "the store's outbox and the relay re-sends it once the broker answers")
+            return
+        broker_state.succeeded(url, "sends go through again")
 
     def __enter__(self) -> OutboxRelay:
         self._thread.start()

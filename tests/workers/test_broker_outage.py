@@ -109,3 +109,28 @@ def test_a_worker_waits_for_its_broker_and_nothing_sent_or_in_flight_is_lost(tmp
     password = urlsplit(b.url).password
     assert not password or f":{password}@" not in log
     store.engine.dispose()
+
+
+def test_the_learners_relay_says_when_its_broker_goes_and_comes_back_with_nothing_to_send(tmp_path, postgres_url,
+                                                                                          outage_broker, caplog):
+    """The learner may have nothing to send during an outage; its outbox relay still looks
+    at the broker every PROBE_S and logs one warning naming it, and one line when it is back."""
+    from workers.outbox import PROBE_S, OutboxRelay
+
+    b = outage_broker
+    store = Store(write_config(tmp_path / "run.yaml", store={"url": postgres_url}, broker=b.section))
+    app = make_celery(store.config, broker_url=b.url)
+    with caplog.at_level(logging.WARNING, logger="omniopd.broker"), \
+            OutboxRelay(app, store.sessions, run_name=store.config.run.name, interval_s=0.5):
+        time.sleep(1.5)
+        b.down()
+        try:
+            wait_for(lambda: any("broker unreachable" in r.getMessage() for r in caplog.records), PROBE_S + 10,
+                     "the relay to notice the broker is away")
+        finally:
+            b.up()
+        wait_for(lambda: any("broker reachable again" in r.getMessage() for r in caplog.records), PROBE_S + 10,
+                 "the relay to notice the broker is back")
+    lines = [r.getMessage() for r in caplog.records if r.name == "omniopd.broker"]
+    assert len(lines) == 2 and lines[0].startswith(f"broker unreachable at {redact_url(b.url)} ("), lines
+    store.engine.dispose()

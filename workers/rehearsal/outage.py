@@ -49,15 +49,33 @@ CELERY_LOST = ("consumer: Connection to broker lost", "consumer: Cannot connect 
 """What a Celery worker's consumer logs when its broker connection drops and while it waits."""
 
 
+RECOVERY_S = 15.0
+"""After an outage, work takes this long at most to flow at its full rate again: a Celery
+consumer retries its broker after 2, 4, 6, 8... s (so within ~8 s of a 15 s outage's end),
+and the learner's store wait polls within seconds."""
+
+
 @dataclass
 class Window:
     service: str
-    started: float  # time.time()
+    started: float  # time.monotonic()
     ended: float | None = None
 
     @property
     def seconds(self) -> float:
-        return round((self.ended or time.time()) - self.started, 1)
+        return round((self.ended or time.monotonic()) - self.started, 1)
+
+
+def pauses(windows: list[Window], t0: float) -> list[tuple[float, float]]:
+    """The outages as (start, end) seconds after `t0` (a time.monotonic()), each extended by
+    RECOVERY_S: when the run could not go at its full rate. Overlapping ones are merged."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted((w.started - t0, (w.ended or w.started) - t0 + RECOVERY_S) for w in windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 @dataclass
@@ -114,7 +132,7 @@ class Outages:
             self.log(f"  outage harness failed: {self.error}")
 
     def _outage(self, service: str, down: Callable[[], None], up: Callable[[], None]) -> None:
-        window = Window(service, time.time())
+        window = Window(service, time.monotonic())
         self.windows.append(window)
         self.log(f"  outage: the {service} goes away for {self.plan.seconds:.0f} s")
         try:
@@ -122,7 +140,7 @@ class Outages:
             self._stop.wait(self.plan.seconds)
         finally:
             up()
-            window.ended = time.time()
+            window.ended = time.monotonic()
         self.log(f"  outage: the {service} is back after {window.seconds:.0f} s")
 
     def _steps(self) -> int:

@@ -236,7 +236,8 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
                 except subprocess.TimeoutExpired:
                     os.killpg(learner.pid, signal.SIGKILL)
         result.numbers["train_s"] = round(time.monotonic() - t0, 1)
-        result.checks = _checks(cfg, teacher, finished, reason, settings, result)
+        paused = [] if outages is None else outage.pauses(outages.windows, teacher.emulator.t0)
+        result.checks = _checks(cfg, teacher, finished, reason, settings, result, paused)
         if settings.evaluate:
             final = _final_checkpoint(cfg)
             after = _demo_pass(settings, c, str(final), out / "eval" / "after", env, logs)
@@ -429,7 +430,7 @@ def _eval_scripts(config: str, checkpoint: Path, out: Path, env: dict, logs: Pat
 
 
 def _checks(cfg: OmniConfig, teacher, finished: bool, reason: str, settings: RehearsalSettings,
-            result: RehearsalResult) -> list[Check]:
+            result: RehearsalResult, paused: list[tuple[float, float]]) -> list[Check]:
     from db.repo_runs import get_run
     from db.store import open_store
 
@@ -444,7 +445,7 @@ def _checks(cfg: OmniConfig, teacher, finished: bool, reason: str, settings: Reh
                 trained_exactly_once(s, run_id),
                 ledger_is_the_bill(s, run_id, cfg, log),
                 invariants.caps_kept(sampler, s, run_id),
-                rate_limit_held(log, settings.requests_per_min, result),
+                rate_limit_held(log, settings.requests_per_min, result, paused),
                 *([cap_reached_and_kept(s, run_id, cfg, len(log), reason)] if settings.cap_usd is not None else []),
             ]
     finally:
@@ -511,20 +512,27 @@ def cap_reached_and_kept(session, run_id: int, cfg: OmniConfig, requests: int, r
                  f"{requests} requests received; {skipped} chunks skipped for budget; {reason}")
 
 
-def rate_limit_held(log, per_min: float, result: RehearsalResult) -> Check:
+def rate_limit_held(log, per_min: float, result: RehearsalResult, paused: list[tuple[float, float]] = ()) -> Check:
     """429s at most 1% of the requests, and in the steady state (the middle of the time the
-    teacher was called) the accepted requests reach at least 90% of the limit."""
+    teacher was called) the accepted requests reach at least 90% of the limit. The times
+    `paused` (outages and their recovery, in the emulator's seconds) are left out of the
+    steady state: no work reaches the teacher while the store or the broker is away."""
     if not log:
         return Check("the limiter held the rate limit", False, "the teacher received no request")
     limited = sum(e.status == 429 for e in log)
     starts = sorted(e.t_start for e in log)
     span = starts[-1] - starts[0]
     lo, hi = starts[0] + STEADY[0] * span, starts[0] + STEADY[1] * span
-    accepted = sum(e.status != 429 and lo <= e.t_start < hi for e in log)
-    rate = accepted / max(hi - lo, 1e-9) * 60.0
+    out = sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in paused)
+
+    def counted(t: float) -> bool:
+        return lo <= t < hi and not any(a <= t < b for a, b in paused)
+
+    accepted = sum(e.status != 429 and counted(e.t_start) for e in log)
+    rate = accepted / max(hi - lo - out, 1e-9) * 60.0
     result.numbers.update(requests=len(log), rate_limited=limited, steady_per_min=round(rate, 1), limit_per_min=per_min)
     ok = limited <= 0.01 * len(log) and rate >= 0.9 * per_min
     return Check("the limiter held the rate limit", ok,
                  f"{len(log)} requests, {limited} answered 429 ({100 * limited / len(log):.2f}%); steady state "
-                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s): {rate:.0f} accepted/min of a {per_min:.0f}/min "
-                 f"limit ({100 * rate / per_min:.0f}%)")
+                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s{f', less {out:.0f} s of outages' if paused else ''}): "
+                 f"{rate:.0f} accepted/min of a {per_min:.0f}/min limit ({100 * rate / per_min:.0f}%)")
