@@ -228,7 +228,7 @@ def said_what_they_waited_for(outages: Outages, logs: Path, broker_password: str
     the learner its unreachable broker and its return (or had nothing to send meanwhile: then
     said so). No log shows the broker's password."""
     texts = {p.stem: p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))
-             if p.stem == "learner" or re.match(r"(rollout|audit|maintenance)-\d+$", p.stem)}
+             if p.stem == "learner" or re.match(r"(rollout|audit|maintenance|evaluator)\b", p.stem)}
     workers = [name for name in texts if name != "learner"]
     learner = texts.get("learner", "")
     parts, ok = [], True
@@ -248,7 +248,7 @@ def said_what_they_waited_for(outages: Outages, logs: Path, broker_password: str
         ok &= bool(broker_ok)
         parts.append(f"broker: {len(lost)} of {len(workers)} workers logged their consumer's lost connection; the "
                      f"learner logged '{BROKER_LEARNER_LINES[0]}' {learner_lines[0]}x and "
-                     f"'{BROKER_LEARNER_LINES[1]}' {learner_lines[1]}x; sends waited in the outbox in "
+                     f"'{BROKER_LEARNER_LINES[1]}' {learner_lines[1]}x; '{BROKER_LEARNER_LINES[0]}' in the logs of "
                      f"{', '.join(senders) or 'no process'}")
     if broker_password:
         leaked = [n for n, t in texts.items() if f":{broker_password}@" in t]
