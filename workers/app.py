@@ -140,6 +140,11 @@ def make_celery(
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,  # a task that raised is not retried forever
         worker_prefetch_multiplier=1,
+        # Celery 5.7 lowers the prefetch count after a broker reconnection while tasks run,
+        # then raises it back; on RabbitMQ a thread-pool worker (the audit workers) then
+        # held its prefetched messages unacknowledged and ran none of them for minutes
+        # (tests/workers/test_broker_outage.py). Prefetch is small here anyway.
+        worker_enable_prefetch_count_reduction=False,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

@@ -77,9 +77,12 @@ def test_a_worker_waits_for_its_broker_and_nothing_sent_or_in_flight_is_lost(tmp
     config_path = write_config(tmp_path / "run.yaml", store={"url": postgres_url}, broker=b.section)
     store = Store(config_path)
     first, later = store.trajectories(1, chunks=2, n=4), store.trajectories(1, chunks=1, n=2)
-    start_worker(processes, config_path, tmp_path, "worker", delay=0.5)
-    enqueue_audits(store, b.url, first)
-    wait_for(lambda: probe_lines(config_path, "sample"), 90, "the first audit to be under way")
+    queued = store.trajectories(12, chunks=1, n=4)  # running, prefetched or queued when the broker goes
+    # a thread pool of 4, like the audit workers (Celery's prefetch reduction after a
+    # reconnection stalled such a worker on RabbitMQ: workers/app.py)
+    start_worker(processes, config_path, tmp_path, "worker", pool="threads", concurrency=4, delay=0.5)
+    enqueue_audits(store, b.url, first + queued)
+    wait_for(lambda: len(probe_lines(config_path, "sample")) >= 6, 90, "the audits to be under way")
     b.down()
     try:
         # A send during the outage fails fast into the outbox, with one warning naming the broker.
@@ -91,6 +94,7 @@ def test_a_worker_waits_for_its_broker_and_nothing_sent_or_in_flight_is_lost(tmp
         time.sleep(OUTAGE_S)
     finally:
         b.up()
+    back = time.monotonic()
     assert send_s < 5.0, f"a send to a broker that is away took {send_s:.1f} s"
     warned = [r.getMessage() for r in caplog.records if r.name == "omniopd.broker"]
     assert len(warned) == 1 and warned[0].startswith(f"broker unreachable at {redact_url(b.url)} ("), warned
@@ -98,11 +102,15 @@ def test_a_worker_waits_for_its_broker_and_nothing_sent_or_in_flight_is_lost(tmp
         sent = wait_for(lambda: relay_once(app, store.sessions, run_name=store.config.run.name, retry_s=1.0).sent, 60,
                         "the relay to send the message that waited in the outbox")
     assert sent == 1 and any("broker reachable again at" in r.getMessage() for r in caplog.records)
-    wait_for(lambda: store.states(first + later) == ["ready", "ready"], 120, "both audits to finish after the outage")
+    every = first + queued + later
+    wait_for(lambda: store.states(every) == ["ready"] * len(every), 120, "every audit to finish after the outage")
+    # ~15 s of work left and a reconnection within 8 s of the broker's return; a worker that
+    # sat on its prefetched messages took a minute or more
+    assert time.monotonic() - back < 40, f"the audits took {time.monotonic() - back:.0f} s after the outage"
     deliveries = [line for line in probe_lines(config_path, "deliver") if line[1] == str(first[0])]
     assert len(deliveries) == 2  # the audit in flight: its ack was lost with the connection, so it came again
     stored = [(line[1], line[2]) for line in probe_lines(config_path, "sample") if line[4] == "new=1"]
-    assert len(stored) == len(set(stored)) == 2 * 4 + 2  # every sample stored once, none lost
+    assert len(stored) == len(set(stored)) == 2 * 4 + 12 * 4 + 2  # every sample stored once, none lost
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert f"consumer: Cannot connect to {b.shown}" in log, log[-3000:]
     assert "Trying again in" in log
