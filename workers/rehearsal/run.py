@@ -515,24 +515,35 @@ def cap_reached_and_kept(session, run_id: int, cfg: OmniConfig, requests: int, r
 def rate_limit_held(log, per_min: float, result: RehearsalResult, paused: list[tuple[float, float]] = ()) -> Check:
     """429s at most 1% of the requests, and in the steady state (the middle of the time the
     teacher was called) the accepted requests reach at least 90% of the limit. The times
-    `paused` (outages and their recovery, in the emulator's seconds) are left out of the
-    steady state: no work reaches the teacher while the store or the broker is away."""
+    `paused` (outages and their recovery, in the emulator's seconds, not overlapping) are cut
+    out of the timeline first: no work reaches the teacher while the store or the broker is
+    away, and a short capped run could otherwise have its whole steady state inside one."""
     if not log:
         return Check("the limiter held the rate limit", False, "the teacher received no request")
     limited = sum(e.status == 429 for e in log)
-    starts = sorted(e.t_start for e in log)
+
+    def active(t: float) -> float | None:
+        """`t` on the timeline without the pauses (None: inside one)."""
+        cut = 0.0
+        for a, b in paused:
+            if t >= b:
+                cut += b - a
+            elif t >= a:
+                return None
+        return t - cut
+
+    times = [(active(e.t_start), e.status) for e in log]
+    starts = sorted(t for t, _ in times if t is not None)
+    if not starts:
+        return Check("the limiter held the rate limit", False, "every request fell inside an outage")
     span = starts[-1] - starts[0]
     lo, hi = starts[0] + STEADY[0] * span, starts[0] + STEADY[1] * span
-    out = sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in paused)
-
-    def counted(t: float) -> bool:
-        return lo <= t < hi and not any(a <= t < b for a, b in paused)
-
-    accepted = sum(e.status != 429 and counted(e.t_start) for e in log)
-    rate = accepted / max(hi - lo - out, 1e-9) * 60.0
+    out = sum(b - a for a, b in paused)
+    accepted = sum(status != 429 and t is not None and lo <= t < hi for t, status in times)
+    rate = accepted / max(hi - lo, 1e-9) * 60.0
     result.numbers.update(requests=len(log), rate_limited=limited, steady_per_min=round(rate, 1), limit_per_min=per_min)
     ok = limited <= 0.01 * len(log) and rate >= 0.9 * per_min
     return Check("the limiter held the rate limit", ok,
                  f"{len(log)} requests, {limited} answered 429 ({100 * limited / len(log):.2f}%); steady state "
-                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s{f', less {out:.0f} s of outages' if paused else ''}): "
+                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s{f' after cutting out {out:.0f} s of outages' if paused else ''}): "
                  f"{rate:.0f} accepted/min of a {per_min:.0f}/min limit ({100 * rate / per_min:.0f}%)")
