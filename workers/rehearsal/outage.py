@@ -49,10 +49,10 @@ CELERY_LOST = ("consumer: Connection to broker lost", "consumer: Cannot connect 
 """What a Celery worker's consumer logs when its broker connection drops and while it waits."""
 
 
-RECOVERY_S = 15.0
-"""After an outage, work takes this long at most to flow at its full rate again: a Celery
-consumer retries its broker after 2, 4, 6, 8... s (so within ~8 s of a 15 s outage's end),
-and the learner's store wait polls within seconds."""
+RECOVERY_S = 8.0
+"""After an outage, work takes about this long to flow at its full rate again: a Celery
+consumer retries its broker 2, 6, 12, 20... s after losing it (so a 15 s outage ends for it
+within 5 s), and the store waits poll within seconds."""
 
 
 @dataclass
