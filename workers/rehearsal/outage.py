@@ -88,7 +88,8 @@ class OutagePlan:
 
 @dataclass
 class Outages:
-    """Injects the plan's outages from a thread while the run goes on (`start`, `join`)."""
+    """Injects the plan's outages from a thread while the run goes on (`start`, then `stop` when
+    the run ended)."""
 
     plan: OutagePlan
     store_url: str
