@@ -47,8 +47,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from omniopd.config import OmniConfig
 from omniopd.objectives import OBJECTIVES
+from omniopd.unreachable import Unreachable
 
 log = logging.getLogger(__name__)
+
+broker_state = Unreachable("broker", logging.getLogger("omniopd.broker"))
+"""This process's view of the broker for its sends (after commit, and the outbox relay's):
+one warning when it goes away, a reminder every 30 s, one line when it is back."""
+
+PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+"""A send to a broker that is away fails within about a second (measured 0.6 s on Redis and
+RabbitMQ), so a commit's sends never hold up the learner's loop or a task for long: what
+the broker did not take waits in the store's outbox for the relay."""
 
 ROLLOUT_QUEUE = "rollouts"
 MAINTENANCE_QUEUE = "maintenance"
@@ -124,10 +134,17 @@ def make_celery(
         broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a restarted Redis is waited for, not fatal
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,  # a task that raised is not retried forever
         worker_prefetch_multiplier=1,
+        # Celery 5.7 lowers the prefetch count after a broker reconnection while tasks run,
+        # then raises it back; on RabbitMQ a thread-pool worker (the audit workers) then
+        # held its prefetched messages unacknowledged and ran none of them for minutes
+        # (tests/workers/test_broker_outage.py). Prefetch is small here anyway.
+        worker_enable_prefetch_count_reduction=False,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -244,14 +261,19 @@ def _send_pending(session: Session) -> None:
     if not pending:
         return
     sent = []
-    for key, signature in pending:
+    for i, (key, signature) in enumerate(pending):
         try:
             signature.apply_async(task_id=key)
             sent.append(key)
         except Exception as exc:  # the commit stands; the outbox relay re-sends it
-            log.error("could not send %s after commit (%s: %s); it waits in the store's outbox and the relay "
-                      "re-sends it once the broker answers", signature.task, type(exc).__name__, exc)
+            # The rest would fail the same way, a second each: they wait in the outbox too.
+            broker_state.failed(signature.app.conf.broker_url, exc,
+                                f"{len(pending) - i} message(s) of this commit ({signature.task}) wait in the store's "
+                                "outbox; the outbox relay re-sends them once the broker answers")
+            break
     if sent:
+        broker_state.succeeded(pending[0][1].app.conf.broker_url,
+                               "sends go through again; the outbox relay re-sends the messages that waited")
         _forget_sent(session, sent)
 
 

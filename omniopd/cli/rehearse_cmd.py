@@ -31,6 +31,12 @@ def rehearse(
                                                   "then stops on it, and no attempt may pass it (default: the config's caps).")] = None,
     vllm: Annotated[bool, typer.Option(help="Run the first rollout worker on vLLM (the second on HF).")] = True,
     evaluate: Annotated[bool, typer.Option(help="Pass@1 before and after, and the eval scripts on the final checkpoint.")] = True,
+    outage: Annotated[bool, typer.Option("--outage", help="Take the store, then the broker, away mid-run (every process "
+                                         "stays up) and check that all lived through it and said what they waited for.")] = False,
+    outage_services: Annotated[str, typer.Option(help="With --outage: which go away, in this order (store, broker).")] = "store,broker",
+    outage_s: Annotated[float, typer.Option(min=1, help="With --outage: seconds each outage lasts.")] = 15.0,
+    outage_after_step: Annotated[int, typer.Option(min=1, help="With --outage: the first begins once the learner "
+                                                   "recorded this many steps.")] = 2,
 ) -> None:
     """Rehearse a production run on the demo task, and check it.
 
@@ -41,8 +47,13 @@ def rehearse(
     scripts/start_workers.sh. Checked, with counts: the run finished; every trajectory trained
     exactly once; the ledger equals the teacher's bill and no cap was passed; 429s at most 1%
     of requests while the accepted rate holds at least 90% of the limit; Pass@1 improved;
-    scripts/eval_math.sh and eval_code.sh graded the final checkpoint. Exit 1 if a check failed.
+    scripts/eval_math.sh and eval_code.sh graded the final checkpoint. With --outage the store
+    (its database refuses connections) and then the broker (the run's own redis-server stopped,
+    or the run's RabbitMQ vhost refused) go away for --outage-s seconds each, mid-run; also
+    checked: every process lived through them and logged what it waited for. Exit 1 if a
+    check failed.
     """
+    from workers.rehearsal.outage import SERVICES, OutagePlan
     from workers.rehearsal.run import RehearsalSettings
     from workers.rehearsal.run import rehearse as run_rehearsal
 
@@ -54,13 +65,17 @@ def rehearse(
         fail(f"--broker {broker!r}: expected redis, rabbitmq or both")
     if not config.is_file():
         fail(f"no config file {config}")
+    services = tuple(x.strip() for x in outage_services.split(",") if x.strip())
+    if outage and (not services or any(x not in SERVICES for x in services)):
+        fail(f"--outage-services {outage_services!r}: expected a comma-separated list of {', '.join(SERVICES)}")
+    plan = OutagePlan(services, outage_s, outage_after_step) if outage else None
     workdir.mkdir(parents=True, exist_ok=True)
     failed = []
     for name in (("redis", "rabbitmq") if broker == "both" else (broker,)):
         settings = RehearsalSettings(
             workdir=workdir, postgres_url=url, redis_url=redis, broker=name, rabbitmq_url=rabbitmq,
             config_path=config, max_steps=max_steps, requests_per_min=requests_per_min, vllm=vllm, evaluate=evaluate,
-            eval_items=eval_items, cap_usd=cap_usd,
+            eval_items=eval_items, cap_usd=cap_usd, outage=plan,
             log=console.print,
         )
         result = run_rehearsal(settings)

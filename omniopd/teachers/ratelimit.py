@@ -32,6 +32,10 @@ one lowers the rate for ten minutes, a reported remaining below our level lowers
 
 `RedisRateLimiter` keeps the state in Redis and does every step in one Lua script (atomic
 across processes and hosts; time is the Redis server's clock, so host clocks may differ).
+If that Redis goes away, every step of `RedisRateLimiter` waits for it (one warning naming
+it, a reminder every 30 s, a line when it is back: omniopd/unreachable.py) instead of
+failing: no teacher call goes out without its token, and the settle after an attempt
+(which the budget's settle follows) is never skipped, so no attempt escapes the ledger.
 `LocalRateLimiter` has the same semantics in one process (embedded single-process runs,
 `teacher check`, and the per-process baseline of the benchmark).
 """
@@ -42,6 +46,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import math
 import os
 import random
@@ -50,6 +55,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omniopd.config import RateLimitConfig, TeacherConfig
+from omniopd.unreachable import Unreachable
+
+log = logging.getLogger("omniopd.ratelimit")
+REDIS_RETRY_S = 1.0  # while the rate-limit Redis is away, each step asks again this often
 
 DIMS = ("requests", "input", "output", "tokens")
 OVERRIDE_S = 600.0  # how long a lower limit reported by the provider replaces the configured one
@@ -435,6 +444,7 @@ class RedisRateLimiter:
         self.cooldown_key = f"{key}:cooldown"
         self._redis = None
         self._script = None
+        self.outage = Unreachable("rate-limit Redis", log)
 
     def _client(self):
         if self._redis is None:
@@ -445,9 +455,23 @@ class RedisRateLimiter:
         return self._script
 
     async def _eval(self, op: str, extra: list[float]) -> list[bytes]:
+        """One atomic step; while Redis does not answer (connection refused or lost, timeout)
+        it waits and asks again, so nothing passes the limiter unseen (module docstring)."""
+        import redis
+
         script = self._client()
         args = [op, self.rates.burst_s, self.rates.fraction, *self.rates.per_s, *self.rates.per_min, *extra]
-        return await script(keys=[self.state_key, self.cooldown_key], args=[repr(float(a)) if not isinstance(a, str) else a for a in args])
+        args = [repr(float(a)) if not isinstance(a, str) else a for a in args]
+        while True:
+            try:
+                reply = await script(keys=[self.state_key, self.cooldown_key], args=args)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                self.outage.failed(self.redis_url, exc, "teacher calls wait for their rate-limit token (and attempts "
+                                   "that ended for their settle) until it answers")
+                await asyncio.sleep(REDIS_RETRY_S)
+                continue
+            self.outage.succeeded(self.redis_url, "teacher calls go on")
+            return reply
 
     async def _call(self, op: str, extra: list[float]) -> tuple[bool, float]:
         ok, value = (await self._eval(op, extra))[:2]

@@ -16,4 +16,6 @@ def test_rehearse_needs_a_postgres_url_a_known_broker_and_a_config(tmp_path, mon
     assert result.exit_code == 2 and "--broker 'kafka': expected redis, rabbitmq or both" in result.output
     result = CliRunner().invoke(app, ["rehearse", str(tmp_path / "nope.yaml"), *pg])
     assert result.exit_code == 2 and "no config file" in result.output
+    result = CliRunner().invoke(app, ["rehearse", *pg, "--outage", "--outage-services", "store,redis"])
+    assert result.exit_code == 2 and "--outage-services 'store,redis': expected a comma-separated list of store, broker" in result.output
     assert not list(tmp_path.iterdir())  # nothing was started or written

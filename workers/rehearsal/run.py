@@ -21,10 +21,16 @@ Checked at the end (`Check`s, each with its counts): the run finished; every tra
 trained exactly once; the ledger equals the teacher's own bill, attempt for attempt, and no
 cap was passed; 429s are at most 1% of requests while the accepted rate holds at least 90%
 of the limit in steady state; Pass@1 improved; the evaluation scripts graded the checkpoint.
+
+With outages (`--outage`, workers/rehearsal/outage.py) the store and then the broker go away
+for a while mid-run (the Redis broker is then a redis-server of the run's own, the rate-limit
+buckets staying on the machine's Redis); also checked: the outages happened, every process
+lived through them, and each logged what it waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -35,11 +41,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from omniopd.config import OmniConfig, dump_config, load_config
 from workers.chaos import invariants
 from workers.chaos.invariants import Check
-from workers.chaos.run import Database
+from workers.chaos.run import Database, RedisServer
+from workers.rehearsal import outage
+from workers.rehearsal.outage import OutagePlan, Outages
+from workers.rehearsal.tcp_gate import TcpGate
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_ENV = "OMNIOPD_REHEARSAL_KEY"
@@ -64,6 +74,7 @@ class RehearsalSettings:
     eval_items: int = 200
     cap_usd: float | None = None  # a teacher and run cap low enough to be reached (the run then stops on it)
     deadline_s: float = 1200.0
+    outage: OutagePlan | None = None  # the store and/or the broker go away mid-run (outage.py)
     log: Callable[[str], None] = print
 
 
@@ -96,8 +107,8 @@ def rehearse(settings: RehearsalSettings) -> RehearsalResult:
     db = Database(settings.postgres_url, f"omniopd_rehearsal_{settings.broker}_{os.getpid()}")
     db.create()
     try:
-        with RunBroker(settings) as broker:
-            _run(settings, prepared, out, key, env, db.url, broker, result)
+        with RunBroker(settings, out) as broker:
+            _run(settings, prepared, out, key, env, db, broker, result)
     finally:
         db.drop()
     result.seconds = round(time.monotonic() - started, 1)
@@ -105,26 +116,52 @@ def rehearse(settings: RehearsalSettings) -> RehearsalResult:
 
 
 class RunBroker:
-    """The broker section of the run's config, and its cleanup (a RabbitMQ vhost, Redis keys)."""
+    """The broker section of the run's config, and its cleanup (a RabbitMQ vhost, Redis keys,
+    the run's own redis-server).
 
-    def __init__(self, settings: RehearsalSettings):
-        self.settings, self.vhost = settings, None
+    With a broker outage, a Redis run gets a redis-server of its own on a free port (the
+    machine's Redis is shared and never stopped), and a RabbitMQ run reaches the server
+    through a TCP gate of its own (workers/rehearsal/tcp_gate.py); the rate-limit buckets
+    stay on the machine's Redis, so the outage takes away the broker and nothing else."""
+
+    def __init__(self, settings: RehearsalSettings, out: Path):
+        self.settings, self.vhost, self.server, self.gate = settings, None, None, None
         self.prefix = f"omniopd-rehearsal-{secrets.token_hex(5)}:"
+        self.out = out
+        self.config: list[str] = []  # the broker's settings of the run's config
 
-    def __enter__(self) -> list[str]:
+    def __enter__(self) -> RunBroker:
+        self.config = self._config()
+        return self
+
+    def _config(self) -> list[str]:
         s = self.settings
         if s.broker == "rabbitmq":
             from workers.rehearsal.vhost import temporary_vhost
 
             self.vhost = temporary_vhost(s.rabbitmq_url, prefix="omniopd-rehearsal")
             url = self.vhost.__enter__()
+            if s.outage is not None and "broker" in s.outage.services:
+                parts = urlsplit(url)
+                self.gate = TcpGate(parts.hostname or "127.0.0.1", parts.port or 5672)
+                self.gate.start()
+                url = parts._replace(netloc=parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{self.gate.port}").geturl()
             return ["broker.mode=rabbitmq", f"broker.url={url}", f"broker.ratelimit_url={s.redis_url}"]
-        return ["broker.mode=redis", f"broker.url={s.redis_url}", f"broker.key_prefix='{self.prefix}'",
-                "broker.visibility_timeout_s=300"]
+        url = s.redis_url
+        if s.outage is not None and "broker" in s.outage.services:
+            self.server = RedisServer(self.out / "broker-redis")
+            self.server.start()
+            url = self.server.url
+        return ["broker.mode=redis", f"broker.url={url}", f"broker.ratelimit_url={s.redis_url}",
+                f"broker.key_prefix='{self.prefix}'", "broker.visibility_timeout_s=300"]
 
     def __exit__(self, *exc) -> None:
         if self.vhost is not None:
             self.vhost.__exit__(None, None, None)
+        if self.server is not None:
+            self.server.stop()
+        if self.gate is not None:
+            self.gate.stop()
         import redis
 
         client = redis.Redis.from_url(self.settings.redis_url)
@@ -150,7 +187,7 @@ def _config(settings: RehearsalSettings, prepared, out: Path, store_url: str, br
     ])
 
 
-def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, store_url: str, broker: list[str],
+def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, db: Database, broker: RunBroker,
          result: RehearsalResult) -> None:
     from omniopd.teachers.emulator import EmulatorConfig, EmulatorThread
     from omniopd.teachers.emulator.generators import from_spec
@@ -158,7 +195,7 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
     emulator = EmulatorConfig(provider="gemini", api_key=key, seed=0,
                               limits={"requests_per_min": settings.requests_per_min})
     with EmulatorThread(emulator, from_spec("py:omniopd.demo.expert:generator")) as teacher:
-        cfg = _config(settings, prepared, out, store_url, broker, teacher.url)
+        cfg = _config(settings, prepared, out, db.url, broker.config, teacher.url)
         config = out / "config.yaml"
         config.write_text(dump_config(cfg))
         c = str(config)
@@ -170,7 +207,7 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
         before = _demo_pass(settings, c, str(prepared.student), out / "eval" / "before", env, logs) if settings.evaluate else {}
         settings.log(f"[{settings.broker}] starting the workers, then the learner (logs {logs})")
         t0 = time.monotonic()
-        learner = None
+        learner, outages, outage_checks = None, None, []
         try:
             # Workers first: the vLLM engine takes minutes to start on a CPU, and a learner
             # already running would have finished on the HF worker alone by then.
@@ -180,7 +217,15 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
             # A cap meant to be reached is above the spend forecast: --force starts anyway (the cap still holds)
             force = ["--force"] if settings.cap_usd is not None else []
             learner = _start(["bash", "scripts/start_learner.sh", c, *force, "--no-progress"], env, logs / "learner.log")
-            finished, reason = _wait(learner, settings, logs)
+            outages = _start_outages(settings, db, broker, logs, learner)
+            try:
+                finished, reason = _wait(learner, settings, logs)
+            finally:
+                if outages is not None:
+                    outages.stop()
+            if outages is not None:  # before the workers are stopped: were they all still there?
+                outage_checks = [outage.outages_happened(outages),
+                                 outage.survived(outages, _pid_alive, learner.returncode)]
         finally:
             _script(["bash", "scripts/start_workers.sh", c, "--stop", "--timeout", "60"], env,
                     logs / "start_workers.log", check=False)
@@ -191,13 +236,45 @@ def _run(settings: RehearsalSettings, prepared, out: Path, key: str, env: dict, 
                 except subprocess.TimeoutExpired:
                     os.killpg(learner.pid, signal.SIGKILL)
         result.numbers["train_s"] = round(time.monotonic() - t0, 1)
-        result.checks = _checks(cfg, teacher, finished, reason, settings, result)
+        paused = [] if outages is None else outage.pauses(outages.windows, teacher.emulator.t0)
+        result.checks = _checks(cfg, teacher, finished, reason, settings, result, paused)
         if settings.evaluate:
             final = _final_checkpoint(cfg)
             after = _demo_pass(settings, c, str(final), out / "eval" / "after", env, logs)
             result.checks.append(pass_improved(before, after, final.name, result))
             result.checks.append(_eval_scripts(c, final, out, env, logs))
         result.checks.append(rollout_workers_worked(logs, settings))
+        if outages is not None:
+            password = urlsplit(settings.rabbitmq_url).password if settings.broker == "rabbitmq" else None
+            result.checks += [*outage_checks, outage.said_what_they_waited_for(outages, logs, password)]
+            result.numbers["outages"] = {w.service: w.seconds for w in outages.windows}
+
+
+def _start_outages(settings: RehearsalSettings, db: Database, broker: RunBroker, logs: Path,
+                   learner: subprocess.Popen) -> Outages | None:
+    """The outage harness's thread, waiting for the learner's first steps (None: no outage)."""
+    if settings.outage is None:
+        return None
+    outages = Outages(settings.outage, db.url, db, settings.broker, broker.server, broker.gate,
+                      lambda line: settings.log(f"[{settings.broker}] {line.strip()}"))
+
+    def watch() -> dict[str, int]:
+        pids = {"learner": learner.pid}
+        for pidfile in logs.glob("*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pids[pidfile.stem] = int(pidfile.read_text().strip())
+        return pids
+
+    outages.start(watch)
+    return outages
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
 
 
 CLI = "omniopd"
@@ -353,7 +430,7 @@ def _eval_scripts(config: str, checkpoint: Path, out: Path, env: dict, logs: Pat
 
 
 def _checks(cfg: OmniConfig, teacher, finished: bool, reason: str, settings: RehearsalSettings,
-            result: RehearsalResult) -> list[Check]:
+            result: RehearsalResult, paused: list[tuple[float, float]]) -> list[Check]:
     from db.repo_runs import get_run
     from db.store import open_store
 
@@ -368,7 +445,7 @@ def _checks(cfg: OmniConfig, teacher, finished: bool, reason: str, settings: Reh
                 trained_exactly_once(s, run_id),
                 ledger_is_the_bill(s, run_id, cfg, log),
                 invariants.caps_kept(sampler, s, run_id),
-                rate_limit_held(log, settings.requests_per_min, result),
+                rate_limit_held(log, settings.requests_per_min, result, paused),
                 *([cap_reached_and_kept(s, run_id, cfg, len(log), reason)] if settings.cap_usd is not None else []),
             ]
     finally:
@@ -435,20 +512,38 @@ def cap_reached_and_kept(session, run_id: int, cfg: OmniConfig, requests: int, r
                  f"{requests} requests received; {skipped} chunks skipped for budget; {reason}")
 
 
-def rate_limit_held(log, per_min: float, result: RehearsalResult) -> Check:
+def rate_limit_held(log, per_min: float, result: RehearsalResult, paused: list[tuple[float, float]] = ()) -> Check:
     """429s at most 1% of the requests, and in the steady state (the middle of the time the
-    teacher was called) the accepted requests reach at least 90% of the limit."""
+    teacher was called) the accepted requests reach at least 90% of the limit. The times
+    `paused` (outages and their recovery, in the emulator's seconds, not overlapping) are cut
+    out of the timeline first: no work reaches the teacher while the store or the broker is
+    away, and a short capped run could otherwise have its whole steady state inside one."""
     if not log:
         return Check("the limiter held the rate limit", False, "the teacher received no request")
     limited = sum(e.status == 429 for e in log)
-    starts = sorted(e.t_start for e in log)
+
+    def active(t: float) -> float | None:
+        """`t` on the timeline without the pauses (None: inside one)."""
+        cut = 0.0
+        for a, b in paused:
+            if t >= b:
+                cut += b - a
+            elif t >= a:
+                return None
+        return t - cut
+
+    times = [(active(e.t_start), e.status) for e in log]
+    starts = sorted(t for t, _ in times if t is not None)
+    if not starts:
+        return Check("the limiter held the rate limit", False, "every request fell inside an outage")
     span = starts[-1] - starts[0]
     lo, hi = starts[0] + STEADY[0] * span, starts[0] + STEADY[1] * span
-    accepted = sum(e.status != 429 and lo <= e.t_start < hi for e in log)
+    out = sum(b - a for a, b in paused)
+    accepted = sum(status != 429 and t is not None and lo <= t < hi for t, status in times)
     rate = accepted / max(hi - lo, 1e-9) * 60.0
     result.numbers.update(requests=len(log), rate_limited=limited, steady_per_min=round(rate, 1), limit_per_min=per_min)
     ok = limited <= 0.01 * len(log) and rate >= 0.9 * per_min
     return Check("the limiter held the rate limit", ok,
                  f"{len(log)} requests, {limited} answered 429 ({100 * limited / len(log):.2f}%); steady state "
-                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s): {rate:.0f} accepted/min of a {per_min:.0f}/min "
-                 f"limit ({100 * rate / per_min:.0f}%)")
+                 f"({STEADY[0]:.0%}-{STEADY[1]:.0%} of {span:.0f} s{f' after cutting out {out:.0f} s of outages' if paused else ''}): "
+                 f"{rate:.0f} accepted/min of a {per_min:.0f}/min limit ({100 * rate / per_min:.0f}%)")
