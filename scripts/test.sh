@@ -12,4 +12,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
-.venv/bin/python -m pytest -n "${OMNIOPD_TEST_WORKERS:-2}" --dist load "$@"
+.venv/bin/python -m pytest -n "${OMNIOPD_TEST_WORKERS:-2}" --dist load --maxschedchunk 1 "$@"

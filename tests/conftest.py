@@ -49,23 +49,44 @@ def wait_left(seconds: float) -> float:
     return max(1.0, min(seconds, _wait_deadline - time.monotonic()))
 
 
-# ------------------------------------------------------------------ the longest first
+# ------------------------------------------------------------------ the long runs first, balanced
 #
-# scripts/test.sh runs the suite on two pytest-xdist processes (`-n 2 --dist load`), which
-# deal the collected tests out round-robin in collection order. A few end-to-end runs take
-# minutes each (`@pytest.mark.long_running(seconds=...)`, their length measured on the 2-core
-# CI machine); left where they are collected (mostly at the end, under tests/workers) they
-# would meet in the last minutes and run side by side while the rest of the suite waits.
-# Started first, longest first, they alternate between the two processes and the short tests
-# fill the gaps (longest-processing-time-first scheduling). The order of everything else is kept.
+# scripts/test.sh runs the suite on two pytest-xdist processes (`-n 2 --dist load
+# --maxschedchunk 1`): xdist hands each process the next two tests of the collection order and
+# tops it up one test at a time as it finishes one, so a process takes the next test when it
+# is free. A few end-to-end runs take minutes each (`@pytest.mark.long_running(seconds=...)`,
+# their length measured on the 2-core CI machine); left where they are collected (mostly at
+# the end, under tests/workers) they would meet in the last minutes, queued behind one another
+# on one process while the other idles. So they go first: the two each process starts with
+# are those of an LPT split (longest first, each to the process with less work so far), the
+# other long ones follow longest first (taken by whichever process is free), and the short
+# tests after them, in their collected order, fill the gaps. Without xdist the long runs
+# simply come first.
+
+
+def _long_running_s(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("long_running")
+    return float(marker.kwargs.get("seconds", 0)) if marker is not None else 0.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def length(item: pytest.Item) -> float:
-        marker = item.get_closest_marker("long_running")
-        return float(marker.kwargs.get("seconds", 0)) if marker is not None else 0.0
-
-    items.sort(key=lambda item: -length(item))  # stable: the others keep their order
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    long = sorted((item for item in items if _long_running_s(item) > 0), key=_long_running_s, reverse=True)
+    rest = [item for item in items if _long_running_s(item) == 0]
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in long:
+        k = loads.index(min(loads))
+        shares[k].append(item)
+        loads[k] += _long_running_s(item)
+    fillers = iter(rest)
+    first = []  # what each process starts with: two of its share, a short test where the share is smaller
+    for share in shares:
+        take = share[:2]
+        while len(take) < 2 and (filler := next(fillers, None)) is not None:
+            take.append(filler)
+        first += take
+    items[:] = first + [item for item in long if item not in first] + list(fillers)
 
 
 REQUIRE_SERVICES = os.environ.get("OMNIOPD_REQUIRE_SERVICES") == "1"

@@ -392,12 +392,15 @@ def _wait_for_curve(evaluator, settings: DemoSettings, variant: str) -> None:
 
 
 def _open_run(cfg: OmniConfig, config_file: Path) -> None:
-    """Create the run row now, so the base model's evaluation links to it (step 0)."""
+    """Create the run row now, so the base model's evaluation links to it (step 0), and mark
+    it running: a resumed run still says `stopped`, and the evaluator (`--until-finished`),
+    started before the learner, would take that for the end of the run and leave at once."""
+    from db.repo_runs import set_run_status
     from db.store import open_store
     from workers.store import ensure_run
 
     with open_store(cfg, config_file, pool_size=1) as store, store.sessions.begin() as session:
-        ensure_run(session, cfg)
+        set_run_status(session, run_id=ensure_run(session, cfg).id, status="running")
 
 
 def _evaluate(config: str, cfg: OmniConfig, *, step: int, env, label: str, settings: DemoSettings,

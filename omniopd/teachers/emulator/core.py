@@ -8,6 +8,7 @@ back into that provider's JSON, headers and error bodies.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import random
 import time
@@ -80,7 +81,14 @@ class LogEntry:
     t_start: float = 0.0
     t_end: float = 0.0
     delivered: bool = False
-    """A 200 whose body was well-formed (the client could read its usage)."""
+    """A 200 whose well-formed body the server wrote to the client (the client could read its
+    usage). Not one the server finished too late: a client that gave up (its timeout) records
+    an unknown outcome, and the response then finds its connection closed."""
+
+
+WELL_FORMED: contextvars.ContextVar[LogEntry | None] = contextvars.ContextVar("omniopd_emulator_well_formed", default=None)
+"""The log entry of the well-formed 200 the current request's handler produced; the server
+(server.py) takes its `delivered` back if the response cannot be written."""
 
 
 def chat_text(turns: list[tuple[str, str]], continue_last: bool) -> str:
@@ -276,6 +284,8 @@ class Emulator:
             "output": result.output_tokens, "reasoning": reasoning,
         }
         entry.delivered = result.body_fault is None and fault != "timeout"
+        if entry.delivered:
+            WELL_FORMED.set(entry)  # taken back by the server if the body cannot be written (server.py)
         return result
 
     def _key_ok(self, key: str | None) -> bool:

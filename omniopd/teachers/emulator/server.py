@@ -13,7 +13,7 @@ from aiohttp import web
 
 from omniopd.teachers.emulator import wire_anthropic, wire_gemini, wire_openai
 from omniopd.teachers.emulator.config import EmulatorConfig
-from omniopd.teachers.emulator.core import Emulator
+from omniopd.teachers.emulator.core import WELL_FORMED, Emulator
 from omniopd.teachers.emulator.generators import Generate
 
 _WIRES = {"openai": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
@@ -22,8 +22,28 @@ format (another OpenAI-compatible server) needs no new entry."""
 HOST = "127.0.0.1"  # the emulator never listens beyond the local machine
 
 
+@web.middleware
+async def _undelivered_if_unwritten(request: web.Request, handler) -> web.StreamResponse:
+    """A well-formed 200 is delivered only if it is written: a handler that finished after its
+    client gave up (the client's timeout on a loaded machine) writes to a closed connection,
+    and its log entry must not say the client read the usage it billed. The body is written
+    here (a streamed one by its handler) so that a failed write is seen."""
+    WELL_FORMED.set(None)
+    try:
+        response = await handler(request)
+        if WELL_FORMED.get() is not None and not response.prepared:
+            await response.prepare(request)
+            await response.write_eof()
+    except BaseException:  # the client is gone (a failed write, or the handler cancelled)
+        entry = WELL_FORMED.get()
+        if entry is not None:
+            entry.delivered = False
+        raise
+    return response
+
+
 def make_app(emu: Emulator) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_undelivered_if_unwritten])
     app.add_routes(_WIRES[emu.spec.wire].routes(emu))
 
     async def stats(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ INVARIANTS = (
 )
 
 
-@pytest.mark.long_running(seconds=85)
+@pytest.mark.long_running(seconds=50)
 @pytest.mark.timeout(900)
 def test_a_seeded_fault_schedule_breaks_no_invariant(tmp_path, postgres_admin_url):
     from workers.chaos.schedule import draw_schedule

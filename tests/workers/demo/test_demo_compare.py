@@ -37,7 +37,7 @@ def store_rows(run_dir, *columns):
         engine.dispose()
 
 
-@pytest.mark.long_running(seconds=185)
+@pytest.mark.long_running(seconds=150)
 @pytest.mark.timeout(1200)
 def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_plot(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}

@@ -67,7 +67,7 @@ def stored(run_dir: Path):
 FINAL_ANSWER = re.compile(r"\nAnswer: (-?\d+)\s*$")
 
 
-@pytest.mark.long_running(seconds=170)
+@pytest.mark.long_running(seconds=130)
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find leftover processes")
 def test_demo_smoke_interrupted_and_resumed_end_to_end(tmp_path):
     # Every wait below draws on the test's wait budget (tests/conftest.py: pytest's 600 s less a

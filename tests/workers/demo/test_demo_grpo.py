@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ANSWER = re.compile(r"^Answer: *(-?\d+) *$", re.M)  # a whole `Answer: N` line, as the task writes it
 
 
-@pytest.mark.long_running(seconds=80)
+@pytest.mark.long_running(seconds=60)
 def test_grpo_demo_grades_every_sample_and_trains_whole_groups_without_a_teacher(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
     result = subprocess.run(

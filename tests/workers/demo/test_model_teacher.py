@@ -74,7 +74,7 @@ def ledger(run_dir: Path) -> list[tuple[str, str, int]]:
         engine.dispose()
 
 
-@pytest.mark.long_running(seconds=195)
+@pytest.mark.long_running(seconds=210)
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find leftover processes")
 def test_model_teacher_demo_trains_through_vllm_and_ctrl_c_leaves_no_process(tmp_path):

@@ -51,7 +51,7 @@ def rehearse(workdir, postgres_admin_url: str, redis_url: str, *args: str, timeo
     return result
 
 
-@pytest.mark.long_running(seconds=390)
+@pytest.mark.long_running(seconds=470)
 @pytest.mark.timeout(1800)  # measured: 14-20 minutes under a load average of 20 on two cores
 def test_production_rehearsal_on_redis_and_rabbitmq(tmp_path, postgres_admin_url, redis_url, rabbitmq_url):
     del rabbitmq_url  # the fixture proves RabbitMQ and rabbitmqctl answer; the rehearsal makes its own vhost
