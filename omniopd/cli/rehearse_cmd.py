@@ -49,7 +49,7 @@ def rehearse(
     of requests while the accepted rate holds at least 90% of the limit; Pass@1 improved;
     scripts/eval_math.sh and eval_code.sh graded the final checkpoint. With --outage the store
     (its database refuses connections) and then the broker (the run's own redis-server stopped,
-    or the run's RabbitMQ vhost refused) go away for --outage-s seconds each, mid-run; also
+    or the run's own TCP gate to RabbitMQ closed) go away for --outage-s seconds each, mid-run; also
     checked: every process lived through them and logged what it waited for. Exit 1 if a
     check failed.
     """
