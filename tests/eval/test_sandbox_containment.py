@@ -258,12 +258,16 @@ def test_sandboxed_processes_hold_the_slot_uid_and_no_capabilities(slot):
 
 
 def test_program_cannot_signal_its_parent_the_host_or_other_slots(slot):
+    from eval.sandbox.slots import acquire_slot
+
     host_pid = os.getpid()
-    # A process of another worker slot's uid, as another sample's program would be.
-    neighbour = None
+    # A process of another worker slot's uid, as another sample's program would be. That slot
+    # is held for the test: another test process's sandbox may not sweep its uid meanwhile.
+    neighbour = other = None
     if slot.uid is not None:
-        other = slot.uid + 1
-        neighbour = subprocess.Popen(["setpriv", f"--reuid={other}", f"--regid={other}", "--clear-groups", "sleep", "60"])
+        other = acquire_slot()
+        neighbour = subprocess.Popen(["setpriv", f"--reuid={other.uid}", f"--regid={other.uid}", "--clear-groups",
+                                      "sleep", "60"])
     targets = [host_pid] + ([neighbour.pid] if neighbour else [])
     try:
         results = run(
@@ -285,6 +289,8 @@ def test_program_cannot_signal_its_parent_the_host_or_other_slots(slot):
         if neighbour is not None:
             neighbour.kill()
             neighbour.wait()
+        if other is not None:
+            other.release()
     # Host pids do not exist in the sandbox's pid namespace (ESRCH = 3); the parent is the
     # runner, pid 1 of the namespace, which the kernel shields from signals sent from inside.
     assert [r.status for r in results] == ["ok", "ok"]
