@@ -12,14 +12,10 @@ tests/workers/demo/test_compare_table.py."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import wait_left
-from tests.workers.conftest import ROOT
+from tests.workers.demo.finished_demo import finished_demo
 
 pytestmark = [pytest.mark.slow]
 
@@ -40,13 +36,8 @@ def store_rows(run_dir, *columns):
 @pytest.mark.long_running(seconds=150)
 @pytest.mark.timeout(1200)
 def test_compare_runs_every_arm_on_the_same_steps_and_writes_the_table_and_the_plot(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "omniopd", "demo", "--compare", "--smoke", "--arms", "sft,opd,grpo",
-         "--workdir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait_left(1100),
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = finished_demo("--compare", "--smoke", "--arms", "sft,opd,grpo", "--workdir", str(tmp_path), timeout=1100,
+                           columns=200)
     from db.models import RolloutBatch, TeacherCall, Trajectory
 
     root = tmp_path / "smoke-compare-s0"

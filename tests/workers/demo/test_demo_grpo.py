@@ -7,16 +7,12 @@ step trains batch_size / G groups, and nothing was asked of the teacher."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
 
-from tests.conftest import wait_left
-from tests.workers.conftest import ROOT
+from tests.workers.demo.finished_demo import finished_demo
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +21,8 @@ ANSWER = re.compile(r"^Answer: *(-?\d+) *$", re.M)  # a whole `Answer: N` line, 
 
 @pytest.mark.long_running(seconds=60)
 def test_grpo_demo_grades_every_sample_and_trains_whole_groups_without_a_teacher(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
-    result = subprocess.run(
-        [sys.executable, "-m", "omniopd", "demo", "--smoke", "--no-dashboard", "--config", "configs/demo-grpo.yaml",
-         "--workdir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait_left(580),
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = finished_demo("--smoke", "--no-dashboard", "--config", "configs/demo-grpo.yaml", "--workdir", str(tmp_path),
+                           timeout=580)
     assert "Pass@1 on held-out problems:" in result.stdout and "teacher spend $0.0000" in result.stdout
     run_dir = tmp_path / "smoke-full-s0"
     assert not (run_dir / "logs" / "audit.log").exists()  # the objective declares no audits

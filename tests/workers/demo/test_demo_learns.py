@@ -7,14 +7,10 @@ clear of the run-to-run noise (the 95% intervals are about +-4 points wide)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import wait_left
-from tests.workers.conftest import ROOT
+from tests.workers.demo.finished_demo import finished_demo
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +20,7 @@ MIN_GAIN = 0.15
 @pytest.mark.long_running(seconds=320)
 @pytest.mark.timeout(1200)
 def test_default_demo_gains_at_least_15_points_of_pass_at_1(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
-    done = subprocess.run(
-        [sys.executable, "-m", "omniopd", "demo", "--no-dashboard", "--workdir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait_left(1150),
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    finished_demo("--no-dashboard", "--workdir", str(tmp_path), timeout=1150)
     result = json.loads((tmp_path / "full-s0" / "demo-result.json").read_text())
     before, after = result["pass_before"], result["pass_after"]
     assert result["steps"] > 0 and result["spend_usd"] > 0
