@@ -192,6 +192,18 @@ def redis_prefix(redis_url: str):
     client.close()
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module that runs tiny models in-process: they are dominated by
+    per-op overhead, and one thread is faster on shared cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny untied Qwen3 model + tokenizer built offline once per test session."""

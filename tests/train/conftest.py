@@ -10,12 +10,8 @@ from omniopd.train import AuditedChunk, TrainExample
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny models are dominated by per-op overhead; one thread is faster on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_torch_thread(single_torch_thread):
+    """Every module here runs tiny models in-process (tests/conftest.py: single_torch_thread)."""
 
 
 def make_config(model_dir: str, **sections) -> OmniConfig:

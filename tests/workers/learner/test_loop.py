@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from db.models import PolicyVersion, Trajectory
@@ -20,13 +19,7 @@ from tests.workers.learner_fakes import StoreDriver, insert_bundles
 from workers.learner.loop import Learner, example_from_bundle
 from workers.learner.output import TensorBoardSink
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def learner_store(tmp_path, tiny_model_dir, **learner) -> Store:

@@ -9,7 +9,6 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-import torch
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -24,13 +23,7 @@ from tests.workers.learner_fakes import StoreDriver, insert_bundles
 from workers.learner import loop as loop_module
 from workers.learner.loop import Learner, LearnerDisplaced
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def outage_store(tmp_path, tiny_model_dir, url: str | None = None) -> Store:
